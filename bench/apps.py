@@ -1,0 +1,94 @@
+"""WSGI applications served by every server in the benchmark.
+
+Each one is a module-level callable so any server can load it as ``apps:NAME``
+with ``bench/`` as the working directory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+
+HELLO_BODY = b"Hello, World!"
+MEBIBYTE = 1024 * 1024
+DOWNLOAD_BODY = b"x" * MEBIBYTE
+READ_CHUNK_SIZE = 64 * 1024
+SLEEP_SECONDS = 0.020
+
+
+def hello(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """The smallest useful response: measures the server, not the app."""
+    start_response(
+        "200 OK",
+        [("Content-Type", "text/plain"), ("Content-Length", str(len(HELLO_BODY)))],
+    )
+    return [HELLO_BODY]
+
+
+def sleep20(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Stands for an app waiting 20 ms on a database: measures concurrency, not speed."""
+    time.sleep(SLEEP_SECONDS)
+    return hello(environ, start_response)
+
+
+def download(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """One prebuilt 1 MiB body, so the figure is the server's send path alone."""
+    start_response(
+        "200 OK",
+        [
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Length", str(len(DOWNLOAD_BODY))),
+        ],
+    )
+    return [DOWNLOAD_BODY]
+
+
+def upload(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Reads the whole request body and answers with its length.
+
+    Reads no more than CONTENT_LENGTH: PEP 3333 lets a server hand over a stream
+    that blocks instead of reaching end of file.
+    """
+    remaining = int(environ.get("CONTENT_LENGTH") or 0)
+    stream = environ["wsgi.input"]
+    received = 0
+    while remaining > 0:
+        chunk = stream.read(min(READ_CHUNK_SIZE, remaining))
+        if not chunk:
+            break
+        received += len(chunk)
+        remaining -= len(chunk)
+    body = str(received).encode("ascii")
+    start_response(
+        "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
+
+
+def _create_flask_json() -> Callable[..., Iterable[bytes]]:
+    from flask import Flask
+
+    flask_app = Flask("bench_flask_json")
+
+    @flask_app.route("/")
+    def greeting() -> dict[str, str]:
+        return {"message": "Hello, World!"}
+
+    return flask_app
+
+
+def __getattr__(name: str) -> Any:
+    # Flask is built on first access (PEP 562) so the servers running the other
+    # apps do not import it, and their RSS figures do not include it.
+    if name == "flask_json":
+        flask_json = _create_flask_json()
+        globals()["flask_json"] = flask_json
+        return flask_json
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+APP_NAMES = ("hello", "flask_json", "sleep20", "download", "upload")

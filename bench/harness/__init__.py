@@ -1,0 +1,1 @@
+"""Benchmark harness for corral: starts servers, drives wrk, writes the report."""

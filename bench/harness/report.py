@@ -1,0 +1,181 @@
+"""Writes results.md from the measurements; the file is regenerated on every run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.measurements import IN_PROCESS_CEILING, NGINX_CEILING, SERVER, Measurement
+from harness.processes import MemorySample
+from harness.scenarios import Scenario, Workload
+from harness.servers import REFERENCE_NAMES
+
+
+@dataclass(frozen=True)
+class RunContext:
+    command: str
+    started_utc: str
+    duration_minutes: float
+    machine: str
+    versions: dict[str, str]
+    runs: int
+    seconds: float
+    notes: list[str]
+
+
+def _number(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:,.1f}" if value >= 10 else f"{value:,.2f}"
+
+
+def _ratio(value: float, reference: float | None) -> str:
+    if not reference:
+        return "–"
+    return f"{value / reference:.2f}×"
+
+
+def _milliseconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def _memory(sample: MemorySample | None) -> str:
+    if sample is None or sample.process_count == 0:
+        return "–"
+    processes = "" if sample.process_count == 1 else f" ({sample.process_count} proc)"
+    return f"{sample.rss_kib / 1024:.1f} MiB{processes}"
+
+
+def corral_best(rows: list[Measurement]) -> Measurement | None:
+    candidates = [row for row in rows if row.family == "corral" and row.succeeded]
+    return max(candidates, key=lambda row: row.median, default=None)
+
+
+def reference_row(rows: list[Measurement], name: str) -> Measurement | None:
+    return next((row for row in rows if row.reference == name and row.succeeded), None)
+
+
+def ceiling_row(rows: list[Measurement], kind: str) -> Measurement | None:
+    return next((row for row in rows if row.kind == kind and row.succeeded), None)
+
+
+def _row_order(row: Measurement) -> tuple[int, float]:
+    # Servers by figure, then the ceilings, then rows without figures.
+    if not row.succeeded:
+        return (2, 0.0)
+    return (0 if row.kind == SERVER else 1, -row.median)
+
+
+def _table(scenario: Scenario, workload: Workload, rows: list[Measurement]) -> list[str]:
+    best = corral_best(rows)
+    best_figure = best.median if best else None
+    unit = workload.unit
+    ideal = scenario.ideal_requests_per_second
+    header = ["server", f"{unit} (median)", "min – max", "vs corral best"]
+    if ideal:
+        header.append("of ideal")
+    header += ["p50 ms", "p99 ms", "RSS idle", "RSS after", "flags"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in sorted(rows, key=_row_order):
+        label = row.label if row.kind == SERVER else f"*{row.label}*"
+        if not row.succeeded:
+            cells = [label, "–", "–", "–"] + (["–"] if ideal else [])
+            cells += ["–", "–", _memory(row.rss_idle), "–", row.failure or "no runs"]
+        else:
+            cells = [
+                f"**{label}**" if row is best else label,
+                _number(row.median),
+                f"{_number(row.minimum)} – {_number(row.maximum)}",
+                _ratio(row.median, best_figure),
+            ]
+            if ideal:
+                cells.append(f"{row.median / ideal:.0%}")
+            flags = "; ".join(row.flags)
+            if row.failure:
+                flags = "; ".join(filter(None, [row.failure, flags]))
+            cells += [
+                _milliseconds(row.median_p50_ms),
+                _milliseconds(row.median_p99_ms),
+                _memory(row.rss_idle),
+                _memory(row.rss_after),
+                f"⚠ {flags}" if flags else "",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _summary(
+    scenarios: list[tuple[Scenario, Workload, list[Measurement]]],
+) -> list[str]:
+    header = ["scenario", "app", "corral best", "figure"]
+    header += [f"vs {name}" for name in REFERENCE_NAMES]
+    header += ["of nginx", "of in-process"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for scenario, workload, rows in scenarios:
+        best = corral_best(rows)
+        if best is None:
+            cells = [scenario.key, workload.app, "no result", "–"]
+            cells += ["–"] * (len(header) - len(cells))
+        else:
+            cells = [
+                scenario.key,
+                workload.app,
+                best.label,
+                f"{_number(best.median)} {workload.unit}",
+            ]
+            for name in REFERENCE_NAMES:
+                reference = reference_row(rows, name)
+                cells.append(_ratio(best.median, reference.median if reference else None))
+            for kind in (NGINX_CEILING, IN_PROCESS_CEILING):
+                ceiling = ceiling_row(rows, kind)
+                cells.append(f"{best.median / ceiling.median:.0%}" if ceiling else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def render(
+    context: RunContext,
+    sections: list[tuple[Scenario, Workload, list[Measurement]]],
+    chart_name: str | None,
+) -> str:
+    versions = ", ".join(f"{name} {version}" for name, version in context.versions.items())
+    lines = [
+        "# corral benchmark results",
+        "",
+        "Written by the harness on every run; edits are lost. How to read it: `bench/README.md`.",
+        "",
+        f"- Command: `{context.command}`",
+        f"- Date: {context.started_utc} (took {context.duration_minutes:.1f} min)",
+        f"- Machine: {context.machine}",
+        f"- Versions: {versions}",
+        f"- Each figure is the median of {context.runs} run(s) of {context.seconds:g} s, "
+        "min – max beside it, after a 1 s warm-up. Server on CPU 0 (`taskset -c 0`), "
+        "`wrk -t1` on CPU 1.",
+        "- RSS is VmRSS from /proc, summed over the server's process tree (master and "
+        "worker both counted where there are two; pages shared after fork count twice). "
+        "Idle: after start, before load. After: after the last run.",
+        "- ⚠ marks runs with socket errors or non-2xx answers; their figures are suspect.",
+    ]
+    lines += [f"- {note}" for note in context.notes]
+    lines += [
+        "",
+        "## Summary",
+        "",
+        "corral's best configuration in each table, divided by each reference "
+        "(above 1.00× means corral is faster), and as a share of the ceilings.",
+        "",
+        *_summary(sections),
+    ]
+    if chart_name:
+        lines += ["", f"![figures]({chart_name})"]
+    current_scenario = None
+    for scenario, workload, rows in sections:
+        if scenario is not current_scenario:
+            current_scenario = scenario
+            lines += ["", f"## {scenario.title}", "", scenario.explanation]
+        lines += ["", f"### {workload.app}", "", *_table(scenario, workload, rows)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(path: Path, text: str) -> None:
+    path.write_text(text)

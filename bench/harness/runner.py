@@ -1,0 +1,112 @@
+"""Measuring one server on one workload: start, wait, load, sample memory, stop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.measurements import Measurement, Run
+from harness.processes import (
+    LOOPBACK,
+    ServerProcess,
+    measure_tree_rss,
+    start_pinned,
+    stop_process_group,
+    wait_until_answering,
+)
+from harness.scenarios import Scenario, Workload
+from harness.wrk import LoadSpec, WrkResult, run_wrk
+
+SERVER_CPU = 0
+START_DEADLINE_SECONDS = 30.0
+# Long enough for lazy imports, Flask's first request and thread pools to fill.
+WARMUP_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    bench_dir: Path
+    log_dir: Path
+    python: Path
+    server_env: dict[str, str]
+    runs: int
+    seconds: float
+
+
+def load_for(scenario: Scenario, workload: Workload, settings: RunSettings) -> LoadSpec:
+    script = settings.bench_dir / workload.script if workload.script else None
+    return LoadSpec(
+        connections=scenario.connections,
+        seconds=settings.seconds,
+        headers=scenario.headers,
+        script=script,
+    )
+
+
+def _to_run(workload: Workload, result: WrkResult) -> Run:
+    errors = None
+    if result.failure:
+        errors = result.failure
+    elif result.flagged:
+        parts = [f"{name} {count}" for name, count in result.socket_errors.items()]
+        if result.non_2xx:
+            parts.append(f"non-2xx {result.non_2xx}")
+        errors = ", ".join(parts)
+    return Run(
+        figure=workload.figure(result.requests_per_second),
+        requests_per_second=result.requests_per_second,
+        latency_p50_ms=result.latency_p50_ms,
+        latency_p99_ms=result.latency_p99_ms,
+        errors=errors,
+    )
+
+
+def _last_log_line(log_path: Path) -> str:
+    try:
+        lines = [line for line in log_path.read_text(errors="replace").splitlines() if line]
+    except OSError:
+        return ""
+    return lines[-1][:200] if lines else ""
+
+
+def measure_under_load(
+    argv: list[str],
+    measurement: Measurement,
+    scenario: Scenario,
+    workload: Workload,
+    settings: RunSettings,
+    port: int,
+) -> Measurement:
+    """Runs argv pinned to CPU 0, then warm-up and timed wrk runs; always stops it."""
+    log_path = settings.log_dir / f"{scenario.key}-{workload.app}-{_slug(measurement.label)}.log"
+    log_path.unlink(missing_ok=True)
+    process = start_pinned(argv, SERVER_CPU, settings.bench_dir, settings.server_env, log_path)
+    server = ServerProcess(process=process, port=port, log_path=log_path)
+    try:
+        problem = wait_until_answering(server, START_DEADLINE_SECONDS)
+        if problem is not None:
+            last_line = _last_log_line(log_path)
+            measurement.failure = f"failed to start: {problem}" + (
+                f" ({last_line})" if last_line else ""
+            )
+            return measurement
+        measurement.rss_idle = measure_tree_rss(server.pid)
+        url = f"http://{LOOPBACK}:{port}/"
+        load = load_for(scenario, workload, settings)
+        warmup = LoadSpec(load.connections, WARMUP_SECONDS, load.headers, load.script)
+        run_wrk(url, warmup, log_path)
+        for _ in range(settings.runs):
+            measurement.runs.append(_to_run(workload, run_wrk(url, load, log_path)))
+            if process.poll() is not None:
+                measurement.failure = f"server exited with code {process.returncode} under load"
+                break
+        if measurement.failure is None:
+            measurement.rss_after = measure_tree_rss(server.pid)
+        return measurement
+    finally:
+        stop_process_group(process)
+
+
+def _slug(label: str) -> str:
+    kept = [character if character.isalnum() else "-" for character in label.lower()]
+    return "-".join(part for part in "".join(kept).split("-") if part)

@@ -1,0 +1,116 @@
+"""The scenarios: which apps, how much load, and which server profile serves them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.servers import CPU, IO
+
+MEBIBYTE = 1024 * 1024
+SLEEP_SECONDS = 0.020
+
+
+@dataclass(frozen=True)
+class Workload:
+    app: str
+    script: str | None = None
+    """wrk Lua script in bench/, for requests other than a plain GET."""
+    bytes_per_request: int = 0
+    """When set, the figure reported is MB/s (10^6 bytes) instead of req/s."""
+    in_quick: bool = True
+
+    @property
+    def unit(self) -> str:
+        return "MB/s" if self.bytes_per_request else "req/s"
+
+    def figure(self, requests_per_second: float) -> float:
+        if self.bytes_per_request:
+            return requests_per_second * self.bytes_per_request / 1e6
+        return requests_per_second
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    explanation: str
+    profile: str
+    workloads: tuple[Workload, ...]
+    connections: int
+    headers: tuple[str, ...] = ()
+    ideal_requests_per_second: float | None = None
+    nginx_ceiling: bool = False
+    in_quick: bool = False
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        key="A",
+        title="A: CPU-bound, keep-alive",
+        explanation=(
+            "One server process on CPU 0, wrk on CPU 1 with 32 keep-alive connections. "
+            "Measures the cost of the server's own code per request."
+        ),
+        profile=CPU,
+        workloads=(Workload("hello"), Workload("flask_json", in_quick=False)),
+        connections=32,
+        nginx_ceiling=True,
+        in_quick=True,
+    ),
+    Scenario(
+        key="B",
+        title="B: CPU-bound, Connection: close",
+        explanation=(
+            "As A, but every request carries `Connection: close`: adds accept, "
+            "connection set-up and teardown to each request."
+        ),
+        profile=CPU,
+        workloads=(Workload("hello"), Workload("flask_json")),
+        connections=32,
+        headers=("Connection: close",),
+        nginx_ceiling=True,
+    ),
+    Scenario(
+        key="C",
+        title="C: I/O-bound, 200 connections",
+        explanation=(
+            "The app sleeps 20 ms per request; 200 keep-alive connections. A server "
+            "that runs 200 requests at once reaches the ideal 200 / 0.020 s = "
+            "10,000 req/s; the fraction of ideal shows how much concurrency it really has."
+        ),
+        profile=IO,
+        workloads=(Workload("sleep20"),),
+        connections=200,
+        ideal_requests_per_second=200 / SLEEP_SECONDS,
+        in_quick=True,
+    ),
+    Scenario(
+        key="D",
+        title="D: 1 MiB download and upload",
+        explanation=(
+            "8 keep-alive connections each fetching a 1 MiB body (download) or posting "
+            "one (upload, read fully by the app). Figures are MB/s of body."
+        ),
+        profile=CPU,
+        workloads=(
+            Workload("download", bytes_per_request=MEBIBYTE),
+            Workload("upload", script="upload.lua", bytes_per_request=MEBIBYTE),
+        ),
+        connections=8,
+    ),
+)
+
+
+def select_scenarios(keys: list[str] | None, quick: bool) -> list[Scenario]:
+    """Scenarios named by --scenarios, or all (the quick subset with --quick)."""
+    if keys is not None:
+        known = {scenario.key for scenario in SCENARIOS}
+        unknown = set(keys) - known
+        if unknown:
+            raise ValueError(f"unknown scenarios {sorted(unknown)}; known: {sorted(known)}")
+        return [scenario for scenario in SCENARIOS if scenario.key in keys]
+    return [scenario for scenario in SCENARIOS if scenario.in_quick or not quick]
+
+
+def select_workloads(scenario: Scenario, quick: bool) -> list[Workload]:
+    return [workload for workload in scenario.workloads if workload.in_quick or not quick]

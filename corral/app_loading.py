@@ -1,0 +1,75 @@
+"""Finding the WSGI application named on the command line: MODULE[:NAME | :FACTORY(ARGS)]."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import sys
+from typing import Any
+
+
+class AppLoadError(Exception):
+    """The application cannot be found or is not a WSGI callable."""
+
+
+def load_app(spec: str) -> Any:
+    """Import `spec` and return the application.
+
+    `module` alone looks for `application`, then `app`; `module:name` takes that
+    attribute (dotted paths allowed); `module:factory()` or `module:factory('arg', 1)`
+    calls a factory with literal arguments. The current directory is importable.
+    """
+    module_name, _, expression = spec.partition(":")
+    if not module_name:
+        raise AppLoadError(f"{spec!r}: expected MODULE:APP")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and module_name.startswith(error.name):
+            raise AppLoadError(f"no module named {error.name!r} (from {spec!r})") from None
+        raise
+    if not expression:
+        for candidate in ("application", "app"):
+            if hasattr(module, candidate):
+                return _checked(getattr(module, candidate), f"{module_name}:{candidate}")
+        raise AppLoadError(f"module {module_name!r} has no 'application' or 'app'")
+    return _checked(_evaluate(module, expression, spec), spec)
+
+
+def _evaluate(module: Any, expression: str, spec: str) -> Any:
+    try:
+        tree = ast.parse(expression.strip(), mode="eval").body
+    except SyntaxError:
+        raise AppLoadError(f"{spec!r}: cannot read {expression!r} as a name or call") from None
+    call = tree if isinstance(tree, ast.Call) else None
+    target = call.func if call is not None else tree
+    parts: list[str] = []
+    while isinstance(target, ast.Attribute):
+        parts.insert(0, target.attr)
+        target = target.value
+    if not isinstance(target, ast.Name):
+        raise AppLoadError(f"{spec!r}: {expression!r} is not a name or a call of a name")
+    parts.insert(0, target.id)
+    obj = module
+    for part in parts:
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AppLoadError(f"{spec!r}: {module.__name__!r} has no {part!r}") from None
+    if call is None:
+        return obj
+    try:
+        args = [ast.literal_eval(arg) for arg in call.args]
+        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords if kw.arg}
+    except ValueError:
+        raise AppLoadError(f"{spec!r}: factory arguments must be literals") from None
+    return obj(*args, **kwargs)
+
+
+def _checked(app: Any, spec: str) -> Any:
+    if not callable(app):
+        raise AppLoadError(f"{spec!r} is not callable, so not a WSGI application")
+    return app

@@ -1,0 +1,93 @@
+"""`corral.run_simple`: the signature and meaning of `werkzeug.serving.run_simple`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from corral.config import build_config
+
+_RELOADER_CHILD = "WERKZEUG_RUN_MAIN"
+
+
+def run_simple(
+    hostname: str,
+    port: int,
+    application: Any,
+    use_reloader: bool = False,
+    use_debugger: bool = False,
+    use_evalex: bool = True,
+    extra_files: Iterable[str] | None = None,
+    exclude_patterns: Iterable[str] | None = None,
+    reloader_interval: int = 1,
+    reloader_type: str = "auto",
+    threaded: bool = False,
+    processes: int = 1,
+    request_handler: Any = None,
+    static_files: dict[str, Any] | None = None,
+    passthrough_errors: bool = False,
+    ssl_context: Any = None,
+    **settings: Any,
+) -> None:
+    """Serve `application` on `hostname:port` until TERM or Ctrl-C, like Werkzeug's.
+
+    `threaded=True` starts a thread per request (`--thread-per-request`); `processes=N`
+    forks a process per request, at most N at once (`--process-per-request N`); neither
+    serves one request at a time. `use_reloader`, `use_debugger`/`use_evalex` and
+    `static_files` use Werkzeug's own reloader and middleware. Any other corral setting
+    can be passed by name, e.g. `max_threads=200` or `access_logfile="-"`.
+
+    Raises ValueError for `threaded` together with `processes > 1` (as Werkzeug does),
+    and for what corral cannot honour: `request_handler` (corral is not built on
+    http.server), `passthrough_errors=True` (application errors become a 500 response),
+    and `ssl_context` (terminate TLS in a proxy such as nginx or HAProxy). A bad corral
+    setting raises `corral.config.ConfigError`; an address in use raises
+    `corral.sockets.BindError`.
+    """
+    if threaded and processes > 1:
+        raise ValueError("cannot have a multi-threaded and multi-process server.")
+    if request_handler is not None:
+        raise ValueError("corral.run_simple cannot use request_handler: corral does not "
+                         "run on http.server")
+    if passthrough_errors:
+        raise ValueError("corral.run_simple cannot pass errors through: application "
+                         "errors are logged and answered with 500")
+    if ssl_context is not None:
+        raise ValueError("corral.run_simple does not serve TLS: terminate TLS in a proxy "
+                         "(nginx, HAProxy) in front of corral")
+    if processes < 1:
+        raise ValueError("processes must be at least 1")
+    if static_files:
+        from werkzeug.middleware.shared_data import SharedDataMiddleware
+
+        application = SharedDataMiddleware(application, static_files)
+    if use_debugger:
+        from werkzeug.debug import DebuggedApplication
+
+        application = DebuggedApplication(application, evalex=use_evalex)
+    if ":" in hostname and not hostname.startswith("["):
+        address = f"[{hostname}]:{port}"
+    else:
+        address = f"{hostname}:{port}"
+    overrides: dict[str, Any] = {"bind": [address], **settings}
+    if threaded:
+        overrides["thread_per_request"] = True
+    elif processes > 1:
+        overrides["process_per_request"] = processes
+    config = build_config(None, overrides)
+
+    from corral.server import serve
+
+    if use_reloader and os.environ.get(_RELOADER_CHILD) != "true":
+        from werkzeug._reloader import run_with_reloader
+
+        run_with_reloader(
+            lambda: serve(application, config),
+            extra_files=extra_files,
+            exclude_patterns=exclude_patterns,
+            interval=reloader_interval,
+            reloader_type=reloader_type,
+        )
+        return
+    serve(application, config)

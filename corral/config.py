@@ -1,0 +1,213 @@
+"""The one table of settings.
+
+Each setting is declared once here; the command line, the `CORRAL_*` environment
+variables, `--print-config`, the `run_simple` keywords and docs/settings.md are all
+generated from `SETTINGS`. Precedence: defaults < environment < command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A setting has a value corral cannot use; the message names the setting."""
+
+
+def positive_int(text: Any) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def non_negative_int(text: Any) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def seconds(text: Any) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise ValueError("must be 0 or more seconds")
+    return value
+
+
+def string(text: Any) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a string")
+    return text
+
+
+def boolean(text: Any) -> bool:
+    if isinstance(text, bool):
+        return text
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not true or false")
+
+
+def string_list(text: Any) -> list[str]:
+    if isinstance(text, str):
+        return [part for part in text.replace(",", " ").split() if part]
+    if isinstance(text, (list, tuple)) and all(isinstance(part, str) for part in text):
+        return list(text)
+    raise ValueError(f"{text!r} is not a list of strings")
+
+
+def log_level(text: Any) -> str:
+    lowered = str(text).lower()
+    if lowered not in ("debug", "info", "warning", "error", "critical"):
+        raise ValueError("must be one of debug, info, warning, error, critical")
+    return lowered
+
+
+def _integer(text: Any) -> int:
+    if isinstance(text, bool):
+        raise ValueError(f"{text!r} is not a whole number")
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{text!r} is not a whole number") from None
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    flags: tuple[str, ...]
+    type: Callable[[Any], Any]
+    default: Any
+    help: str
+    section: str = "Serving"
+    metavar: str | None = None
+
+    @property
+    def is_flag(self) -> bool:
+        return self.type is boolean
+
+    @property
+    def is_list(self) -> bool:
+        return self.type is string_list
+
+    @property
+    def environment_name(self) -> str:
+        return "CORRAL_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("bind", ("-b", "--bind"), string_list, ["127.0.0.1:8000"],
+            "Address to listen on: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable.",
+            metavar="ADDRESS"),
+    Setting("threads", ("--threads",), positive_int, 1,
+            "Threads serving requests: 1 serves one request at a time, N a pool of N threads.",
+            "Concurrency", "N"),
+    Setting("thread_per_request", ("--thread-per-request",), boolean, False,
+            "Start a thread for each request (Werkzeug threaded=True), up to --max-threads.",
+            "Concurrency"),
+    Setting("max_threads", ("--max-threads",), positive_int, 1000,
+            "Ceiling on threads with --thread-per-request; reaching it is logged.",
+            "Concurrency", "N"),
+    Setting("process_per_request", ("--process-per-request",), non_negative_int, 0,
+            "Fork a process for each request, at most N at once (Werkzeug processes=N).",
+            "Concurrency", "N"),
+    Setting("backlog", ("--backlog",), positive_int, 2048,
+            "Connections the kernel queues before accept.", metavar="N"),
+    Setting("keep_alive", ("--keep-alive",), seconds, 5.0,
+            "Seconds an idle keep-alive connection stays open.", metavar="SECONDS"),
+    Setting("client_timeout", ("--client-timeout",), seconds, 30.0,
+            "Seconds a client may stall while sending a request or reading a response.",
+            metavar="SECONDS"),
+    Setting("graceful_timeout", ("--graceful-timeout",), seconds, 30.0,
+            "Seconds requests in flight get to finish after TERM or INT.", metavar="SECONDS"),
+    Setting("root_path", ("--root-path",), string, "",
+            "SCRIPT_NAME for an app mounted below a path, e.g. /api.", metavar="PATH"),
+    Setting("limit_request_line", ("--limit-request-line",), positive_int, 8190,
+            "Longest request line in bytes; longer gets 414.", "Limits", "BYTES"),
+    Setting("limit_request_fields", ("--limit-request-fields",), positive_int, 100,
+            "Most header fields in a request; more gets 431.", "Limits", "N"),
+    Setting("limit_request_field_size", ("--limit-request-field-size",), positive_int, 8190,
+            "Longest header field line in bytes; longer gets 431.", "Limits", "BYTES"),
+    Setting("access_logfile", ("--access-logfile",), string, "",
+            "Where the access log goes: '-' for standard output; empty for none.",
+            "Logging", "FILE"),
+    Setting("access_logformat", ("--access-logformat",), string,
+            '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
+            "Access log line, with gunicorn's atoms (%(h)s %(r)s %(s)s %(b)s %(L)s ...).",
+            "Logging", "FORMAT"),
+    Setting("error_logfile", ("--error-logfile", "--log-file"), string, "-",
+            "Where the error log goes: '-' for standard error.", "Logging", "FILE"),
+    Setting("log_level", ("--log-level",), log_level, "info",
+            "Error log level: debug, info, warning, error or critical.", "Logging", "LEVEL"),
+)
+
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+class Config:
+    """Validated settings, read-only. Attribute names are the settings' names."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Config is read-only")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def build_config(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Defaults, then `CORRAL_*` variables from `environ`, then `overrides`; all checked."""
+    values = {setting.name: setting.default for setting in SETTINGS}
+    for setting in SETTINGS:
+        if environ is not None and setting.environment_name in environ:
+            values[setting.name] = _convert(setting, environ[setting.environment_name],
+                                            setting.environment_name)
+    for name, value in (overrides or {}).items():
+        setting = SETTINGS_BY_NAME.get(name)
+        if setting is None:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _convert(setting, value, setting.flags[-1])
+    _check_combination(values)
+    return Config(values)
+
+
+def _convert(setting: Setting, value: Any, source: str) -> Any:
+    try:
+        return setting.type(value)
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def _check_combination(values: dict[str, Any]) -> None:
+    chosen = [
+        flag
+        for flag, on in (
+            ("--threads N", values["threads"] > 1),
+            ("--thread-per-request", values["thread_per_request"]),
+            ("--process-per-request N", values["process_per_request"] > 0),
+        )
+        if on
+    ]
+    if len(chosen) > 1:
+        raise ConfigError(f"choose one concurrency model, not {' and '.join(chosen)}")
+    if not values["bind"]:
+        raise ConfigError("--bind: at least one address is needed")

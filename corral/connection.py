@@ -1,0 +1,222 @@
+"""Serves one client connection: recv -> parser -> WSGI app -> writer -> send.
+
+Every concurrency model runs this same code; they differ only in who calls `serve()`
+and when. `serve()` handles the requests whose bytes have arrived and returns as soon as
+the connection has nothing complete to work on, so an idle keep-alive connection holds
+no thread or process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from corral.access_log import AccessLog
+from corral.http.errors import IncompleteBody, RequestError
+from corral.http.parser import HeadLimits, RequestHead, body_decoder, parse_head
+from corral.http.writer import CONTINUE_RESPONSE, InvalidResponse, encode_error
+from corral.request_body import RequestBody
+from corral.wsgi import Response, WSGIApp, build_environ, current_date, run_application
+
+error_log = logging.getLogger("corral.error")
+
+_RECEIVE_SIZE = 262144
+# An unread request body up to this size is read and dropped to keep the connection;
+# a larger one is cheaper to end by closing.
+_DISCARD_LIMIT = 1 << 20
+
+
+@dataclass(eq=False)
+class ServingState:
+    """What every connection of one server shares. `stopping` flips once, on shutdown."""
+
+    app: WSGIApp
+    limits: HeadLimits
+    base_environ: dict[str, Any]
+    client_timeout: float
+    access_log: AccessLog | None
+    stopping: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Connection:
+    """One accepted socket and the bytes received on it but not yet consumed."""
+
+    __slots__ = ("buffer", "busy", "closed", "fd", "idle_since", "on_close", "peer", "sock",
+                 "state")
+
+    def __init__(self, sock: socket.socket, peer: Any, state: ServingState) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.state = state
+        self.fd = sock.fileno()
+        self.buffer = bytearray()
+        self.busy = False
+        self.closed = False
+        self.idle_since = time.monotonic()
+        self.on_close: Any = None
+
+    # I/O used by the request body and the response.
+
+    def receive(self) -> None:
+        data = self.sock.recv(_RECEIVE_SIZE)
+        if not data:
+            raise IncompleteBody("peer closed the connection inside a request body")
+        self.buffer += data
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def sendfile(self, fd: int, offset: int, count: int) -> None:
+        sent = 0
+        sock = self.sock
+        while sent < count:
+            try:
+                # A socket with a timeout is non-blocking underneath, so wait on EAGAIN.
+                n = os.sendfile(sock.fileno(), fd, offset + sent, min(count - sent, 1 << 30))
+            except BlockingIOError:
+                _wait_writable(sock, self.state.client_timeout)
+                continue
+            if n == 0:
+                raise ConnectionError("file ended before its announced length")
+            sent += n
+
+    # The request loop.
+
+    def serve(self) -> bool:
+        """Serve every complete request that has arrived; False once the connection is closed."""
+        try:
+            data = self.sock.recv(_RECEIVE_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            self.close()
+            return False
+        if not data:
+            self.close()
+            return False
+        self.buffer += data
+        state = self.state
+        try:
+            while True:
+                try:
+                    parsed = parse_head(self.buffer, state.limits)
+                except RequestError as error:
+                    self._answer_error(error, "HTTP/1.1")
+                    return False
+                if parsed is None:
+                    return True
+                head, size = parsed
+                del self.buffer[:size]
+                if not self._serve_request(head) or state.stopping:
+                    self.close()
+                    return False
+                if not self.buffer:
+                    return True
+        except OSError as error:
+            # Resets, broken pipes and timeouts: the peer is gone or too slow.
+            error_log.debug("%s: connection ended: %s", self.peer_text(), error)
+            self.close()
+            return False
+
+    def _serve_request(self, head: RequestHead) -> bool:
+        """Run the app for one request; True if the connection may carry another."""
+        state = self.state
+        decoder = body_decoder(head, state.limits)
+        before_first_read = None
+        if head.expect_continue and not decoder.done and not self.buffer:
+            before_first_read = self._send_continue
+        body = RequestBody(self, decoder, before_first_read)
+        environ = build_environ(head, body, state.base_environ, self.peer)
+        response = Response(self, head, state.stopping)
+        started = time.monotonic()
+        try:
+            run_application(state.app, environ, response)
+        except RequestError as error:
+            # The body the app was reading turned out malformed, or the peer left.
+            if isinstance(error, IncompleteBody):
+                error_log.debug("%s: %s", self.peer_text(), error)
+                return False
+            if not response.head_sent:
+                self._answer_error(error, head.version)
+            return False
+        except OSError as error:
+            error_log.debug("%s: connection ended: %s", self.peer_text(), error)
+            return False
+        except Exception as error:
+            self._answer_app_failure(head, response, error)
+            return False
+        finally:
+            if state.access_log is not None:
+                state.access_log.write(environ, response, time.monotonic() - started)
+        if not response.keep_alive:
+            return False
+        if not decoder.done:
+            if before_first_read is not None and body.untouched:
+                # The client is still waiting for 100 Continue; whether it will send the
+                # body now cannot be known, so the connection cannot be reused.
+                return False
+            return body.discard(_DISCARD_LIMIT)
+        return True
+
+    def _send_continue(self) -> None:
+        self.sock.sendall(CONTINUE_RESPONSE)
+
+    def _answer_app_failure(self, head: RequestHead, response: Response, error: Exception) -> None:
+        request_line = f"{head.method} {head.target}"
+        if isinstance(error, (InvalidResponse, TypeError)) and not response.head_sent:
+            error_log.error("%s: %s: %s", self.peer_text(), request_line, error)
+        else:
+            error_log.exception("Error handling request %s", request_line)
+        if response.head_sent:
+            # Part of the response is on the wire; closing without the rest tells the
+            # client it is incomplete, which a 500 appended to it could not.
+            return
+        try:
+            self.sock.sendall(encode_error(500, "Internal Server Error", head.version,
+                                           current_date()))
+        except OSError:
+            pass
+
+    def _answer_error(self, error: RequestError, version: str) -> None:
+        error_log.info("%s: bad request: %s; answered %d", self.peer_text(), error, error.status)
+        try:
+            self.sock.sendall(encode_error(error.status, error.reason, version, current_date()))
+            # Half-close first so the answer is not lost to a reset if the client is
+            # still sending (RFC 9112 section 9.6).
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.setblocking(False)
+            for _ in range(16):
+                if not self.sock.recv(65536):
+                    break
+        except OSError:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.on_close is not None:
+            self.on_close(self)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def peer_text(self) -> str:
+        if isinstance(self.peer, tuple):
+            return f"{self.peer[0]}:{self.peer[1]}"
+        return str(self.peer) or "unix"
+
+
+def _wait_writable(sock: socket.socket, timeout: float) -> None:
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLOUT)
+    if not poller.poll(timeout * 1000):
+        raise TimeoutError("client did not read the response in time")

@@ -1,0 +1,235 @@
+"""Accepts connections and hands each one that has bytes to read to the worker model.
+
+One epoll set holds the listening sockets and every idle connection. Connections are
+registered one-shot: when one becomes readable it is disarmed and given to the model,
+and whichever thread served it re-arms it (`release`), so no lock is needed between
+the loop and the model's threads and an idle connection costs a file descriptor only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from corral.connection import Connection, ServingState
+
+if TYPE_CHECKING:
+    from corral.workers import WorkerModel
+
+error_log = logging.getLogger("corral.error")
+
+_ARMED = select.EPOLLIN | select.EPOLLONESHOT
+_ACCEPT_BATCH = 64
+_SWEEP_INTERVAL = 0.5
+
+
+class Dispatcher:
+    """The event loop of one server process."""
+
+    def __init__(
+        self,
+        listeners: list[tuple[socket.socket, ServingState]],
+        model: WorkerModel,
+        keep_alive: float,
+        client_timeout: float,
+        graceful_timeout: float,
+    ) -> None:
+        self.model = model
+        self.keep_alive = keep_alive
+        self.client_timeout = client_timeout
+        self.graceful_timeout = graceful_timeout
+        self.epoll = select.epoll()
+        self.listeners = {sock.fileno(): (sock, state) for sock, state in listeners}
+        self.connections: dict[int, Connection] = {}
+        self.watched: dict[int, Callable[[], None]] = {}
+        self.stop_requested = False
+        self.force_stop = False
+        self.accept_paused_until = 0.0
+        self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.epoll.register(self.wake_read, select.EPOLLIN)
+        for fd, (sock, _) in self.listeners.items():
+            sock.setblocking(False)
+            self.epoll.register(fd, select.EPOLLIN)
+
+    # Called from signal handlers and other threads.
+
+    def request_stop(self, *_: object) -> None:
+        if self.stop_requested:
+            self.force_stop = True
+        self.stop_requested = True
+        with contextlib.suppress(OSError):
+            os.write(self.wake_write, b"\0")
+
+    def release(self, connection: Connection) -> None:
+        """Watch a served connection again; whoever served it calls this once."""
+        if connection.closed:
+            return
+        if connection.state.stopping:
+            connection.close()
+            return
+        connection.idle_since = time.monotonic()
+        connection.busy = False
+        try:
+            self.epoll.modify(connection.fd, _ARMED)
+        except OSError:
+            connection.close()
+
+    def watch(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call `callback` on the loop thread when `fd` becomes readable."""
+        self.watched[fd] = callback
+        self.epoll.register(fd, select.EPOLLIN)
+
+    def unwatch(self, fd: int) -> None:
+        self.watched.pop(fd, None)
+        with contextlib.suppress(OSError, ValueError):
+            self.epoll.unregister(fd)
+
+    # The loop.
+
+    def run(self) -> None:
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if in_main_thread:
+            signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+        self.model.start(self)
+        next_sweep = time.monotonic() + _SWEEP_INTERVAL
+        try:
+            while not self.stop_requested:
+                self._poll_once(_SWEEP_INTERVAL)
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._close_idle(now)
+                    next_sweep = now + _SWEEP_INTERVAL
+            self._drain()
+        finally:
+            if in_main_thread:
+                signal.set_wakeup_fd(-1)
+            self._close_everything()
+
+    def _poll_once(self, timeout: float) -> None:
+        try:
+            events = self.epoll.poll(timeout)
+        except InterruptedError:
+            return
+        connections = self.connections
+        for fd, _ in events:
+            connection = connections.get(fd)
+            if connection is not None:
+                connection.busy = True
+                self.model.submit(connection)
+            elif fd in self.listeners:
+                self._accept(fd)
+            elif fd == self.wake_read:
+                with contextlib.suppress(OSError):
+                    os.read(self.wake_read, 4096)
+            else:
+                callback = self.watched.get(fd)
+                if callback is not None:
+                    callback()
+
+    def _accept(self, fd: int) -> None:
+        listener, state = self.listeners[fd]
+        is_tcp = listener.family != socket.AF_UNIX
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: stop accepting for a moment instead of spinning
+                    # on a listener that stays readable.
+                    error_log.error("cannot accept a connection: %s; pausing accepts", error)
+                    self._pause_accepting()
+                return
+            sock.settimeout(state.client_timeout)
+            if is_tcp:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = Connection(sock, peer, state)
+            connection.on_close = self._forget
+            self.connections[connection.fd] = connection
+            self.epoll.register(connection.fd, _ARMED)
+
+    def _pause_accepting(self) -> None:
+        self.accept_paused_until = time.monotonic() + 0.5
+        for fd in self.listeners:
+            self.epoll.modify(fd, 0)
+
+    def _forget(self, connection: Connection) -> None:
+        if self.connections.get(connection.fd) is connection:
+            del self.connections[connection.fd]
+        with contextlib.suppress(OSError, ValueError):
+            self.epoll.unregister(connection.fd)
+
+    def _close_idle(self, now: float) -> None:
+        if self.accept_paused_until and now >= self.accept_paused_until:
+            self.accept_paused_until = 0.0
+            for fd in self.listeners:
+                self.epoll.modify(fd, select.EPOLLIN)
+        for connection in list(self.connections.values()):
+            if connection.busy:
+                continue
+            # A half-received head gets the client timeout; an idle keep-alive connection
+            # the keep-alive timeout.
+            limit = self.client_timeout if connection.buffer else self.keep_alive
+            if now - connection.idle_since > limit:
+                connection.close()
+
+    def _drain(self) -> None:
+        """Stop accepting, close idle connections and wait for requests in flight."""
+        for fd, (sock, state) in self.listeners.items():
+            state.stopping = True
+            with contextlib.suppress(OSError, ValueError):
+                self.epoll.unregister(fd)
+            sock.close()
+        self.listeners.clear()
+        for connection in list(self.connections.values()):
+            if not connection.busy:
+                connection.close()
+        deadline = time.monotonic() + self.graceful_timeout
+        while not self.force_stop and time.monotonic() < deadline:
+            if not self.connections and self.model.idle():
+                break
+            self._poll_once(0.05)
+            for connection in list(self.connections.values()):
+                if not connection.busy:
+                    connection.close()
+        self.model.stop()
+
+    def _close_everything(self) -> None:
+        for connection in list(self.connections.values()):
+            connection.close()
+        for sock, _ in self.listeners.values():
+            sock.close()
+        self.epoll.close()
+        os.close(self.wake_read)
+        os.close(self.wake_write)
+
+    def close_in_child(self, keep: Connection) -> None:
+        """In a forked child: let go of everything inherited except one connection."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for connection in list(self.connections.values()):
+            if connection is not keep:
+                connection.on_close = None
+                connection.sock.close()
+        for sock, _ in self.listeners.values():
+            sock.close()
+        for fd in list(self.watched):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        keep.on_close = None
+        self.epoll.close()
+        os.close(self.wake_read)
+        os.close(self.wake_write)

@@ -1,0 +1,397 @@
+"""Request heads and body framing (RFC 9112), parsed strictly from bytes already received.
+
+Nothing here reads a socket: callers hand in a buffer and get back a parsed head, or body
+bytes, or a `RequestError` naming the status to answer with.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from corral.http.errors import (
+    FieldsTooLarge,
+    RequestError,
+    RequestLineTooLong,
+    UnsupportedTransferCoding,
+    UnsupportedVersion,
+)
+
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/([0-9])\.([0-9])")
+# A field value may hold HTAB, visible ASCII, SP and obs-text, never other controls
+# (RFC 9110 section 5.5); bare CR and LF fall under "other controls".
+_FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_ABSOLUTE_TARGET = re.compile(
+    rb"([A-Za-z][A-Za-z0-9+.-]*)://"
+    rb"((?:[A-Za-z0-9._~!$&'()*+,;=%:-]*@)?"  # userinfo
+    rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)"  # host
+    rb"(?::[0-9]*)?)"  # port
+    rb"([/?][^#]*)?(?:#.*)?"
+)
+_AUTHORITY_TARGET = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+):[0-9]+")
+_HOST_VALUE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+_CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?)")
+
+# Fields that may appear once only: a second copy means two parties could read the
+# request differently (RFC 9110 section 5.3; request smuggling).
+_SINGLETON_FIELDS = frozenset({"HOST", "CONTENT_LENGTH", "CONTENT_TYPE"})
+# Fields a trailer must never carry: each changes framing, routing or authority, and an
+# application reading trailers as headers would be fooled (RFC 9110 section 6.5.1).
+_FORBIDDEN_TRAILERS = frozenset(
+    {
+        b"content-length",
+        b"transfer-encoding",
+        b"host",
+        b"content-type",
+        b"content-encoding",
+        b"content-range",
+        b"trailer",
+        b"connection",
+        b"expect",
+        b"authorization",
+        b"cookie",
+        b"set-cookie",
+        b"te",
+    }
+)
+_MAX_LEADING_EMPTY_LINES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    """Size limits for a request head; each excess is answered with its own status."""
+
+    request_line: int = 8190
+    field_count: int = 100
+    field_size: int = 8190
+
+    @property
+    def head_size(self) -> int:
+        return self.request_line + 2 + self.field_count * (self.field_size + 2) + 2
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """One parsed request head.
+
+    `fields` maps CGI-style names (upper case, `-` turned into `_`) to values decoded as
+    latin-1, repeated fields joined with ", ". Names that contain `_` on the wire are
+    dropped so that `X_Forwarded_For` can never pass for `X-Forwarded-For`.
+    """
+
+    method: str
+    target: str
+    path: str
+    query: str
+    version: str
+    fields: dict[str, str]
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+    expect_continue: bool
+    authority: str | None
+
+
+def parse_head(buffer: bytes | bytearray, limits: HeadLimits) -> tuple[RequestHead, int] | None:
+    """Parse the request head at the start of `buffer`.
+
+    Returns the head and the number of bytes it took, or None when more bytes are needed.
+    Raises a `RequestError` as soon as the bytes cannot become a valid head.
+    """
+    start = 0
+    while buffer.startswith(b"\r\n", start) and start < 2 * _MAX_LEADING_EMPTY_LINES:
+        # RFC 9112 section 2.2: ignore empty lines before the request line.
+        start += 2
+    end = buffer.find(b"\r\n\r\n", start)
+    if end < 0:
+        _check_incomplete_head(buffer, start, limits)
+        return None
+    head = bytes(buffer[start:end])
+    lines = head.split(b"\r\n")
+    request_line = lines[0]
+    if len(request_line) > limits.request_line:
+        raise RequestLineTooLong("request line too long")
+    if len(lines) - 1 > limits.field_count:
+        raise FieldsTooLarge("too many header fields")
+    method, target, version = _parse_request_line(request_line)
+    fields, host_count, transfer_codings, content_length = _parse_fields(lines, limits)
+    http11 = version == "HTTP/1.1"
+    if http11 and host_count != 1:
+        raise RequestError("HTTP/1.1 request needs exactly one Host field")
+    chunked = False
+    if transfer_codings:
+        if content_length is not None:
+            raise RequestError("both Content-Length and Transfer-Encoding")
+        if not http11:
+            raise RequestError("Transfer-Encoding on HTTP/1.0")
+        if transfer_codings[-1] != "chunked":
+            raise RequestError("last transfer coding is not chunked")
+        if len(transfer_codings) > 1:
+            if "chunked" in transfer_codings[:-1]:
+                raise RequestError("chunked applied twice")
+            raise UnsupportedTransferCoding("unsupported transfer coding")
+        chunked = True
+    path, query, authority = _split_target(method, target)
+    connection = fields.get("CONNECTION", "").lower()
+    if http11:
+        keep_alive = "close" not in connection
+    else:
+        keep_alive = "keep-alive" in connection and "close" not in connection
+    expect_continue = http11 and fields.get("EXPECT", "").lower() == "100-continue"
+    request_head = RequestHead(
+        method=method,
+        target=target,
+        path=path,
+        query=query,
+        version=version,
+        fields=fields,
+        content_length=content_length,
+        chunked=chunked,
+        keep_alive=keep_alive,
+        expect_continue=expect_continue,
+        authority=authority,
+    )
+    return request_head, end + 4
+
+
+def _check_incomplete_head(buffer: bytes | bytearray, start: int, limits: HeadLimits) -> None:
+    """Fail early on a head that can no longer become valid, so no one waits for its end."""
+    # A bare LF anywhere means the peer frames lines differently than we do.
+    line_ends = buffer.count(b"\r\n", start)
+    if buffer.count(b"\n", start) != line_ends:
+        raise RequestError("bare LF in request head")
+    if buffer.count(b"\r", start) - line_ends > buffer.endswith(b"\r"):
+        raise RequestError("bare CR in request head")
+    first_line_end = buffer.find(b"\r\n", start)
+    if first_line_end < 0:
+        if len(buffer) - start > limits.request_line:
+            raise RequestLineTooLong("request line too long")
+        return
+    if first_line_end - start > limits.request_line:
+        raise RequestLineTooLong("request line too long")
+    if len(buffer) - start > limits.head_size:
+        raise FieldsTooLarge("request head too large")
+    if line_ends - 1 > limits.field_count:
+        raise FieldsTooLarge("too many header fields")
+    if len(buffer) - buffer.rfind(b"\r\n") - 2 > limits.field_size:
+        raise FieldsTooLarge("header field too large")
+
+
+def _parse_request_line(line: bytes) -> tuple[str, str, str]:
+    match = _REQUEST_LINE.fullmatch(line)
+    if match is None:
+        parts = line.split(b" ")
+        if len(parts) == 3 and re.fullmatch(rb"HTTP/[0-9]\.[0-9]", parts[2]):
+            raise RequestError("malformed request line")
+        if len(parts) == 3 and re.fullmatch(rb"HTTP/[0-9]+", parts[2]) and parts[2] != b"HTTP/1":
+            raise UnsupportedVersion("unsupported HTTP version")
+        raise RequestError("malformed request line")
+    method, target, major, minor = match.groups()
+    if major != b"1":
+        if major == b"0":
+            raise RequestError("HTTP/0.x request")
+        raise UnsupportedVersion("unsupported HTTP version")
+    # RFC 9110 section 6.2: a higher minor version is answered as the highest we speak.
+    version = "HTTP/1.0" if minor == b"0" else "HTTP/1.1"
+    return method.decode("ascii"), target.decode("latin-1"), version
+
+
+def _parse_fields(
+    lines: list[bytes], limits: HeadLimits
+) -> tuple[dict[str, str], int, list[str], int | None]:
+    fields: dict[str, str] = {}
+    host_count = 0
+    transfer_codings: list[str] = []
+    content_length: int | None = None
+    field_size = limits.field_size
+    for index in range(1, len(lines)):
+        line = lines[index]
+        if len(line) > field_size:
+            raise FieldsTooLarge("header field too large")
+        match = _FIELD_LINE.fullmatch(line)
+        if match is None:
+            # Covers obs-fold, whitespace before the colon, bad name characters and
+            # control characters (bare CR or LF included) in the value.
+            raise RequestError("malformed header field")
+        raw_name, raw_value = match.groups()
+        if b"_" in raw_name:
+            continue
+        name = raw_name.decode("ascii").upper().replace("-", "_")
+        value = raw_value.rstrip(b" \t").decode("latin-1")
+        if name in fields:
+            if name in _SINGLETON_FIELDS:
+                raise RequestError(f"repeated {raw_name.decode('ascii')} field")
+            fields[name] = fields[name] + ", " + value
+        else:
+            fields[name] = value
+        if name == "HOST":
+            host_count += 1
+            if _HOST_VALUE.fullmatch(value) is None:
+                raise RequestError("malformed Host field")
+        elif name == "CONTENT_LENGTH":
+            if _DIGITS.fullmatch(raw_value.rstrip(b" \t")) is None:
+                raise RequestError("malformed Content-Length")
+            content_length = int(value)
+        elif name == "TRANSFER_ENCODING":
+            for coding in value.split(","):
+                coding = coding.strip(" \t").lower()
+                if not coding:
+                    raise RequestError("empty transfer coding")
+                transfer_codings.append(coding)
+    return fields, host_count, transfer_codings, content_length
+
+
+def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
+    """Return (path, query, authority) for the four request-target forms of RFC 9112 3.2."""
+    if target[0] == "/":
+        path, _, query = target.partition("?")
+        query = query.partition("#")[0]
+        if not query:
+            path = path.partition("#")[0]
+        return path, query, None
+    if target == "*":
+        if method != "OPTIONS":
+            raise RequestError("asterisk target outside OPTIONS")
+        return "*", "", None
+    raw = target.encode("latin-1")
+    if method == "CONNECT":
+        if _AUTHORITY_TARGET.fullmatch(raw) is None:
+            raise RequestError("malformed authority target")
+        return "", "", target
+    match = _ABSOLUTE_TARGET.fullmatch(raw)
+    if match is None:
+        raise RequestError("malformed request target")
+    authority = match.group(2).decode("latin-1").rpartition("@")[2]
+    rest = (match.group(3) or b"/").decode("latin-1")
+    path, _, query = rest.partition("?")
+    return path or "/", query, authority
+
+
+class BodyDecoder:
+    """Takes body bytes off the front of a receive buffer, undoing the framing.
+
+    `read(buffer, size)` removes what it consumes from `buffer` and returns up to `size`
+    body bytes. An empty result with `done` false means more bytes must arrive first.
+    """
+
+    done: bool
+
+    def read(self, buffer: bytearray, size: int) -> bytes:
+        raise NotImplementedError
+
+
+class NoBody(BodyDecoder):
+    done = True
+
+    def read(self, buffer: bytearray, size: int) -> bytes:
+        return b""
+
+
+class LengthBody(BodyDecoder):
+    """A body framed by Content-Length."""
+
+    def __init__(self, length: int) -> None:
+        self.remaining = length
+        self.done = length == 0
+
+    def read(self, buffer: bytearray, size: int) -> bytes:
+        take = min(size, self.remaining, len(buffer))
+        if take <= 0:
+            return b""
+        if take == len(buffer):
+            data = bytes(buffer)
+            buffer.clear()
+        else:
+            data = bytes(buffer[:take])
+            del buffer[:take]
+        self.remaining -= take
+        if self.remaining == 0:
+            self.done = True
+        return data
+
+
+class ChunkedBody(BodyDecoder):
+    """A body framed by the chunked transfer coding (RFC 9112 section 7.1).
+
+    Extensions are checked for control characters and otherwise ignored; trailer fields
+    are read, checked and discarded.
+    """
+
+    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+    def __init__(self, limits: HeadLimits) -> None:
+        self.limits = limits
+        self.state = self._SIZE
+        self.chunk_remaining = 0
+        self.trailer_bytes = 0
+        self.trailer_count = 0
+        self.done = False
+
+    def read(self, buffer: bytearray, size: int) -> bytes:
+        while not self.done:
+            if self.state == self._DATA:
+                take = min(size, self.chunk_remaining, len(buffer))
+                if take == 0:
+                    return b""
+                data = bytes(buffer[:take])
+                del buffer[:take]
+                self.chunk_remaining -= take
+                if self.chunk_remaining == 0:
+                    self.state = self._DATA_END
+                return data
+            line = self._take_line(buffer)
+            if line is None:
+                return b""
+            if self.state == self._SIZE:
+                self._start_chunk(line)
+            elif self.state == self._DATA_END:
+                if line:
+                    raise RequestError("chunk data longer than its size")
+                self.state = self._SIZE
+            else:
+                self._read_trailer_line(line)
+        return b""
+
+    def _take_line(self, buffer: bytearray) -> bytes | None:
+        end = buffer.find(b"\r\n")
+        if end < 0:
+            if b"\n" in buffer or len(buffer) > self.limits.field_size:
+                raise RequestError("malformed chunk framing")
+            return None
+        line = bytes(buffer[:end])
+        del buffer[: end + 2]
+        if b"\n" in line or b"\r" in line:
+            raise RequestError("bare CR or LF in chunk framing")
+        return line
+
+    def _start_chunk(self, line: bytes) -> None:
+        match = _CHUNK_SIZE_LINE.fullmatch(line)
+        if match is None:
+            raise RequestError("malformed chunk size")
+        self.chunk_remaining = int(match.group(1), 16)
+        self.state = self._DATA if self.chunk_remaining else self._TRAILER
+
+    def _read_trailer_line(self, line: bytes) -> None:
+        if not line:
+            self.done = True
+            return
+        self.trailer_count += 1
+        self.trailer_bytes += len(line)
+        if self.trailer_count > self.limits.field_count or len(line) > self.limits.field_size:
+            raise FieldsTooLarge("trailer section too large")
+        match = _FIELD_LINE.fullmatch(line)
+        if match is None:
+            raise RequestError("malformed trailer field")
+        if match.group(1).lower() in _FORBIDDEN_TRAILERS:
+            raise RequestError("forbidden field in trailer section")
+
+
+def body_decoder(head: RequestHead, limits: HeadLimits) -> BodyDecoder:
+    """The decoder for the body that follows `head`."""
+    if head.chunked:
+        return ChunkedBody(limits)
+    if head.content_length:
+        return LengthBody(head.content_length)
+    return NoBody()

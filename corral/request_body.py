@@ -1,0 +1,128 @@
+"""`wsgi.input`: the request body as a file-like object that never reads past its end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from corral.http.parser import BodyDecoder
+
+_READ_SIZE = 65536
+
+
+class BodySource(Protocol):
+    """What the body reads from: the connection's receive buffer and a way to fill it."""
+
+    buffer: bytearray
+
+    def receive(self) -> None:
+        """Block until more bytes arrive; raise `IncompleteBody` if the peer closed."""
+
+
+class RequestBody:
+    """The PEP 3333 input stream over one request's body.
+
+    `before_first_read` runs once, just before the first byte is asked of the peer; the
+    connection uses it to send `100 Continue` only when the application wants the body.
+    """
+
+    __slots__ = ("_before_first_read", "_decoded", "decoder", "source")
+
+    def __init__(
+        self,
+        source: BodySource,
+        decoder: BodyDecoder,
+        before_first_read: Callable[[], None] | None,
+    ) -> None:
+        self.source = source
+        self.decoder = decoder
+        self._decoded = bytearray()
+        self._before_first_read = before_first_read
+
+    def _pull(self, size: int) -> bytes:
+        """Up to `size` decoded bytes, waiting for the peer if none are buffered."""
+        decoder = self.decoder
+        source = self.source
+        while True:
+            data = decoder.read(source.buffer, size)
+            if data or decoder.done:
+                return data
+            if self._before_first_read is not None:
+                self._before_first_read()
+                self._before_first_read = None
+            source.receive()
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            parts = [bytes(self._decoded)]
+            self._decoded.clear()
+            while not self.decoder.done:
+                parts.append(self._pull(_READ_SIZE * 4))
+            return b"".join(parts)
+        if self._decoded:
+            data = bytes(self._decoded[:size])
+            del self._decoded[:size]
+            return data
+        if size == 0:
+            return b""
+        return self._pull(size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = -1 if size is None else size
+        decoded = self._decoded
+        scanned = 0
+        while True:
+            newline = decoded.find(b"\n", scanned)
+            if newline >= 0:
+                end = newline + 1
+                break
+            if 0 <= limit <= len(decoded):
+                end = limit
+                break
+            scanned = len(decoded)
+            data = self._pull(_READ_SIZE)
+            if not data:
+                end = len(decoded)
+                break
+            decoded += data
+        if 0 <= limit < end:
+            end = limit
+        line = bytes(decoded[:end])
+        del decoded[:end]
+        return line
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    @property
+    def untouched(self) -> bool:
+        """True while nothing has been asked of the peer for this body."""
+        return self._before_first_read is not None
+
+    def discard(self, limit: int) -> bool:
+        """Read and drop the rest of the body, up to `limit` bytes; True if it all went."""
+        self._decoded.clear()
+        dropped = 0
+        while not self.decoder.done:
+            if dropped > limit:
+                return False
+            dropped += len(self._pull(_READ_SIZE))
+        return True

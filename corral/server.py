@@ -1,0 +1,102 @@
+"""Wires a config and an app into listening sockets, a worker model and the dispatcher."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+from corral import __version__
+from corral.access_log import AccessLog
+from corral.config import Config
+from corral.connection import ServingState
+from corral.dispatcher import Dispatcher
+from corral.http.parser import HeadLimits
+from corral.sockets import describe, listen
+from corral.workers import WorkerModel
+from corral.wsgi import base_environ
+
+error_log = logging.getLogger("corral.error")
+
+
+def configure_logging(config: Config) -> None:
+    """The error log: one line per event, gunicorn's layout."""
+    logger = logging.getLogger("corral")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    if config.error_logfile in ("-", ""):
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.FileHandler(config.error_logfile)
+    handler.setFormatter(
+        logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
+                          "%Y-%m-%d %H:%M:%S %z")
+    )
+    logger.addHandler(handler)
+    logger.setLevel(config.log_level.upper())
+    logger.propagate = False
+
+
+def make_worker_model(config: Config) -> WorkerModel:
+    if config.process_per_request:
+        from corral.workers.process_per_request import ProcessPerRequest
+
+        return ProcessPerRequest(config.process_per_request)
+    if config.thread_per_request:
+        from corral.workers.thread_per_request import ThreadPerRequest
+
+        return ThreadPerRequest(config.max_threads)
+    if config.threads > 1:
+        from corral.workers.thread_pool import ThreadPool
+
+        return ThreadPool(config.threads)
+    from corral.workers.one_at_a_time import OneAtATime
+
+    return OneAtATime()
+
+
+def serve(app: Any, config: Config) -> None:
+    """Serve `app` until TERM or INT, then drain and return.
+
+    Raises `corral.sockets.BindError` when an address cannot be listened on.
+    """
+    configure_logging(config)
+    model = make_worker_model(config)
+    limits = HeadLimits(
+        request_line=config.limit_request_line,
+        field_count=config.limit_request_fields,
+        field_size=config.limit_request_field_size,
+    )
+    access_log = (
+        AccessLog.open(config.access_logfile, config.access_logformat)
+        if config.access_logfile
+        else None
+    )
+    listeners = []
+    try:
+        for address in config.bind:
+            listeners.append(listen(address, config.backlog))
+    except Exception:
+        for sock in listeners:
+            sock.close()
+        raise
+    bound = []
+    for sock in listeners:
+        if sock.family == socket.AF_UNIX:
+            server_name, server_port = "localhost", ""
+        else:
+            server_name, server_port = str(sock.getsockname()[0]), str(sock.getsockname()[1])
+        environ = base_environ(server_name, server_port, config.root_path.rstrip("/"),
+                               model.multithread, model.multiprocess)
+        state = ServingState(app, limits, environ, config.client_timeout, access_log)
+        bound.append((sock, state))
+    dispatcher = Dispatcher(bound, model, config.keep_alive, config.client_timeout,
+                            config.graceful_timeout)
+    error_log.info("corral %s (pid %d)", __version__, os.getpid())
+    error_log.info("Concurrency: %s", model.describe())
+    for sock in listeners:
+        error_log.info("Listening at %s", describe(sock))
+    dispatcher.run()
+    error_log.info("Stopped")

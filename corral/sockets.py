@@ -1,0 +1,88 @@
+"""Listening sockets from bind addresses: HOST:PORT, [IPv6]:PORT, unix:PATH, fd://N."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+
+
+class BindError(Exception):
+    """An address cannot be listened on; the message says which and why."""
+
+
+def parse_address(address: str) -> tuple[str, str | int | tuple[str, int]]:
+    """('tcp', (host, port)), ('unix', path) or ('fd', n) for one bind address."""
+    if address.startswith("unix:"):
+        path = address[5:]
+        if not path:
+            raise BindError(f"{address!r}: unix: needs a path")
+        return "unix", path
+    if address.startswith("fd://"):
+        try:
+            return "fd", int(address[5:])
+        except ValueError:
+            raise BindError(f"{address!r}: fd:// needs a number") from None
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        if not rest.startswith(":"):
+            raise BindError(f"{address!r}: expected [IPv6]:PORT")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = address.rpartition(":")
+        if not sep:
+            host, port_text = address, "8000"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise BindError(f"{address!r}: {port_text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise BindError(f"{address!r}: port must be 0 to 65535")
+    return "tcp", (host or "0.0.0.0", port)
+
+
+def listen(address: str, backlog: int) -> socket.socket:
+    kind, where = parse_address(address)
+    try:
+        if kind == "fd":
+            assert isinstance(where, int)
+            sock = socket.socket(fileno=where)
+            sock.listen(backlog)
+            return sock
+        if kind == "unix":
+            assert isinstance(where, str)
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.stat(where).st_mode):
+                    os.unlink(where)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(where)
+            sock.listen(backlog)
+            return sock
+        assert isinstance(where, tuple)
+        host, port = where
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind(sockaddr)
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    except OSError as error:
+        raise BindError(f"cannot listen on {address}: {error.strerror or error}") from None
+
+
+def describe(sock: socket.socket) -> str:
+    """The URL-ish name a user would connect to."""
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{sock.getsockname()}"
+    host, port = sock.getsockname()[:2]
+    if sock.family == socket.AF_INET6:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"

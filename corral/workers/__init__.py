@@ -1,0 +1,55 @@
+"""Concurrency models: each decides only who runs `Connection.serve()` and when."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from corral.connection import Connection
+    from corral.dispatcher import Dispatcher
+
+
+class WorkerModel:
+    """Base of the models; `submit` is called on the dispatcher's thread."""
+
+    multithread = False
+    multiprocess = False
+
+    def __init__(self) -> None:
+        self.dispatcher: Dispatcher | None = None
+
+    def start(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def submit(self, connection: Connection) -> None:
+        raise NotImplementedError
+
+    def idle(self) -> bool:
+        """True when no request is being served."""
+        return True
+
+    def stop(self) -> None:
+        """Called once the dispatcher has drained or given up waiting."""
+
+    def concurrency(self) -> int:
+        """How many requests can be inside the application at once."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The start-up line's account of the model, e.g. '8 threads (thread pool)'."""
+        raise NotImplementedError
+
+
+def serve_and_release(dispatcher: Dispatcher, connection: Connection) -> None:
+    """Serve a ready connection and hand it back to the dispatcher if it stays open."""
+    try:
+        keep = connection.serve()
+    except Exception:
+        # Connection.serve answers every request error itself; anything here is our bug.
+        import logging
+
+        logging.getLogger("corral.error").exception("unexpected error serving a connection")
+        connection.close()
+        return
+    if keep:
+        dispatcher.release(connection)

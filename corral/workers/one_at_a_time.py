@@ -1,0 +1,27 @@
+"""One request at a time, served on the dispatcher's own thread (Werkzeug threaded=False).
+
+No hand-off to another thread: the cheapest model per request, and the slowest when a
+request waits on I/O. A request that calls this same server deadlocks, as it would in
+any single-threaded server.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from corral.workers import WorkerModel, serve_and_release
+
+if TYPE_CHECKING:
+    from corral.connection import Connection
+
+
+class OneAtATime(WorkerModel):
+    def submit(self, connection: Connection) -> None:
+        assert self.dispatcher is not None
+        serve_and_release(self.dispatcher, connection)
+
+    def concurrency(self) -> int:
+        return 1
+
+    def describe(self) -> str:
+        return "1 process × 1 thread = 1 request at a time"

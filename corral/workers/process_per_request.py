@@ -1,0 +1,98 @@
+"""A forked child for each ready connection (Werkzeug processes=N), at most N at once.
+
+The child serves the requests that have arrived and exits; its exit code tells the
+parent whether the connection stays open, and the parent watches it again, so an idle
+keep-alive connection holds no process.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from corral.workers import WorkerModel
+
+if TYPE_CHECKING:
+    from corral.connection import Connection
+
+error_log = logging.getLogger("corral.error")
+
+_KEEP_OPEN = 0
+_CLOSED = 1
+
+
+class ProcessPerRequest(WorkerModel):
+    multiprocess = True
+
+    def __init__(self, processes: int) -> None:
+        super().__init__()
+        self.max_processes = processes
+        self.children: dict[int, tuple[int, Connection]] = {}
+        self.waiting: collections.deque[Connection] = collections.deque()
+
+    def submit(self, connection: Connection) -> None:
+        if len(self.children) >= self.max_processes:
+            self.waiting.append(connection)
+            return
+        self._fork(connection)
+
+    def _fork(self, connection: Connection) -> None:
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
+        exit_read, exit_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(exit_read)
+            code = _CLOSED
+            try:
+                dispatcher.close_in_child(keep=connection)
+                keep = connection.serve()
+                # A half-received next request would be lost with this process: finish it.
+                while keep and connection.buffer:
+                    keep = connection.serve()
+                code = _KEEP_OPEN if keep else _CLOSED
+            except BaseException:
+                error_log.exception("unexpected error in request process")
+            finally:
+                os._exit(code)
+        os.close(exit_write)
+        self.children[exit_read] = (pid, connection)
+        dispatcher.watch(exit_read, lambda: self._child_exited(exit_read))
+
+    def _child_exited(self, exit_read: int) -> None:
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
+        dispatcher.unwatch(exit_read)
+        os.close(exit_read)
+        pid, connection = self.children.pop(exit_read)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) == _KEEP_OPEN:
+            dispatcher.release(connection)
+        else:
+            connection.close()
+        if self.waiting:
+            self._fork(self.waiting.popleft())
+
+    def idle(self) -> bool:
+        return not self.children
+
+    def stop(self) -> None:
+        for pid, connection in self.children.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            connection.close()
+        self.children.clear()
+
+    def concurrency(self) -> int:
+        return self.max_processes
+
+    def describe(self) -> str:
+        return (
+            f"a new process per request, at most {self.max_processes} at once = "
+            f"{self.max_processes} requests at a time"
+        )

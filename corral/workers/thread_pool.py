@@ -1,0 +1,62 @@
+"""A fixed pool of N threads (`--threads N`): at most N requests in the app at once."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import TYPE_CHECKING
+
+from corral.workers import WorkerModel, serve_and_release
+
+if TYPE_CHECKING:
+    from corral.connection import Connection
+    from corral.dispatcher import Dispatcher
+
+
+class ThreadPool(WorkerModel):
+    multithread = True
+
+    def __init__(self, threads: int) -> None:
+        super().__init__()
+        self.size = threads
+        self.ready: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+        self.in_flight = 0
+        self.lock = threading.Lock()
+
+    def start(self, dispatcher: Dispatcher) -> None:
+        super().start(dispatcher)
+        for number in range(self.size):
+            thread = threading.Thread(target=self._work, name=f"corral-{number}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def submit(self, connection: Connection) -> None:
+        with self.lock:
+            self.in_flight += 1
+        self.ready.put(connection)
+
+    def _work(self) -> None:
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
+        ready = self.ready
+        while True:
+            connection = ready.get()
+            if connection is None:
+                return
+            serve_and_release(dispatcher, connection)
+            with self.lock:
+                self.in_flight -= 1
+
+    def idle(self) -> bool:
+        return self.in_flight == 0
+
+    def stop(self) -> None:
+        for _ in self.threads:
+            self.ready.put(None)
+
+    def concurrency(self) -> int:
+        return self.size
+
+    def describe(self) -> str:
+        return f"1 process × {self.size} threads (thread pool) = {self.size} requests at a time"

@@ -1,0 +1,323 @@
+"""PEP 3333: the environ built from a parsed head, start_response, and the app's output."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from email.utils import formatdate
+from typing import Any, Protocol
+from urllib.parse import unquote_to_bytes
+
+from corral.http.parser import RequestHead
+from corral.http.writer import (
+    LAST_CHUNK,
+    InvalidResponse,
+    check_header,
+    chunk_size_line,
+    encode_head,
+    status_code,
+)
+from corral.request_body import RequestBody
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+_date_cache: tuple[int, str] = (0, "")
+# Joining a small body to the head saves a system call; past this size the copy costs more.
+_JOIN_LIMIT = 65536
+
+
+def current_date() -> str:
+    """The HTTP Date value, formatted at most once a second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+class FileWrapper:
+    """`wsgi.file_wrapper`: lets the server send a real file with `os.sendfile`."""
+
+    def __init__(self, filelike: Any, block_size: int = 65536) -> None:
+        self.filelike = filelike
+        self.block_size = block_size
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> FileWrapper:
+        return self
+
+    def __next__(self) -> bytes:
+        data = self.filelike.read(self.block_size)
+        if data:
+            return bytes(data)
+        raise StopIteration
+
+    def file_span(self) -> tuple[int, int, int] | None:
+        """(fd, offset, length) when the object is a regular file sendfile can read."""
+        try:
+            fd = self.filelike.fileno()
+            offset = self.filelike.tell()
+            stat = os.fstat(fd)
+        except (AttributeError, OSError, ValueError):
+            return None
+        if not (stat.st_mode & 0o170000 == 0o100000):
+            return None
+        return fd, offset, max(stat.st_size - offset, 0)
+
+
+def base_environ(
+    server_name: str, server_port: str, script_name: str, multithread: bool, multiprocess: bool
+) -> dict[str, Any]:
+    """The keys that are the same for every request on one listening socket."""
+    return {
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+        "SERVER_SOFTWARE": "corral",
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "SCRIPT_NAME": script_name,
+    }
+
+
+def build_environ(
+    head: RequestHead,
+    body: RequestBody,
+    base: dict[str, Any],
+    peer: tuple[str, int] | str,
+) -> dict[str, Any]:
+    environ = base.copy()
+    path = head.path
+    if "%" in path:
+        path = unquote_to_bytes(path).decode("latin-1")
+    script_name = environ["SCRIPT_NAME"]
+    if script_name and path.startswith(script_name):
+        path = path[len(script_name) :]
+    environ["REQUEST_METHOD"] = head.method
+    environ["PATH_INFO"] = path
+    environ["QUERY_STRING"] = head.query
+    environ["RAW_URI"] = environ["REQUEST_URI"] = head.target
+    environ["SERVER_PROTOCOL"] = head.version
+    environ["wsgi.input"] = body
+    if isinstance(peer, tuple):
+        environ["REMOTE_ADDR"] = peer[0]
+        environ["REMOTE_PORT"] = str(peer[1])
+    else:
+        environ["REMOTE_ADDR"] = peer
+    for name, value in head.fields.items():
+        if name == "CONTENT_TYPE" or name == "CONTENT_LENGTH":
+            environ[name] = value
+        else:
+            environ["HTTP_" + name] = value
+    if head.authority is not None:
+        # RFC 9112 section 3.2.2: an absolute-form target overrides the Host field.
+        environ["HTTP_HOST"] = head.authority
+    return environ
+
+
+class Output(Protocol):
+    """Where the response goes: the connection's socket."""
+
+    def send(self, data: bytes) -> None: ...
+
+    def sendfile(self, fd: int, offset: int, count: int) -> None: ...
+
+
+class Response:
+    """One response: start_response, write(), and framing of what the app returns.
+
+    `keep_alive` stays true only while the response is framed so that the next request
+    on the connection can be told apart from this one's body.
+    """
+
+    __slots__ = (
+        "_headers",
+        "_status",
+        "bytes_sent",
+        "chunked",
+        "code",
+        "head_sent",
+        "keep_alive",
+        "no_body",
+        "output",
+        "remaining",
+        "request",
+        "stopping",
+    )
+
+    def __init__(self, output: Output, request: RequestHead, stopping: bool) -> None:
+        self.output = output
+        self.request = request
+        self.stopping = stopping
+        self._status: str | None = None
+        self._headers: list[tuple[str, str]] = []
+        self.code = 0
+        self.head_sent = False
+        self.keep_alive = request.keep_alive and not stopping
+        self.chunked = False
+        self.no_body = False
+        self.remaining: int | None = None
+        self.bytes_sent = 0
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self._status is not None:
+            raise AssertionError("start_response called twice without exc_info")
+        code = status_code(status)
+        remaining = None
+        for name, value in headers:
+            check_header(name, value)
+            lowered = name.lower()
+            if lowered == "content-length":
+                if not value.isdigit() or not value.isascii():
+                    raise InvalidResponse(f"invalid Content-Length {value!r}")
+                remaining = int(value)
+            elif lowered == "transfer-encoding":
+                raise InvalidResponse("the application may not set Transfer-Encoding")
+            elif lowered == "connection" and "close" in value.lower():
+                self.keep_alive = False
+        self._status = status
+        self._headers = list(headers)
+        self.code = code
+        self.remaining = remaining
+        self.no_body = code < 200 or code == 204 or code == 304 or self.request.method == "HEAD"
+        return self.write
+
+    def _head(self, body_length: int | None) -> bytes:
+        """Encode the head, choosing the framing; `body_length` is known for one-chunk bodies."""
+        if self._status is None:
+            raise InvalidResponse("the application returned without calling start_response")
+        headers = self._headers
+        names = {name.lower() for name, _ in headers}
+        if self.remaining is None and not (self.code < 200 or self.code in (204, 304)):
+            if body_length is not None:
+                self.remaining = body_length
+                headers.append(("Content-Length", str(body_length)))
+            elif self.request.method == "HEAD":
+                pass
+            elif self.request.version == "HTTP/1.1":
+                self.chunked = True
+                headers.append(("Transfer-Encoding", "chunked"))
+            else:
+                self.keep_alive = False
+        if "date" not in names:
+            headers.append(("Date", current_date()))
+        if "server" not in names:
+            headers.append(("Server", "corral"))
+        if not self.keep_alive:
+            if "connection" not in names:
+                headers.append(("Connection", "close"))
+        elif self.request.version == "HTTP/1.0" and "connection" not in names:
+            headers.append(("Connection", "keep-alive"))
+        self.head_sent = True
+        return encode_head(self.request.version, self._status, headers)
+
+    def write(self, data: bytes) -> None:
+        """Send one piece of body, sending the head first if it has not gone yet."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"response body must be bytes, not {type(data).__name__}")
+        self._send_body(b"" if self.head_sent else self._head(None), data)
+
+    def send_whole(self, data: bytes) -> None:
+        """Send a body given as one piece, framed with its length when none was declared."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"response body must be bytes, not {type(data).__name__}")
+        self._send_body(b"" if self.head_sent else self._head(len(data)), data)
+
+    def _send_body(self, head: bytes, data: bytes) -> None:
+        if self.no_body or not data:
+            if head:
+                self.output.send(head)
+            return
+        remaining = self.remaining
+        if remaining is not None:
+            if len(data) > remaining:
+                # More than the declared length: the excess would be read as the next
+                # response, so cut it and close.
+                data = data[:remaining]
+                self.keep_alive = False
+            self.remaining = remaining - len(data)
+            self._send(head, data)
+        elif self.chunked:
+            self._send(head + chunk_size_line(len(data)), data, b"\r\n")
+        else:
+            self._send(head, data)
+        self.bytes_sent += len(data)
+
+    def _send(self, prefix: bytes, data: bytes, suffix: bytes = b"") -> None:
+        if len(data) <= _JOIN_LIMIT:
+            self.output.send(prefix + data + suffix)
+            return
+        if prefix:
+            self.output.send(prefix)
+        self.output.send(data)
+        if suffix:
+            self.output.send(suffix)
+
+    def send_file(self, span: tuple[int, int, int]) -> None:
+        fd, offset, length = span
+        head = b"" if self.head_sent else self._head(length)
+        if head:
+            self.output.send(head)
+        if self.no_body:
+            return
+        count = length if self.remaining is None else min(length, self.remaining)
+        if self.chunked:
+            self.output.send(chunk_size_line(count))
+        self.output.sendfile(fd, offset, count)
+        if self.chunked:
+            self.output.send(b"\r\n")
+        elif self.remaining is not None:
+            self.remaining -= count
+        self.bytes_sent += count
+
+    def finish(self) -> None:
+        """End the body; a body shorter than its declared length closes the connection."""
+        if not self.head_sent:
+            if self.remaining and not self.no_body:
+                self.keep_alive = False
+            self.output.send(self._head(0))
+            return
+        if self.chunked:
+            if not self.no_body:
+                self.output.send(LAST_CHUNK)
+        elif self.remaining and not self.no_body:
+            self.keep_alive = False
+
+
+def run_application(app: WSGIApp, environ: dict[str, Any], response: Response) -> None:
+    """Call the app and send what it returns; the iterable's close() is always called."""
+    result = app(environ, response.start_response)
+    try:
+        if isinstance(result, FileWrapper):
+            span = result.file_span()
+            if span is not None:
+                response.send_file(span)
+                response.finish()
+                return
+        if isinstance(result, (list, tuple)) and len(result) == 1:
+            response.send_whole(result[0])
+        else:
+            write = response.write
+            for data in result:
+                write(data)
+        response.finish()
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()

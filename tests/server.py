@@ -1,0 +1,95 @@
+"""A real corral server in a subprocess on 127.0.0.1, port chosen by the kernel."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_LISTENING = re.compile(r"Listening at http://127\.0\.0\.1:(\d+)")
+
+# The concurrency models every behaviour test runs under, by their command-line options.
+MODELS: dict[str, list[str]] = {
+    "one-at-a-time": ["--threads", "1"],
+    "thread-pool": ["--threads", "4"],
+    "thread-per-request": ["--thread-per-request"],
+    "process-per-request": ["--process-per-request", "4"],
+}
+
+
+class RunningServer:
+    """`corral -b 127.0.0.1:0 OPTIONS APP` and what it logged; stop() sends a signal."""
+
+    def __init__(
+        self,
+        app: str = "tests.apps.behaviours:app",
+        options: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        start_timeout: float = 15.0,
+    ) -> None:
+        command = [sys.executable, "-m", "corral", "-b", "127.0.0.1:0", *options, app]
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.port_found = threading.Event()
+        self.port = 0
+        self.reader = threading.Thread(target=self._read_output, daemon=True)
+        self.reader.start()
+        if not self.port_found.wait(start_timeout):
+            self.stop(signal.SIGKILL)
+            raise RuntimeError("corral did not start:\n" + self.log)
+
+    def _read_output(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            match = _LISTENING.search(line)
+            if match and not self.port:
+                self.port = int(match.group(1))
+                self.port_found.set()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_for_log(self, text: str, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait(5)
+        self.reader.join(5)
+        return code
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
