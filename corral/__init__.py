@@ -1,6 +1,18 @@
 """corral: a WSGI server offering every common concurrency model."""
 
-from corral.compat.run_simple import run_simple
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["__version__", "run_simple"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use so that `python -m corral.config` and the CLI load only
+    # what they need.
+    if name == "run_simple":
+        from corral.compat.run_simple import run_simple
+
+        return run_simple
+    raise AttributeError(f"module 'corral' has no attribute {name!r}")

@@ -10,7 +10,7 @@ from typing import Any
 
 from corral import __version__
 from corral.app_loading import AppLoadError, load_app
-from corral.config import SETTINGS, ConfigError, Config, build_config
+from corral.config import SETTINGS, Config, ConfigError, build_config
 from corral.sockets import BindError
 
 USAGE_ERROR = 2

@@ -182,10 +182,10 @@ def build_config(
             values[setting.name] = _convert(setting, environ[setting.environment_name],
                                             setting.environment_name)
     for name, value in (overrides or {}).items():
-        setting = SETTINGS_BY_NAME.get(name)
-        if setting is None:
+        known = SETTINGS_BY_NAME.get(name)
+        if known is None:
             raise ConfigError(f"unknown setting {name!r}")
-        values[name] = _convert(setting, value, setting.flags[-1])
+        values[name] = _convert(known, value, known.flags[-1])
     _check_combination(values)
     return Config(values)
 
@@ -211,3 +211,29 @@ def _check_combination(values: dict[str, Any]) -> None:
         raise ConfigError(f"choose one concurrency model, not {' and '.join(chosen)}")
     if not values["bind"]:
         raise ConfigError("--bind: at least one address is needed")
+
+
+def settings_markdown() -> str:
+    """docs/settings.md, generated: `python -m corral.config > docs/settings.md`."""
+    lines = [
+        "# Settings",
+        "",
+        "Every setting can be given on the command line, or as an environment variable",
+        "`CORRAL_<NAME>` (the command line wins), or as a keyword to `corral.run_simple`.",
+        "This page is generated from `corral/config.py`.",
+    ]
+    sections = list(dict.fromkeys(setting.section for setting in SETTINGS))
+    for section in sections:
+        lines += ["", f"## {section}", "", "| setting | flags | default | meaning |",
+                  "|---|---|---|---|"]
+        for setting in SETTINGS:
+            if setting.section != section:
+                continue
+            flags = ", ".join(f"`{flag}`" for flag in setting.flags)
+            default = f"`{setting.default!r}`".replace("|", "\\|")
+            lines.append(f"| `{setting.name}` | {flags} | {default} | {setting.help} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_markdown(), end="")

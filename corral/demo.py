@@ -13,7 +13,7 @@ import os
 import threading
 import time
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 
 app = Flask(__name__)
 
@@ -28,7 +28,7 @@ def index() -> str:
 
 
 @app.get("/slow")
-def slow() -> object:
+def slow() -> Response:
     milliseconds = request.args.get("ms", default=0, type=int)
     started = time.monotonic()
     time.sleep(max(0, min(milliseconds, 60_000)) / 1000)

@@ -24,10 +24,11 @@ error_log = logging.getLogger("corral.error")
 def configure_logging(config: Config) -> None:
     """The error log: one line per event, gunicorn's layout."""
     logger = logging.getLogger("corral")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
+    for previous in list(logger.handlers):
+        logger.removeHandler(previous)
+    handler: logging.Handler
     if config.error_logfile in ("-", ""):
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(sys.stderr)
     else:
         handler = logging.FileHandler(config.error_logfile)
     handler.setFormatter(

@@ -86,6 +86,8 @@ class RunningServer:
             self.process.kill()
             code = self.process.wait(5)
         self.reader.join(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         return code
 
     def __enter__(self) -> RunningServer:

@@ -1,0 +1,231 @@
+"""Binding, signals, logs and the command line, against real processes."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.server import ROOT, RunningServer
+
+
+def _get(port: int, path: str = "/", host: str = "127.0.0.1") -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def _run_cli(*arguments: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "corral", *arguments],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+@pytest.mark.parametrize(
+    "options",
+    [["--threads", "4"], ["--thread-per-request"], ["--process-per-request", "4"],
+     ["--threads", "1"]],
+    ids=["thread-pool", "thread-per-request", "process-per-request", "one-at-a-time"],
+)
+def test_signal_lets_requests_in_flight_finish_then_exits_0(
+    start_server: Callable[..., RunningServer], options: list[str], sig: int
+) -> None:
+    server = start_server(options=options)
+    in_flight = 1 if options == ["--threads", "1"] else 4
+    results: list[tuple[int, bytes]] = []
+
+    def fetch() -> None:
+        results.append(_get(server.port, "/slow?ms=800"))
+
+    clients = [threading.Thread(target=fetch) for _ in range(in_flight)]
+    for client in clients:
+        client.start()
+    time.sleep(0.3)
+    server.process.send_signal(sig)
+    for client in clients:
+        client.join(10)
+    assert [status for status, _ in results] == [200] * in_flight
+    assert server.process.wait(10) == 0
+    # Once stopping, no new connection is accepted.
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+
+
+def test_graceful_timeout_bounds_the_wait(start_server: Callable[..., RunningServer]) -> None:
+    server = start_server(options=["--threads", "2", "--graceful-timeout", "1"])
+    outcome: list[object] = []
+
+    def fetch() -> None:
+        try:
+            outcome.append(_get(server.port, "/slow?ms=8000"))
+        except (OSError, http.client.HTTPException) as error:
+            outcome.append(error)
+
+    client = threading.Thread(target=fetch, daemon=True)
+    client.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    code = server.stop(signal.SIGTERM)
+    assert code == 0
+    assert time.monotonic() - started < 4
+    client.join(5)
+    # The request outlived the graceful timeout, so it was cut off, not answered.
+    assert len(outcome) == 1 and isinstance(outcome[0], (OSError, http.client.HTTPException))
+
+
+def test_binds_ipv6_loopback_and_several_addresses(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        second_port = probe.getsockname()[1]
+    server = start_server(options=["-b", "[::1]:0", "-b", f"127.0.0.1:{second_port}"])
+    assert server.wait_for_log(f"Listening at http://127.0.0.1:{second_port}")
+    match = re.search(r"Listening at http://\[::1\]:(\d+)", server.log)
+    assert match, server.log
+    assert _get(int(match.group(1)), host="::1")[0] == 200
+    assert _get(second_port)[0] == 200
+    assert _get(server.port)[0] == 200
+
+
+def test_unix_socket(start_server: Callable[..., RunningServer], tmp_path: Path) -> None:
+    path = tmp_path / "corral.sock"
+    server = start_server(options=["-b", f"unix:{path}"])
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(10)
+        client.connect(str(path))
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := client.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"hello\n")
+    assert server.port
+
+
+def test_access_log_uses_gunicorn_atoms(start_server: Callable[..., RunningServer]) -> None:
+    server = start_server(options=[
+        "--access-logfile", "-",
+        "--access-logformat", 'ACCESS %(h)s "%(r)s" %(s)s %(b)s %(L)s %({user-agent}i)s',
+    ])
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", "/echo?x=1", headers={"User-Agent": "probe/1"})
+    connection.getresponse().read()
+    connection.close()
+    assert server.wait_for_log("ACCESS ")
+    line = next(line for line in server.lines if line.startswith("ACCESS "))
+    assert re.fullmatch(
+        r'ACCESS 127\.0\.0\.1 "GET /echo\?x=1 HTTP/1\.1" 200 - \d+\.\d{6} probe/1\n', line
+    ), line
+
+
+def test_error_log_file(start_server: Callable[..., RunningServer], tmp_path: Path) -> None:
+    log_file = tmp_path / "error.log"
+    # The start-up line is what tells the helper the port, so it must reach stdout too;
+    # here only the file is checked, the port comes from an explicit bind.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "corral", "-b", f"127.0.0.1:{port}", "--error-logfile",
+         str(log_file), "tests.apps.behaviours:app"],
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while "Listening at" not in (log_file.read_text() if log_file.exists() else ""):
+            assert time.monotonic() < deadline, "no start-up line in the error log file"
+            time.sleep(0.05)
+        assert _get(port)[0] == 200
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message", "code"),
+    [
+        (["--threads", "0", "x:app"], "--threads: must be at least 1", 2),
+        (["--threads", "many", "x:app"], "--threads: 'many' is not a whole number", 2),
+        (["--threads", "4", "--thread-per-request", "x:app"], "choose one concurrency model", 2),
+        (["no_such_module_here:app"], "no module named 'no_such_module_here'", 4),
+        (["tests.apps.behaviours:missing"], "has no 'missing'", 4),
+        (["tests.apps.behaviours:ROUTES"], "not callable", 4),
+        ([], "name the application", 2),
+        (["--keep-alive", "-1", "x:app"], "--keep-alive: must be 0 or more seconds", 2),
+    ],
+)
+def test_bad_command_lines_get_one_line_and_non_zero_exit(
+    arguments: list[str], message: str, code: int
+) -> None:
+    result = _run_cli(*arguments)
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_address_in_use_is_one_line(start_server: Callable[..., RunningServer]) -> None:
+    server = start_server()
+    result = _run_cli("-b", f"127.0.0.1:{server.port}", "tests.apps.behaviours:app")
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{server.port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_environment_variables_and_print_config() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "corral", "--print-config", "--keep-alive", "9"],
+        cwd=ROOT, capture_output=True, text=True, timeout=20,
+        env={**os.environ, "CORRAL_THREADS": "6", "CORRAL_KEEP_ALIVE": "2"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^threads\s+= 6$", result.stdout, re.M)
+    # The command line wins over the environment.
+    assert re.search(r"^keep_alive\s+= 9\.0$", result.stdout, re.M)
+
+
+def test_app_factory(start_server: Callable[..., RunningServer]) -> None:
+    server = start_server(app="tests.apps.factory:create_app('greetings')")
+    assert _get(server.port) == (200, b"greetings")
+
+
+def test_flask_command_serves_the_flask_cli_app() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "tests.apps.flask_app", "corral",
+         "-b", f"127.0.0.1:{port}", "--threads", "8"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 15
+        lines = []
+        while not any("Listening at" in line for line in lines):
+            assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
+            lines.append(process.stdout.readline())
+        assert any("8 threads (thread pool)" in line for line in lines)
+        status, body = _get(port, "/hello")
+        assert status == 200 and b'"message":"hello"' in body
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0
+        if process.stdout is not None:
+            process.stdout.close()

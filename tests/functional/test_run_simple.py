@@ -1,0 +1,135 @@
+"""corral.run_simple serves a Flask app exactly as Werkzeug's run_simple does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.server import ROOT
+
+# Headers that name the server or the moment, or that are framing a server may choose.
+_SERVER_SPECIFIC = {"server", "date", "connection", "keep-alive"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_until_serving(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, str]]:
+    started: dict[str, subprocess.Popen[bytes]] = {}
+    urls = {}
+    try:
+        for which in ("corral", "werkzeug"):
+            port = _free_port()
+            started[which] = subprocess.Popen(
+                [sys.executable, "-m", "tests.apps.run_simple_server", which, str(port)],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            )
+            _wait_until_serving(port, started[which])
+            urls[which] = f"http://127.0.0.1:{port}"
+        yield urls
+    finally:
+        for process in started.values():
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def _received(response: requests.Response) -> tuple[int, bytes, dict[str, str]]:
+    headers = {
+        name.lower(): value
+        for name, value in response.headers.items()
+        if name.lower() not in _SERVER_SPECIFIC
+    }
+    return response.status_code, response.content, headers
+
+
+def _both(servers: dict[str, str], method: str, path: str, **kwargs: object) -> None:
+    corral = requests.request(method, servers["corral"] + path, timeout=10, **kwargs)
+    werkzeug = requests.request(method, servers["werkzeug"] + path, timeout=10, **kwargs)
+    assert _received(corral) == _received(werkzeug)
+
+
+def test_get(servers: dict[str, str]) -> None:
+    _both(servers, "GET", "/hello?a=1&a=2&b=%C3%A9")
+    assert requests.get(servers["corral"] + "/hello", timeout=10).headers["Server"] == "corral"
+    assert "Werkzeug" in requests.get(servers["werkzeug"] + "/hello", timeout=10).headers["Server"]
+
+
+def test_not_found_and_error_status(servers: dict[str, str]) -> None:
+    _both(servers, "GET", "/missing")
+    _both(servers, "GET", "/no-such-route")
+
+
+def test_post_form(servers: dict[str, str]) -> None:
+    _both(servers, "POST", "/form", data={"name": "corral", "tags": ["a", "b"]})
+
+
+def test_chunked_upload(servers: dict[str, str]) -> None:
+    def pieces() -> Iterator[bytes]:
+        for number in range(50):
+            yield b"%04d" % number * 500
+
+    # A generator body makes requests send Transfer-Encoding: chunked.
+    corral = requests.post(servers["corral"] + "/upload", data=pieces(), timeout=10)
+    werkzeug = requests.post(servers["werkzeug"] + "/upload", data=pieces(), timeout=10)
+    assert corral.json()["transfer_encoding"] == "chunked"
+    assert corral.json()["length"] == 50 * 2000
+    assert _received(corral) == _received(werkzeug)
+
+
+def test_streamed_response(servers: dict[str, str]) -> None:
+    corral = requests.get(servers["corral"] + "/stream", timeout=10, stream=True)
+    werkzeug = requests.get(servers["werkzeug"] + "/stream", timeout=10, stream=True)
+    assert _received(corral) == _received(werkzeug)
+    assert corral.headers.get("Transfer-Encoding") == "chunked"
+
+
+def test_cannot_be_both_threaded_and_multiprocess() -> None:
+    from corral import run_simple
+
+    with pytest.raises(ValueError, match="multi-threaded and multi-process"):
+        run_simple("127.0.0.1", 0, lambda environ, start_response: [], threaded=True,
+                   processes=4)
+
+
+@pytest.mark.parametrize(
+    "keyword",
+    [{"request_handler": object()}, {"passthrough_errors": True}, {"ssl_context": "adhoc"}],
+    ids=["request_handler", "passthrough_errors", "ssl_context"],
+)
+def test_what_cannot_be_honoured_is_a_clear_error(keyword: dict[str, object]) -> None:
+    from corral import run_simple
+
+    with pytest.raises(ValueError, match=r"corral\.run_simple"):
+        run_simple("127.0.0.1", 0, lambda environ, start_response: [], **keyword)  # type: ignore[arg-type]

@@ -1,0 +1,51 @@
+"""The settings table and what is generated from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from corral.config import SETTINGS, ConfigError, build_config, settings_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_settings_page_is_generated_from_the_table() -> None:
+    assert (ROOT / "docs" / "settings.md").read_text() == settings_markdown(), (
+        "regenerate with: python -m corral.config > docs/settings.md"
+    )
+
+
+def test_precedence_defaults_environment_overrides() -> None:
+    assert build_config().threads == 1
+    assert build_config({"CORRAL_THREADS": "3"}).threads == 3
+    assert build_config({"CORRAL_THREADS": "3"}, {"threads": "5"}).threads == 5
+
+
+def test_every_setting_has_a_flag_and_help() -> None:
+    for setting in SETTINGS:
+        assert setting.flags and setting.flags[-1].startswith("--")
+        assert setting.help.endswith(".")
+        # The default itself passes the setting's own validation.
+        assert setting.type(setting.default) == setting.default
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"threads": 0}, "--threads: must be at least 1"),
+        ({"no_such_setting": 1}, "unknown setting 'no_such_setting'"),
+        ({"threads": 2, "process_per_request": 2}, "choose one concurrency model"),
+        ({"log_level": "loud"}, "--log-level: must be one of"),
+    ],
+)
+def test_bad_values_name_the_setting(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_config(None, overrides)
+
+
+def test_config_is_read_only() -> None:
+    config = build_config()
+    with pytest.raises(AttributeError):
+        config.threads = 4
