@@ -8,6 +8,8 @@ no thread or process.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import select
@@ -31,6 +33,14 @@ _RECEIVE_SIZE = 262144
 _DISCARD_LIMIT = 1 << 20
 
 
+class ClientSocketError(ConnectionError):
+    """A read or write on the client's socket failed: reset, broken pipe or timeout.
+
+    An OSError, so an application that catches OSError around `write()` keeps working,
+    yet a type of its own, so the application's own OSErrors still count as its failures.
+    """
+
+
 @dataclass(eq=False)
 class ServingState:
     """What every connection of one server shares. `stopping` flips once, on shutdown."""
@@ -47,8 +57,17 @@ class ServingState:
 class Connection:
     """One accepted socket and the bytes received on it but not yet consumed."""
 
-    __slots__ = ("buffer", "busy", "closed", "fd", "idle_since", "on_close", "peer", "sock",
-                 "state")
+    __slots__ = (
+        "buffer",
+        "busy",
+        "closed",
+        "fd",
+        "idle_since",
+        "on_close",
+        "peer",
+        "sock",
+        "state",
+    )
 
     def __init__(self, sock: socket.socket, peer: Any, state: ServingState) -> None:
         self.sock = sock
@@ -64,13 +83,19 @@ class Connection:
     # I/O used by the request body and the response.
 
     def receive(self) -> None:
-        data = self.sock.recv(_RECEIVE_SIZE)
+        try:
+            data = self.sock.recv(_RECEIVE_SIZE)
+        except OSError as error:
+            raise ClientSocketError(f"receiving the request body: {error}") from error
         if not data:
             raise IncompleteBody("peer closed the connection inside a request body")
         self.buffer += data
 
     def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        try:
+            self.sock.sendall(data)
+        except OSError as error:
+            raise ClientSocketError(f"sending: {error}") from error
 
     def sendfile(self, fd: int, offset: int, count: int) -> None:
         sent = 0
@@ -80,10 +105,20 @@ class Connection:
                 # A socket with a timeout is non-blocking underneath, so wait on EAGAIN.
                 n = os.sendfile(sock.fileno(), fd, offset + sent, min(count - sent, 1 << 30))
             except BlockingIOError:
-                _wait_writable(sock, self.state.client_timeout)
+                try:
+                    _wait_writable(sock, self.state.client_timeout)
+                except TimeoutError as error:
+                    raise ClientSocketError(str(error)) from error
                 continue
+            except OSError as error:
+                if error.errno in (errno.EPIPE, errno.ECONNRESET):
+                    raise ClientSocketError(f"sending a file: {error}") from error
+                # Anything else is about the file, which the application gave us.
+                raise
             if n == 0:
-                raise ConnectionError("file ended before its announced length")
+                # The application's file shrank after its length was announced; the
+                # response cannot be completed, so the connection must end.
+                raise InvalidResponse("file ended before its announced length")
             sent += n
 
     # The request loop.
@@ -133,7 +168,7 @@ class Connection:
             before_first_read = self._send_continue
         body = RequestBody(self, decoder, before_first_read)
         environ = build_environ(head, body, state.base_environ, self.peer)
-        response = Response(self, head, state.stopping)
+        response = Response(self, head, body, state.stopping)
         started = time.monotonic()
         try:
             run_application(state.app, environ, response)
@@ -143,9 +178,10 @@ class Connection:
                 error_log.debug("%s: %s", self.peer_text(), error)
                 return False
             if not response.head_sent:
+                response.code = error.status
                 self._answer_error(error, head.version)
             return False
-        except OSError as error:
+        except ClientSocketError as error:
             error_log.debug("%s: connection ended: %s", self.peer_text(), error)
             return False
         except Exception as error:
@@ -157,19 +193,23 @@ class Connection:
         if not response.keep_alive:
             return False
         if not decoder.done:
-            if before_first_read is not None and body.untouched:
-                # The client is still waiting for 100 Continue; whether it will send the
-                # body now cannot be known, so the connection cannot be reused.
+            try:
+                return body.discard(_DISCARD_LIMIT)
+            except RequestError as error:
+                # The response has gone out whole; the unread rest of the body is bad
+                # or cut short, so the connection cannot carry another request.
+                error_log.info("%s: unread request body: %s; closing", self.peer_text(), error)
                 return False
-            return body.discard(_DISCARD_LIMIT)
         return True
 
     def _send_continue(self) -> None:
-        self.sock.sendall(CONTINUE_RESPONSE)
+        self.send(CONTINUE_RESPONSE)
 
     def _answer_app_failure(self, head: RequestHead, response: Response, error: Exception) -> None:
         request_line = f"{head.method} {head.target}"
-        if isinstance(error, (InvalidResponse, TypeError)) and not response.head_sent:
+        # The application's misuse of the response is told in one line; a traceback
+        # would point into the server, not at the application's code.
+        if isinstance(error, InvalidResponse) and not response.head_sent:
             error_log.error("%s: %s: %s", self.peer_text(), request_line, error)
         else:
             error_log.exception("Error handling request %s", request_line)
@@ -177,11 +217,12 @@ class Connection:
             # Part of the response is on the wire; closing without the rest tells the
             # client it is incomplete, which a 500 appended to it could not.
             return
-        try:
-            self.sock.sendall(encode_error(500, "Internal Server Error", head.version,
-                                           current_date()))
-        except OSError:
-            pass
+        response.code = 500
+        with contextlib.suppress(OSError):
+            # The client may be gone already; there is no one left to tell.
+            self.sock.sendall(
+                encode_error(500, "Internal Server Error", head.version, current_date())
+            )
 
     def _answer_error(self, error: RequestError, version: str) -> None:
         error_log.info("%s: bad request: %s; answered %d", self.peer_text(), error, error.status)
@@ -204,10 +245,9 @@ class Connection:
         self.closed = True
         if self.on_close is not None:
             self.on_close(self)
-        try:
+        with contextlib.suppress(OSError):
+            # Closing can only fail on an fd already gone, which is the goal anyway.
             self.sock.close()
-        except OSError:
-            pass
 
     def peer_text(self) -> str:
         if isinstance(self.peer, tuple):

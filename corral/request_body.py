@@ -59,13 +59,21 @@ class RequestBody:
             while not self.decoder.done:
                 parts.append(self._pull(_READ_SIZE * 4))
             return b"".join(parts)
-        if self._decoded:
-            data = bytes(self._decoded[:size])
-            del self._decoded[:size]
-            return data
         if size == 0:
             return b""
-        return self._pull(size)
+        # Like a buffered file, read(n) gives n bytes unless the body ends first, even
+        # across chunks: applications read fixed-size records and headers this way.
+        decoded = self._decoded
+        if not decoded:
+            data = self._pull(size)
+            if len(data) == size or self.decoder.done:
+                return data
+            decoded += data
+        while len(decoded) < size and not self.decoder.done:
+            decoded += self._pull(size - len(decoded))
+        data = bytes(decoded[:size])
+        del decoded[:size]
+        return data
 
     def readline(self, size: int | None = -1) -> bytes:
         limit = -1 if size is None else size
@@ -112,10 +120,15 @@ class RequestBody:
             raise StopIteration
         return line
 
-    @property
-    def untouched(self) -> bool:
-        """True while nothing has been asked of the peer for this body."""
-        return self._before_first_read is not None
+    def cancel_continue(self) -> bool:
+        """Drop `before_first_read` unless it has run; True if it had not.
+
+        Called when the response head goes out: an interim response after the final one
+        would be read as part of its body (RFC 9110 section 15.2).
+        """
+        pending = self._before_first_read is not None
+        self._before_first_read = None
+        return pending
 
     def discard(self, limit: int) -> bool:
         """Read and drop the rest of the body, up to `limit` bytes; True if it all went."""

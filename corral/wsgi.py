@@ -63,7 +63,7 @@ class FileWrapper:
             stat = os.fstat(fd)
         except (AttributeError, OSError, ValueError):
             return None
-        if not (stat.st_mode & 0o170000 == 0o100000):
+        if stat.st_mode & 0o170000 != 0o100000:
             return None
         return fd, offset, max(stat.st_size - offset, 0)
 
@@ -99,7 +99,8 @@ def build_environ(
     if "%" in path:
         path = unquote_to_bytes(path).decode("latin-1")
     script_name = environ["SCRIPT_NAME"]
-    if script_name and path.startswith(script_name):
+    # "/api" is the root of "/api" and "/api/x", not of "/apiary".
+    if script_name and (path == script_name or path.startswith(script_name + "/")):
         path = path[len(script_name) :]
     environ["REQUEST_METHOD"] = head.method
     environ["PATH_INFO"] = path
@@ -141,6 +142,7 @@ class Response:
     __slots__ = (
         "_headers",
         "_status",
+        "body",
         "bytes_sent",
         "chunked",
         "code",
@@ -153,9 +155,12 @@ class Response:
         "stopping",
     )
 
-    def __init__(self, output: Output, request: RequestHead, stopping: bool) -> None:
+    def __init__(
+        self, output: Output, request: RequestHead, body: RequestBody | None, stopping: bool
+    ) -> None:
         self.output = output
         self.request = request
+        self.body = body
         self.stopping = stopping
         self._status: str | None = None
         self._headers: list[tuple[str, str]] = []
@@ -215,6 +220,11 @@ class Response:
                 headers.append(("Transfer-Encoding", "chunked"))
             else:
                 self.keep_alive = False
+        if self.body is not None and self.body.cancel_continue():
+            # The client still waits for 100 Continue and may send the body late or
+            # never; either way the bytes after this response cannot be known to be a
+            # request, so the connection ends with it (RFC 9110 section 10.1.1).
+            self.keep_alive = False
         if "date" not in names:
             headers.append(("Date", current_date()))
         if "server" not in names:
@@ -230,13 +240,13 @@ class Response:
     def write(self, data: bytes) -> None:
         """Send one piece of body, sending the head first if it has not gone yet."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"response body must be bytes, not {type(data).__name__}")
+            raise InvalidResponse(f"response body must be bytes, not {type(data).__name__}")
         self._send_body(b"" if self.head_sent else self._head(None), data)
 
     def send_whole(self, data: bytes) -> None:
         """Send a body given as one piece, framed with its length when none was declared."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"response body must be bytes, not {type(data).__name__}")
+            raise InvalidResponse(f"response body must be bytes, not {type(data).__name__}")
         self._send_body(b"" if self.head_sent else self._head(len(data)), data)
 
     def _send_body(self, head: bytes, data: bytes) -> None:

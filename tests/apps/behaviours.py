@@ -68,8 +68,9 @@ def read_api(environ: dict[str, Any], start_response: StartResponse) -> list[byt
     else:
         parts = [stream.read()]
     after = stream.read()
-    body = json.dumps({"parts": [p.decode("latin-1") for p in parts],
-                       "after": after.decode("latin-1")}).encode()
+    body = json.dumps(
+        {"parts": [p.decode("latin-1") for p in parts], "after": after.decode("latin-1")}
+    ).encode()
     return _text(start_response, body)
 
 
@@ -127,8 +128,7 @@ def exc_info_replaces(environ: dict[str, Any], start_response: StartResponse) ->
     try:
         raise ValueError("handled")
     except ValueError:
-        start_response("503 Service Unavailable", [("Content-Type", "text/plain")],
-                       sys.exc_info())
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
     return [b"replaced"]
 
 
@@ -150,8 +150,10 @@ def not_bytes(environ: dict[str, Any], start_response: StartResponse) -> list[An
 class _ClosingBody:
     closed_log = os.path.join(tempfile.gettempdir(), "corral-close-calls")
 
-    def __init__(self, fail: bool) -> None:
+    def __init__(self, fail: bool, query: str) -> None:
         self.fail = fail
+        # The query string goes into the log line so that a test can find its own call.
+        self.query = query
 
     def __iter__(self) -> Iterator[bytes]:
         yield b"body"
@@ -160,16 +162,18 @@ class _ClosingBody:
 
     def close(self) -> None:
         with open(self.closed_log, "a") as log:
-            log.write(f"{os.getpid()} closed\n")
+            log.write(f"{os.getpid()} closed {self.query}\n")
 
 
 def close_called(environ: dict[str, Any], start_response: StartResponse) -> _ClosingBody:
     start_response("200 OK", [("Content-Type", "text/plain")])
-    return _ClosingBody(fail="fail" in environ["QUERY_STRING"])
+    query = environ["QUERY_STRING"]
+    return _ClosingBody(fail="fail" in query, query=query)
 
 
 def file_wrapper(environ: dict[str, Any], start_response: StartResponse) -> Any:
-    handle = tempfile.TemporaryFile()
+    # The server closes it through the wrapper's close(), after sending it.
+    handle = tempfile.TemporaryFile()  # noqa: SIM115
     handle.write(b"0123456789" * 100_000)
     handle.seek(0)
     start_response("200 OK", [("Content-Type", "application/octet-stream")])
@@ -189,6 +193,36 @@ def not_modified(environ: dict[str, Any], start_response: StartResponse) -> list
 def connection_close(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
     start_response("200 OK", [("Connection", "close"), ("Content-Length", "3")])
     return [b"bye"]
+
+
+def one_piece(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    """A body given as one piece with no Content-Length: the server can count it."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"one piece, no length given"]
+
+
+def respond_then_read(environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
+    """Sends the head, then reads the body: too late for 100 Continue."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"head sent; body: "
+    yield environ["wsgi.input"].read()
+
+
+def raise_os_error(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    # The application's own OSError, not a failure of the client's socket.
+    os.stat(os.path.join(tempfile.gettempdir(), "corral-no-such-dir", "missing"))
+    return _text(start_response, b"unreachable")  # pragma: no cover
+
+
+def raise_type_error(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    return _text(start_response, b"count: " + len(environ))  # type: ignore[operator]
+
+
+def log_error(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    errors = environ["wsgi.errors"]
+    errors.write("message for wsgi.errors: " + environ["QUERY_STRING"] + "\n")
+    errors.flush()
+    return _text(start_response, b"logged")
 
 
 def ignore_body(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
@@ -217,10 +251,18 @@ ROUTES: dict[str, Callable[..., Any]] = {
     "/not-modified": not_modified,
     "/connection-close": connection_close,
     "/ignore-body": ignore_body,
+    "/one-piece": one_piece,
+    "/respond-then-read": respond_then_read,
+    "/raise-os-error": raise_os_error,
+    "/raise-type-error": raise_type_error,
+    "/log-error": log_error,
 }
 
 
 def app(environ: dict[str, Any], start_response: StartResponse) -> Any:
+    if "HTTP_X_SHOW_ENVIRON" in environ:
+        # Any path can show its environ, for tests of how paths are decoded and split.
+        return environ_json(environ, start_response)
     route = ROUTES.get(environ["PATH_INFO"])
     if route is None:
         return _text(start_response, b"hello\n")

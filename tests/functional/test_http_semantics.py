@@ -1,0 +1,331 @@
+"""HTTP/1.1 message framing and connection handling, seen on the wire (RFC 9112, RFC 9110)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import pytest
+
+from tests.server import MODELS, RunningServer
+
+TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="module", params=list(MODELS), ids=list(MODELS))
+def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+    """One server per concurrency model, shared by this module's tests.
+
+    Idle connections are kept far longer than any client timeout here, so a connection
+    the server should close but does not shows as a timeout, never as a late close.
+    """
+    with RunningServer(options=[*MODELS[request.param], "--keep-alive", "60"]) as running:
+        yield running
+
+
+@dataclass
+class RawResponse:
+    version: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    raw_body: bytes
+
+
+def read_response(stream: BinaryIO, has_body: bool = True) -> RawResponse:
+    """One response, framed as its head says; `raw_body` keeps any chunk framing."""
+    status_line = stream.readline()
+    if not status_line:
+        raise EOFError("connection closed before a response")
+    version, status, _ = status_line.decode("latin-1").split(" ", 2)
+    headers: dict[str, str] = {}
+    while True:
+        line = stream.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.lower()] = value.strip()
+    code = int(status)
+    if not has_body or code < 200 or code in (204, 304):
+        return RawResponse(version, code, headers, b"", b"")
+    if "content-length" in headers:
+        body = stream.read(int(headers["content-length"]))
+        return RawResponse(version, code, headers, body, body)
+    if headers.get("transfer-encoding") == "chunked":
+        body, raw = b"", b""
+        while True:
+            size_line = stream.readline()
+            raw += size_line
+            size = int(size_line.split(b";")[0], 16)
+            data = stream.read(size + 2)
+            raw += data
+            if size == 0:
+                return RawResponse(version, code, headers, body, raw)
+            body += data[:-2]
+    body = stream.read()
+    return RawResponse(version, code, headers, body, body)
+
+
+def server_closed(stream: BinaryIO) -> bool:
+    """True if the server closes the connection with nothing more to send."""
+    try:
+        return stream.read(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def connect(server: RunningServer) -> tuple[socket.socket, BinaryIO]:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    return sock, sock.makefile("rb")
+
+
+def get(path: str, version: str = "HTTP/1.1", extra: str = "") -> bytes:
+    return f"GET {path} {version}\r\nHost: test\r\n{extra}\r\n".encode()
+
+
+def post(path: str, body: bytes, extra: str = "") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    return head.encode() + body
+
+
+# Request bodies.
+
+
+def test_content_length_body_reaches_the_app(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(post("/echo", b"exactly these bytes"))
+        assert read_response(stream).body == b"exactly these bytes"
+
+
+def test_chunked_body_ignores_extensions_and_discards_trailers(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(
+            b"POST /environ HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;name=value\r\nhello\r\n"
+            b"6 ; flag\r\n world\r\n"
+            b"0\r\nX-Trailer: from the trailer\r\n\r\n"
+            + get("/echo", extra="Connection: close\r\n")
+        )
+        environ = json.loads(read_response(stream).body)
+        assert environ["body"] == "hello world"
+        assert "HTTP_X_TRAILER" not in environ
+        assert not any("from the trailer" in str(value) for value in environ.values())
+        # The next request starts right after the trailer section.
+        assert read_response(stream).status == 200
+
+
+# Persistent connections (RFC 9112 section 9.3).
+
+
+def test_http11_connection_stays_open_by_default(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/"))
+        first = read_response(stream)
+        assert "close" not in first.headers.get("connection", "")
+        sock.sendall(get("/"))
+        assert read_response(stream).body == b"hello\n"
+
+
+def test_http10_keep_alive_is_honoured(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/", "HTTP/1.0", "Connection: keep-alive\r\n"))
+        first = read_response(stream)
+        assert first.headers["connection"].lower() == "keep-alive"
+        sock.sendall(get("/", "HTTP/1.0", "Connection: keep-alive\r\n"))
+        assert read_response(stream).body == b"hello\n"
+
+
+def test_http10_closes_by_default(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/", "HTTP/1.0"))
+        assert read_response(stream).body == b"hello\n"
+        assert server_closed(stream)
+
+
+def test_connection_close_is_honoured(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/", extra="Connection: close\r\n"))
+        response = read_response(stream)
+        assert response.headers["connection"] == "close"
+        assert server_closed(stream)
+
+
+def test_connection_close_from_the_app_is_honoured(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/connection-close"))
+        assert read_response(stream).body == b"bye"
+        assert server_closed(stream)
+
+
+def test_pipelined_requests_are_answered_in_order(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(post("/echo", b"first") + post("/echo", b"second") + post("/echo", b"third"))
+        bodies = [read_response(stream).body for _ in range(3)]
+        assert bodies == [b"first", b"second", b"third"]
+
+
+# Expect: 100-continue (RFC 9110 section 10.1.1).
+
+
+def test_100_continue_is_sent_when_the_app_reads_the_body(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 4\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        assert read_response(stream, has_body=False).status == 100
+        sock.sendall(b"data")
+        response = read_response(stream)
+        assert (response.status, response.body) == (200, b"data")
+        # The body was read in full, so the connection carries the next request.
+        sock.sendall(get("/"))
+        assert read_response(stream).body == b"hello\n"
+
+
+def test_100_continue_is_never_sent_when_the_app_ignores_the_body(
+    server: RunningServer,
+) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(
+            b"POST /ignore-body HTTP/1.1\r\nHost: test\r\nContent-Length: 27\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        response = read_response(stream)
+        assert (response.status, response.body) == (200, b"body not read")
+        assert response.headers["connection"] == "close"
+        # A client tired of waiting sends the body anyway; it must never be taken for a
+        # request of its own, so the server closes instead of reading on.
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert server_closed(stream)
+
+
+def test_100_continue_is_not_sent_after_the_response_has_started(
+    server: RunningServer,
+) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(
+            b"POST /respond-then-read HTTP/1.1\r\nHost: test\r\nContent-Length: 4\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        status_line = stream.readline()
+        assert status_line.startswith(b"HTTP/1.1 200 ")
+        sock.sendall(b"data")
+        rest = stream.read()
+        assert b"100 Continue" not in rest
+        assert rest.endswith(b"head sent; body: \r\n4\r\ndata\r\n0\r\n\r\n")
+        assert b"\r\nConnection: close\r\n" in rest
+
+
+def test_http10_request_never_gets_100_continue(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(
+            b"POST /echo HTTP/1.0\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\ndata"
+        )
+        response = read_response(stream)
+        assert (response.status, response.body) == (200, b"data")
+
+
+# Response framing (RFC 9112 section 6.3).
+
+
+def test_head_has_no_body_but_the_get_content_length(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(
+            b"HEAD / HTTP/1.1\r\nHost: test\r\n\r\n"
+            b"HEAD /one-piece HTTP/1.1\r\nHost: test\r\n\r\n"
+            b"HEAD /stream HTTP/1.1\r\nHost: test\r\n\r\n" + get("/one-piece")
+        )
+        head = read_response(stream, has_body=False)
+        assert head.headers["content-length"] == "6"
+        head_one_piece = read_response(stream, has_body=False)
+        head_stream = read_response(stream, has_body=False)
+        assert "content-length" not in head_stream.headers
+        assert "transfer-encoding" not in head_stream.headers
+        # Any body bytes sent after a HEAD response would show up here.
+        following = read_response(stream)
+        assert following.body == b"one piece, no length given"
+        assert head_one_piece.headers["content-length"] == str(len(following.body))
+
+
+def test_content_length_given_by_the_app_is_used(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/declared-shorter"))
+        response = read_response(stream, has_body=False)
+        assert response.headers["content-length"] == "100"
+        assert "transfer-encoding" not in response.headers
+
+
+def test_single_piece_body_is_sent_with_its_length(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/one-piece"))
+        response = read_response(stream)
+        assert response.headers["content-length"] == str(len(b"one piece, no length given"))
+        assert "transfer-encoding" not in response.headers
+        assert response.body == b"one piece, no length given"
+
+
+def test_streamed_body_is_chunked_on_http11(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/stream"))
+        response = read_response(stream)
+        assert response.headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in response.headers
+        # The empty piece the app yields after "part 1" must not become a last chunk.
+        expected = b"".join(b"7\r\npart %d\n\r\n" % number for number in range(5)) + b"0\r\n\r\n"
+        assert response.raw_body == expected
+        sock.sendall(get("/"))
+        assert read_response(stream).body == b"hello\n"
+
+
+def test_streamed_body_ends_with_the_connection_on_http10(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/stream", "HTTP/1.0", "Connection: keep-alive\r\n"))
+        response = read_response(stream)
+        assert "content-length" not in response.headers
+        assert "transfer-encoding" not in response.headers
+        assert response.headers["connection"] == "close"
+        assert response.body == b"".join(b"part %d\n" % number for number in range(5))
+
+
+@pytest.mark.parametrize("path", ["/no-content", "/not-modified"])
+def test_no_body_for_204_and_304(server: RunningServer, path: str) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get(path) + get("/"))
+        response = read_response(stream, has_body=False)
+        assert response.status in (204, 304)
+        assert "transfer-encoding" not in response.headers
+        assert response.headers.get("content-length", "0") == "0"
+        # Had any body been sent, it would sit where this response's status line is.
+        assert read_response(stream).body == b"hello\n"
+
+
+def test_date_and_server_headers_are_present(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/stream"))
+        response = read_response(stream)
+        assert response.headers["date"].endswith(" GMT")
+        assert response.headers["server"] == "corral"
