@@ -98,7 +98,10 @@ def parse_head(buffer: bytes | bytearray, limits: HeadLimits) -> tuple[RequestHe
     """Parse the request head at the start of `buffer`.
 
     Returns the head and the number of bytes it took, or None when more bytes are needed.
-    Raises a `RequestError` as soon as the bytes cannot become a valid head.
+    Raises a `RequestError` once the bytes cannot become a valid head: at once for a bad
+    request line, a bare CR or LF or a size limit passed, at the head's end for the rest.
+    A head refused whole is refused with the same status when fed in pieces, unless it
+    breaks more than one rule.
     """
     start = 0
     while buffer.startswith(b"\r\n", start) and start < 2 * _MAX_LEADING_EMPTY_LINES:
@@ -109,14 +112,17 @@ def parse_head(buffer: bytes | bytearray, limits: HeadLimits) -> tuple[RequestHe
         _check_incomplete_head(buffer, start, limits)
         return None
     head = bytes(buffer[start:end])
+    # The checks run in the order `_check_incomplete_head` can make them while the head
+    # arrives, so the answer does not depend on how the bytes were split.
+    _count_line_ends(head, pending_cr=False)
     lines = head.split(b"\r\n")
-    request_line = lines[0]
-    if len(request_line) > limits.request_line:
-        raise RequestLineTooLong("request line too long")
+    method, target, version = _parse_request_line(lines[0], limits)
+    path, query, authority = _split_target(method, target)
     if len(lines) - 1 > limits.field_count:
         raise FieldsTooLarge("too many header fields")
-    method, target, version = _parse_request_line(request_line)
-    fields, host_count, transfer_codings, content_length = _parse_fields(lines, limits)
+    if max(map(len, lines[1:]), default=0) > limits.field_size:
+        raise FieldsTooLarge("header field too large")
+    fields, host_count, transfer_codings, content_length = _parse_fields(lines)
     http11 = version == "HTTP/1.1"
     if http11 and host_count != 1:
         raise RequestError("HTTP/1.1 request needs exactly one Host field")
@@ -133,8 +139,8 @@ def parse_head(buffer: bytes | bytearray, limits: HeadLimits) -> tuple[RequestHe
                 raise RequestError("chunked applied twice")
             raise UnsupportedTransferCoding("unsupported transfer coding")
         chunked = True
-    path, query, authority = _split_target(method, target)
-    connection = fields.get("CONNECTION", "").lower()
+    # Connection holds a list of tokens (RFC 9110 section 7.6.1); "closed" is not "close".
+    connection = {token.strip(" \t") for token in fields.get("CONNECTION", "").lower().split(",")}
     if http11:
         keep_alive = "close" not in connection
     else:
@@ -158,28 +164,43 @@ def parse_head(buffer: bytes | bytearray, limits: HeadLimits) -> tuple[RequestHe
 
 def _check_incomplete_head(buffer: bytes | bytearray, start: int, limits: HeadLimits) -> None:
     """Fail early on a head that can no longer become valid, so no one waits for its end."""
-    # A bare LF anywhere means the peer frames lines differently than we do.
-    line_ends = buffer.count(b"\r\n", start)
-    if buffer.count(b"\n", start) != line_ends:
-        raise RequestError("bare LF in request head")
-    if buffer.count(b"\r", start) - line_ends > buffer.endswith(b"\r"):
-        raise RequestError("bare CR in request head")
+    # A CR as the last byte may yet be followed by its LF.
+    pending_cr = buffer.endswith(b"\r")
+    line_ends = _count_line_ends(buffer, pending_cr, start)
     first_line_end = buffer.find(b"\r\n", start)
     if first_line_end < 0:
-        if len(buffer) - start > limits.request_line:
+        if len(buffer) - start - pending_cr > limits.request_line:
             raise RequestLineTooLong("request line too long")
         return
-    if first_line_end - start > limits.request_line:
-        raise RequestLineTooLong("request line too long")
+    # The request line is complete: a client that sent a bad one (or a PROXY protocol
+    # line) is answered now rather than when, if ever, its head ends.
+    method, target, _ = _parse_request_line(bytes(buffer[start:first_line_end]), limits)
+    _split_target(method, target)
     if len(buffer) - start > limits.head_size:
         raise FieldsTooLarge("request head too large")
     if line_ends - 1 > limits.field_count:
         raise FieldsTooLarge("too many header fields")
-    if len(buffer) - buffer.rfind(b"\r\n") - 2 > limits.field_size:
+    if len(buffer) - buffer.rfind(b"\r\n") - 2 - pending_cr > limits.field_size:
         raise FieldsTooLarge("header field too large")
 
 
-def _parse_request_line(line: bytes) -> tuple[str, str, str]:
+def _count_line_ends(data: bytes | bytearray, pending_cr: bool, start: int = 0) -> int:
+    """The number of CRLFs in `data`; a CR or LF outside one is refused.
+
+    A bare CR or LF means the peer frames lines differently than we do, which is how a
+    second request hides inside the first (RFC 9112 section 2.2).
+    """
+    line_ends = data.count(b"\r\n", start)
+    if data.count(b"\n", start) != line_ends:
+        raise RequestError("bare LF in request head")
+    if data.count(b"\r", start) - line_ends > pending_cr:
+        raise RequestError("bare CR in request head")
+    return line_ends
+
+
+def _parse_request_line(line: bytes, limits: HeadLimits) -> tuple[str, str, str]:
+    if len(line) > limits.request_line:
+        raise RequestLineTooLong("request line too long")
     match = _REQUEST_LINE.fullmatch(line)
     if match is None:
         parts = line.split(b" ")
@@ -198,18 +219,13 @@ def _parse_request_line(line: bytes) -> tuple[str, str, str]:
     return method.decode("ascii"), target.decode("latin-1"), version
 
 
-def _parse_fields(
-    lines: list[bytes], limits: HeadLimits
-) -> tuple[dict[str, str], int, list[str], int | None]:
+def _parse_fields(lines: list[bytes]) -> tuple[dict[str, str], int, list[str], int | None]:
     fields: dict[str, str] = {}
     host_count = 0
     transfer_codings: list[str] = []
     content_length: int | None = None
-    field_size = limits.field_size
     for index in range(1, len(lines)):
         line = lines[index]
-        if len(line) > field_size:
-            raise FieldsTooLarge("header field too large")
         match = _FIELD_LINE.fullmatch(line)
         if match is None:
             # Covers obs-fold, whitespace before the colon, bad name characters and
@@ -245,21 +261,21 @@ def _parse_fields(
 
 def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
     """Return (path, query, authority) for the four request-target forms of RFC 9112 3.2."""
+    raw = target.encode("latin-1")
+    if method == "CONNECT":
+        # RFC 9112 section 3.2.3: CONNECT names a host and port and nothing else.
+        if _AUTHORITY_TARGET.fullmatch(raw) is None:
+            raise RequestError("CONNECT without an authority target")
+        return "", "", target
     if target[0] == "/":
-        path, _, query = target.partition("?")
-        query = query.partition("#")[0]
-        if not query:
-            path = path.partition("#")[0]
+        # A fragment is never sent (RFC 9112 section 3.2) but some clients do; it ends the
+        # target wherever it appears, so "/a#b?c" has no query.
+        path, _, query = target.partition("#")[0].partition("?")
         return path, query, None
     if target == "*":
         if method != "OPTIONS":
             raise RequestError("asterisk target outside OPTIONS")
         return "*", "", None
-    raw = target.encode("latin-1")
-    if method == "CONNECT":
-        if _AUTHORITY_TARGET.fullmatch(raw) is None:
-            raise RequestError("malformed authority target")
-        return "", "", target
     match = _ABSOLUTE_TARGET.fullmatch(raw)
     if match is None:
         raise RequestError("malformed request target")
@@ -325,7 +341,6 @@ class ChunkedBody(BodyDecoder):
         self.limits = limits
         self.state = self._SIZE
         self.chunk_remaining = 0
-        self.trailer_bytes = 0
         self.trailer_count = 0
         self.done = False
 
@@ -347,24 +362,33 @@ class ChunkedBody(BodyDecoder):
             if self.state == self._SIZE:
                 self._start_chunk(line)
             elif self.state == self._DATA_END:
-                if line:
-                    raise RequestError("chunk data longer than its size")
                 self.state = self._SIZE
             else:
                 self._read_trailer_line(line)
         return b""
 
     def _take_line(self, buffer: bytearray) -> bytes | None:
+        """The next framing line without its CRLF, or None until it has all arrived.
+
+        A line is refused as soon as its bytes show it is bad, with the same error
+        whether it arrived whole or in pieces.
+        """
         end = buffer.find(b"\r\n")
-        if end < 0:
-            if b"\n" in buffer or len(buffer) > self.limits.field_size:
-                raise RequestError("malformed chunk framing")
-            return None
-        line = bytes(buffer[:end])
-        del buffer[: end + 2]
-        if b"\n" in line or b"\r" in line:
+        line = buffer if end < 0 else buffer[:end]
+        pending_cr = end < 0 and buffer.endswith(b"\r")
+        if b"\n" in line or line.count(b"\r") > pending_cr:
             raise RequestError("bare CR or LF in chunk framing")
-        return line
+        if self.state == self._DATA_END and line[: len(line) - pending_cr]:
+            raise RequestError("chunk data longer than its size")
+        if len(line) - pending_cr > self.limits.field_size:
+            if self.state == self._TRAILER:
+                raise FieldsTooLarge("trailer field too large")
+            raise RequestError("chunk size line too long")
+        if end < 0:
+            return None
+        taken = bytes(line)
+        del buffer[: end + 2]
+        return taken
 
     def _start_chunk(self, line: bytes) -> None:
         match = _CHUNK_SIZE_LINE.fullmatch(line)
@@ -378,9 +402,8 @@ class ChunkedBody(BodyDecoder):
             self.done = True
             return
         self.trailer_count += 1
-        self.trailer_bytes += len(line)
-        if self.trailer_count > self.limits.field_count or len(line) > self.limits.field_size:
-            raise FieldsTooLarge("trailer section too large")
+        if self.trailer_count > self.limits.field_count:
+            raise FieldsTooLarge("too many trailer fields")
         match = _FIELD_LINE.fullmatch(line)
         if match is None:
             raise RequestError("malformed trailer field")
