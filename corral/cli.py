@@ -25,10 +25,14 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("app", nargs="?", metavar="APP", help="the WSGI application")
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
-    parser.add_argument("--print-config", action="store_true",
-                        help="Print the settings in effect and exit.")
-    parser.add_argument("--check-config", action="store_true",
-                        help="Check the settings and that APP loads, then exit.")
+    parser.add_argument(
+        "--print-config", action="store_true", help="Print the settings in effect and exit."
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="Check the settings and that APP loads, then exit.",
+    )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for setting in SETTINGS:
         group = groups.get(setting.section)
@@ -38,14 +42,21 @@ def make_parser() -> argparse.ArgumentParser:
         text = setting.help.replace("%", "%%")
         default = f" (default: {setting.default!r})".replace("%", "%%")
         if setting.is_flag:
-            group.add_argument(*setting.flags, dest=setting.name, action="store_const",
-                               const=True, help=text)
+            group.add_argument(
+                *setting.flags, dest=setting.name, action="store_const", const=True, help=text
+            )
         elif setting.is_list:
-            group.add_argument(*setting.flags, dest=setting.name, action="append",
-                               metavar=setting.metavar, help=text + default)
+            group.add_argument(
+                *setting.flags,
+                dest=setting.name,
+                action="append",
+                metavar=setting.metavar,
+                help=text + default,
+            )
         else:
-            group.add_argument(*setting.flags, dest=setting.name, metavar=setting.metavar,
-                               help=text + default)
+            group.add_argument(
+                *setting.flags, dest=setting.name, metavar=setting.metavar, help=text + default
+            )
     return parser
 
 
@@ -79,8 +90,7 @@ def main(argv: Sequence[str] | None = None, app: Any = None) -> int:
     spec = getattr(arguments, "app", None)
     if app is None:
         if not spec:
-            print("corral: error: name the application, e.g. corral myapp:app",
-                  file=sys.stderr)
+            print("corral: error: name the application, e.g. corral myapp:app", file=sys.stderr)
             return USAGE_ERROR
         try:
             app = load_app(spec)

@@ -105,49 +105,152 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("bind", ("-b", "--bind"), string_list, ["127.0.0.1:8000"],
-            "Address to listen on: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable.",
-            metavar="ADDRESS"),
-    Setting("threads", ("--threads",), positive_int, 1,
-            "Threads serving requests: 1 serves one request at a time, N a pool of N threads.",
-            "Concurrency", "N"),
-    Setting("thread_per_request", ("--thread-per-request",), boolean, False,
-            "Start a thread for each request (Werkzeug threaded=True), up to --max-threads.",
-            "Concurrency"),
-    Setting("max_threads", ("--max-threads",), positive_int, 1000,
-            "Ceiling on threads with --thread-per-request; reaching it is logged.",
-            "Concurrency", "N"),
-    Setting("process_per_request", ("--process-per-request",), non_negative_int, 0,
-            "Fork a process for each request, at most N at once (Werkzeug processes=N).",
-            "Concurrency", "N"),
-    Setting("backlog", ("--backlog",), positive_int, 2048,
-            "Connections the kernel queues before accept.", metavar="N"),
-    Setting("keep_alive", ("--keep-alive",), seconds, 5.0,
-            "Seconds an idle keep-alive connection stays open.", metavar="SECONDS"),
-    Setting("client_timeout", ("--client-timeout",), seconds, 30.0,
-            "Seconds a client may stall while sending a request or reading a response.",
-            metavar="SECONDS"),
-    Setting("graceful_timeout", ("--graceful-timeout",), seconds, 30.0,
-            "Seconds requests in flight get to finish after TERM or INT.", metavar="SECONDS"),
-    Setting("root_path", ("--root-path",), string, "",
-            "SCRIPT_NAME for an app mounted below a path, e.g. /api.", metavar="PATH"),
-    Setting("limit_request_line", ("--limit-request-line",), positive_int, 8190,
-            "Longest request line in bytes; longer gets 414.", "Limits", "BYTES"),
-    Setting("limit_request_fields", ("--limit-request-fields",), positive_int, 100,
-            "Most header fields in a request; more gets 431.", "Limits", "N"),
-    Setting("limit_request_field_size", ("--limit-request-field-size",), positive_int, 8190,
-            "Longest header field line in bytes; longer gets 431.", "Limits", "BYTES"),
-    Setting("access_logfile", ("--access-logfile",), string, "",
-            "Where the access log goes: '-' for standard output; empty for none.",
-            "Logging", "FILE"),
-    Setting("access_logformat", ("--access-logformat",), string,
-            '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
-            "Access log line, with gunicorn's atoms (%(h)s %(r)s %(s)s %(b)s %(L)s ...).",
-            "Logging", "FORMAT"),
-    Setting("error_logfile", ("--error-logfile", "--log-file"), string, "-",
-            "Where the error log goes: '-' for standard error.", "Logging", "FILE"),
-    Setting("log_level", ("--log-level",), log_level, "info",
-            "Error log level: debug, info, warning, error or critical.", "Logging", "LEVEL"),
+    Setting(
+        "bind",
+        ("-b", "--bind"),
+        string_list,
+        ["127.0.0.1:8000"],
+        "Address to listen on: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable.",
+        metavar="ADDRESS",
+    ),
+    Setting(
+        "threads",
+        ("--threads",),
+        positive_int,
+        1,
+        "Threads serving requests: 1 serves one request at a time, N a pool of N threads.",
+        "Concurrency",
+        "N",
+    ),
+    Setting(
+        "thread_per_request",
+        ("--thread-per-request",),
+        boolean,
+        False,
+        "Start a thread for each request (Werkzeug threaded=True), up to --max-threads.",
+        "Concurrency",
+    ),
+    Setting(
+        "max_threads",
+        ("--max-threads",),
+        positive_int,
+        1000,
+        "Ceiling on threads with --thread-per-request; reaching it is logged.",
+        "Concurrency",
+        "N",
+    ),
+    Setting(
+        "process_per_request",
+        ("--process-per-request",),
+        non_negative_int,
+        0,
+        "Fork a process for each request, at most N at once (Werkzeug processes=N).",
+        "Concurrency",
+        "N",
+    ),
+    Setting(
+        "backlog",
+        ("--backlog",),
+        positive_int,
+        2048,
+        "Connections the kernel queues before accept.",
+        metavar="N",
+    ),
+    Setting(
+        "keep_alive",
+        ("--keep-alive",),
+        seconds,
+        5.0,
+        "Seconds an idle keep-alive connection stays open.",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "client_timeout",
+        ("--client-timeout",),
+        seconds,
+        30.0,
+        "Seconds a client may stall while sending a request or reading a response.",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "graceful_timeout",
+        ("--graceful-timeout",),
+        seconds,
+        30.0,
+        "Seconds requests in flight get to finish after TERM or INT.",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "root_path",
+        ("--root-path",),
+        string,
+        "",
+        "SCRIPT_NAME for an app mounted below a path, e.g. /api.",
+        metavar="PATH",
+    ),
+    Setting(
+        "limit_request_line",
+        ("--limit-request-line",),
+        positive_int,
+        8190,
+        "Longest request line in bytes; longer gets 414.",
+        "Limits",
+        "BYTES",
+    ),
+    Setting(
+        "limit_request_fields",
+        ("--limit-request-fields",),
+        positive_int,
+        100,
+        "Most header fields in a request; more gets 431.",
+        "Limits",
+        "N",
+    ),
+    Setting(
+        "limit_request_field_size",
+        ("--limit-request-field-size",),
+        positive_int,
+        8190,
+        "Longest header field line in bytes; longer gets 431.",
+        "Limits",
+        "BYTES",
+    ),
+    Setting(
+        "access_logfile",
+        ("--access-logfile",),
+        string,
+        "",
+        "Where the access log goes: '-' for standard output; empty for none.",
+        "Logging",
+        "FILE",
+    ),
+    Setting(
+        "access_logformat",
+        ("--access-logformat",),
+        string,
+        '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
+        "Access log line, with gunicorn's atoms (%(h)s %(r)s %(s)s %(b)s %(L)s ...).",
+        "Logging",
+        "FORMAT",
+    ),
+    Setting(
+        "error_logfile",
+        ("--error-logfile", "--log-file"),
+        string,
+        "-",
+        "Where the error log goes: '-' for standard error.",
+        "Logging",
+        "FILE",
+    ),
+    Setting(
+        "log_level",
+        ("--log-level",),
+        log_level,
+        "info",
+        "Error log level: debug, info, warning, error or critical.",
+        "Logging",
+        "LEVEL",
+    ),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -179,8 +282,9 @@ def build_config(
     values = {setting.name: setting.default for setting in SETTINGS}
     for setting in SETTINGS:
         if environ is not None and setting.environment_name in environ:
-            values[setting.name] = _convert(setting, environ[setting.environment_name],
-                                            setting.environment_name)
+            values[setting.name] = _convert(
+                setting, environ[setting.environment_name], setting.environment_name
+            )
     for name, value in (overrides or {}).items():
         known = SETTINGS_BY_NAME.get(name)
         if known is None:
@@ -224,8 +328,13 @@ def settings_markdown() -> str:
     ]
     sections = list(dict.fromkeys(setting.section for setting in SETTINGS))
     for section in sections:
-        lines += ["", f"## {section}", "", "| setting | flags | default | meaning |",
-                  "|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {section}",
+            "",
+            "| setting | flags | default | meaning |",
+            "|---|---|---|---|",
+        ]
         for setting in SETTINGS:
             if setting.section != section:
                 continue

@@ -20,7 +20,7 @@ from typing import Any
 
 from corral.access_log import AccessLog
 from corral.http.errors import IncompleteBody, RequestError
-from corral.http.parser import HeadLimits, RequestHead, body_decoder, parse_head
+from corral.http.parser import HeadLimits, HeadScanner, RequestHead, body_decoder
 from corral.http.writer import CONTINUE_RESPONSE, InvalidResponse, encode_error
 from corral.request_body import RequestBody
 from corral.wsgi import Response, WSGIApp, build_environ, current_date, run_application
@@ -65,6 +65,7 @@ class Connection:
         "idle_since",
         "on_close",
         "peer",
+        "scanner",
         "sock",
         "state",
     )
@@ -75,6 +76,7 @@ class Connection:
         self.state = state
         self.fd = sock.fileno()
         self.buffer = bytearray()
+        self.scanner = HeadScanner(state.limits)
         self.busy = False
         self.closed = False
         self.idle_since = time.monotonic()
@@ -140,7 +142,7 @@ class Connection:
         try:
             while True:
                 try:
-                    parsed = parse_head(self.buffer, state.limits)
+                    parsed = self.scanner.parse(self.buffer)
                 except RequestError as error:
                     self._answer_error(error, "HTTP/1.1")
                     return False
@@ -169,7 +171,8 @@ class Connection:
         body = RequestBody(self, decoder, before_first_read)
         environ = build_environ(head, body, state.base_environ, self.peer)
         response = Response(self, head, body, state.stopping)
-        started = time.monotonic()
+        access_log = state.access_log
+        started = time.monotonic() if access_log is not None else 0.0
         try:
             run_application(state.app, environ, response)
         except RequestError as error:
@@ -188,8 +191,8 @@ class Connection:
             self._answer_app_failure(head, response, error)
             return False
         finally:
-            if state.access_log is not None:
-                state.access_log.write(environ, response, time.monotonic() - started)
+            if access_log is not None:
+                access_log.write(environ, response, time.monotonic() - started)
         if not response.keep_alive:
             return False
         if not decoder.done:

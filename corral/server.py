@@ -32,8 +32,9 @@ def configure_logging(config: Config) -> None:
     else:
         handler = logging.FileHandler(config.error_logfile)
     handler.setFormatter(
-        logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
-                          "%Y-%m-%d %H:%M:%S %z")
+        logging.Formatter(
+            "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z"
+        )
     )
     logger.addHandler(handler)
     logger.setLevel(config.log_level.upper())
@@ -89,12 +90,18 @@ def serve(app: Any, config: Config) -> None:
             server_name, server_port = "localhost", ""
         else:
             server_name, server_port = str(sock.getsockname()[0]), str(sock.getsockname()[1])
-        environ = base_environ(server_name, server_port, config.root_path.rstrip("/"),
-                               model.multithread, model.multiprocess)
+        environ = base_environ(
+            server_name,
+            server_port,
+            config.root_path.rstrip("/"),
+            model.multithread,
+            model.multiprocess,
+        )
         state = ServingState(app, limits, environ, config.client_timeout, access_log)
         bound.append((sock, state))
-    dispatcher = Dispatcher(bound, model, config.keep_alive, config.client_timeout,
-                            config.graceful_timeout)
+    dispatcher = Dispatcher(
+        bound, model, config.keep_alive, config.client_timeout, config.graceful_timeout
+    )
     error_log.info("corral %s (pid %d)", __version__, os.getpid())
     error_log.info("Concurrency: %s", model.describe())
     for sock in listeners:

@@ -48,14 +48,19 @@ def run_simple(
     if threaded and processes > 1:
         raise ValueError("cannot have a multi-threaded and multi-process server.")
     if request_handler is not None:
-        raise ValueError("corral.run_simple cannot use request_handler: corral does not "
-                         "run on http.server")
+        raise ValueError(
+            "corral.run_simple cannot use request_handler: corral does not run on http.server"
+        )
     if passthrough_errors:
-        raise ValueError("corral.run_simple cannot pass errors through: application "
-                         "errors are logged and answered with 500")
+        raise ValueError(
+            "corral.run_simple cannot pass errors through: application "
+            "errors are logged and answered with 500"
+        )
     if ssl_context is not None:
-        raise ValueError("corral.run_simple does not serve TLS: terminate TLS in a proxy "
-                         "(nginx, HAProxy) in front of corral")
+        raise ValueError(
+            "corral.run_simple does not serve TLS: terminate TLS in a proxy "
+            "(nginx, HAProxy) in front of corral"
+        )
     if processes < 1:
         raise ValueError("processes must be at least 1")
     if static_files:

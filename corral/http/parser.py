@@ -21,7 +21,11 @@ _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/([0-9])\.([0-9])")
 # A field value may hold HTAB, visible ASCII, SP and obs-text, never other controls
 # (RFC 9110 section 5.5); bare CR and LF fall under "other controls".
-_FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)")
+_FIELD_VALUE = rb"(?:[^\x00-\x20\x7f]+(?:[ \t]+[^\x00-\x20\x7f]+)*)?"
+_FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*\r\n")
+# The same lines, ungrouped: one pass proves every line well-formed before `findall`
+# (which would skip over a bad line) takes them apart.
+_FIELD_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[ \t]*" + _FIELD_VALUE + rb"[ \t]*\r\n)*")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _ABSOLUTE_TARGET = re.compile(
     rb"([A-Za-z][A-Za-z0-9+.-]*)://"
@@ -57,6 +61,11 @@ _FORBIDDEN_TRAILERS = frozenset(
     }
 )
 _MAX_LEADING_EMPTY_LINES = 4
+_FRAMING_FIELDS = frozenset({"HOST", "CONTENT_LENGTH", "TRANSFER_ENCODING"})
+# Field names seen on the wire and their CGI-style form: the common ones recur in every
+# request. Bounded, so a client inventing names cannot grow it without end.
+_NORMALISED_NAMES: dict[bytes, str] = {}
+_MAX_REMEMBERED_NAMES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,26 +112,89 @@ def parse_head(buffer: bytes | bytearray, limits: HeadLimits) -> tuple[RequestHe
     A head refused whole is refused with the same status when fed in pieces, unless it
     breaks more than one rule.
     """
-    start = 0
-    while buffer.startswith(b"\r\n", start) and start < 2 * _MAX_LEADING_EMPTY_LINES:
-        # RFC 9112 section 2.2: ignore empty lines before the request line.
-        start += 2
-    end = buffer.find(b"\r\n\r\n", start)
-    if end < 0:
-        _check_incomplete_head(buffer, start, limits)
+    return HeadScanner(limits).parse(buffer)
+
+
+class HeadScanner:
+    """`parse_head` for one connection's growing buffer, looking at each byte once.
+
+    A head that arrives a few bytes at a time would otherwise be scanned again from its
+    start on every arrival: quadratic work a slow client could make the server do. The
+    scanner remembers how far the buffer has been checked; after it returns a head it
+    starts over, as the caller removes the head from the buffer.
+    """
+
+    __slots__ = ("checked", "limits", "line_ends", "request_line_end")
+
+    def __init__(self, limits: HeadLimits) -> None:
+        self.limits = limits
+        self.checked = 0
+        self.line_ends = 0
+        self.request_line_end = -1
+
+    def parse(self, buffer: bytes | bytearray) -> tuple[RequestHead, int] | None:
+        start = 0
+        while buffer.startswith(b"\r\n", start) and start < 2 * _MAX_LEADING_EMPTY_LINES:
+            # RFC 9112 section 2.2: ignore empty lines before the request line.
+            start += 2
+        checked = max(self.checked, start)
+        end = buffer.find(b"\r\n\r\n", max(checked - 3, start))
+        if end >= 0:
+            self.checked = 0
+            self.line_ends = 0
+            self.request_line_end = -1
+            return _parse_complete_head(bytes(buffer[start : end + 2]), self.limits), end + 4
+        self._check_arrived(buffer, start, checked)
         return None
-    head = bytes(buffer[start:end])
-    # The checks run in the order `_check_incomplete_head` can make them while the head
-    # arrives, so the answer does not depend on how the bytes were split.
-    _count_line_ends(head, pending_cr=False)
-    lines = head.split(b"\r\n")
-    method, target, version = _parse_request_line(lines[0], limits)
+
+    def _check_arrived(self, buffer: bytes | bytearray, start: int, checked: int) -> None:
+        """Fail early on a head that can no longer become valid, so no one waits for its end."""
+        limits = self.limits
+        # A CR as the last byte may yet be followed by its LF.
+        pending_cr = buffer.endswith(b"\r")
+        self.line_ends += _count_line_ends(buffer, pending_cr, checked)
+        self.checked = len(buffer) - pending_cr
+        if self.request_line_end < 0:
+            line_end = buffer.find(b"\r\n", start)
+            if line_end < 0:
+                if len(buffer) - start - pending_cr > limits.request_line:
+                    raise RequestLineTooLong("request line too long")
+                return
+            # The request line is complete: a client that sent a bad one (or a PROXY
+            # protocol line) is answered now rather than when, if ever, its head ends.
+            method, target, _ = _parse_request_line(bytes(buffer[start:line_end]), limits)
+            _split_target(method, target)
+            self.request_line_end = line_end
+        if len(buffer) - start > limits.head_size:
+            raise FieldsTooLarge("request head too large")
+        if self.line_ends - 1 > limits.field_count:
+            raise FieldsTooLarge("too many header fields")
+        if len(buffer) - buffer.rfind(b"\r\n") - 2 - pending_cr > limits.field_size:
+            raise FieldsTooLarge("header field too large")
+
+
+def _parse_complete_head(head: bytes, limits: HeadLimits) -> RequestHead:
+    """Parse a head ending with its last line's CRLF (the empty line not included)."""
+    # The checks run in the order `HeadScanner` can make them while the head arrives, so
+    # the answer does not depend on how the bytes were split.
+    line_ends = _count_line_ends(head, False)
+    line_end = head.find(b"\r\n")
+    method, target, version = _parse_request_line(head[:line_end], limits)
     path, query, authority = _split_target(method, target)
-    if len(lines) - 1 > limits.field_count:
+    if line_ends - 1 > limits.field_count:
         raise FieldsTooLarge("too many header fields")
-    if max(map(len, lines[1:]), default=0) > limits.field_size:
+    fields_start = line_end + 2
+    if len(head) - fields_start > limits.field_size and (
+        max(map(len, head[fields_start:].split(b"\r\n"))) > limits.field_size
+    ):
         raise FieldsTooLarge("header field too large")
-    fields, host_count, transfer_codings, content_length = _parse_fields(lines)
+    if _FIELD_BLOCK.fullmatch(head, fields_start) is None:
+        # Covers obs-fold, whitespace before the colon, bad name characters and control
+        # characters in a value.
+        raise RequestError("malformed header field")
+    fields, host_count, transfer_codings, content_length = _parse_fields(
+        _FIELD_LINE.findall(head, fields_start)
+    )
     http11 = version == "HTTP/1.1"
     if http11 and host_count != 1:
         raise RequestError("HTTP/1.1 request needs exactly one Host field")
@@ -139,53 +211,32 @@ def parse_head(buffer: bytes | bytearray, limits: HeadLimits) -> tuple[RequestHe
                 raise RequestError("chunked applied twice")
             raise UnsupportedTransferCoding("unsupported transfer coding")
         chunked = True
-    # Connection holds a list of tokens (RFC 9110 section 7.6.1); "closed" is not "close".
-    connection = {token.strip(" \t") for token in fields.get("CONNECTION", "").lower().split(",")}
-    if http11:
-        keep_alive = "close" not in connection
+    connection = fields.get("CONNECTION")
+    if connection is None:
+        keep_alive = http11
     else:
-        keep_alive = "keep-alive" in connection and "close" not in connection
-    expect_continue = http11 and fields.get("EXPECT", "").lower() == "100-continue"
-    request_head = RequestHead(
-        method=method,
-        target=target,
-        path=path,
-        query=query,
-        version=version,
-        fields=fields,
-        content_length=content_length,
-        chunked=chunked,
-        keep_alive=keep_alive,
-        expect_continue=expect_continue,
-        authority=authority,
+        # A list of tokens (RFC 9110 section 7.6.1): "closed" is not "close".
+        tokens = {token.strip(" \t") for token in connection.lower().split(",")}
+        keep_alive = "close" not in tokens and (http11 or "keep-alive" in tokens)
+    expect = fields.get("EXPECT")
+    expect_continue = http11 and expect is not None and expect.lower() == "100-continue"
+    return RequestHead(
+        method,
+        target,
+        path,
+        query,
+        version,
+        fields,
+        content_length,
+        chunked,
+        keep_alive,
+        expect_continue,
+        authority,
     )
-    return request_head, end + 4
-
-
-def _check_incomplete_head(buffer: bytes | bytearray, start: int, limits: HeadLimits) -> None:
-    """Fail early on a head that can no longer become valid, so no one waits for its end."""
-    # A CR as the last byte may yet be followed by its LF.
-    pending_cr = buffer.endswith(b"\r")
-    line_ends = _count_line_ends(buffer, pending_cr, start)
-    first_line_end = buffer.find(b"\r\n", start)
-    if first_line_end < 0:
-        if len(buffer) - start - pending_cr > limits.request_line:
-            raise RequestLineTooLong("request line too long")
-        return
-    # The request line is complete: a client that sent a bad one (or a PROXY protocol
-    # line) is answered now rather than when, if ever, its head ends.
-    method, target, _ = _parse_request_line(bytes(buffer[start:first_line_end]), limits)
-    _split_target(method, target)
-    if len(buffer) - start > limits.head_size:
-        raise FieldsTooLarge("request head too large")
-    if line_ends - 1 > limits.field_count:
-        raise FieldsTooLarge("too many header fields")
-    if len(buffer) - buffer.rfind(b"\r\n") - 2 - pending_cr > limits.field_size:
-        raise FieldsTooLarge("header field too large")
 
 
 def _count_line_ends(data: bytes | bytearray, pending_cr: bool, start: int = 0) -> int:
-    """The number of CRLFs in `data`; a CR or LF outside one is refused.
+    """The number of CRLFs in `data` from `start`; a CR or LF outside one is refused.
 
     A bare CR or LF means the peer frames lines differently than we do, which is how a
     second request hides inside the first (RFC 9112 section 2.2).
@@ -219,44 +270,52 @@ def _parse_request_line(line: bytes, limits: HeadLimits) -> tuple[str, str, str]
     return method.decode("ascii"), target.decode("latin-1"), version
 
 
-def _parse_fields(lines: list[bytes]) -> tuple[dict[str, str], int, list[str], int | None]:
+def _parse_fields(
+    lines: list[tuple[bytes, bytes]],
+) -> tuple[dict[str, str], int, list[str], int | None]:
     fields: dict[str, str] = {}
     host_count = 0
     transfer_codings: list[str] = []
     content_length: int | None = None
-    for index in range(1, len(lines)):
-        line = lines[index]
-        match = _FIELD_LINE.fullmatch(line)
-        if match is None:
-            # Covers obs-fold, whitespace before the colon, bad name characters and
-            # control characters (bare CR or LF included) in the value.
-            raise RequestError("malformed header field")
-        raw_name, raw_value = match.groups()
-        if b"_" in raw_name:
+    names = _NORMALISED_NAMES
+    for raw_name, raw_value in lines:
+        name = names.get(raw_name)
+        if name is None:
+            name = _normalise_name(raw_name)
+        if not name:
             continue
-        name = raw_name.decode("ascii").upper().replace("-", "_")
-        value = raw_value.rstrip(b" \t").decode("latin-1")
+        value = raw_value.decode("latin-1")
         if name in fields:
             if name in _SINGLETON_FIELDS:
                 raise RequestError(f"repeated {raw_name.decode('ascii')} field")
             fields[name] = fields[name] + ", " + value
         else:
             fields[name] = value
+        if name not in _FRAMING_FIELDS:
+            continue
         if name == "HOST":
             host_count += 1
             if _HOST_VALUE.fullmatch(value) is None:
                 raise RequestError("malformed Host field")
         elif name == "CONTENT_LENGTH":
-            if _DIGITS.fullmatch(raw_value.rstrip(b" \t")) is None:
+            if _DIGITS.fullmatch(raw_value) is None:
                 raise RequestError("malformed Content-Length")
             content_length = int(value)
-        elif name == "TRANSFER_ENCODING":
+        else:
             for coding in value.split(","):
                 coding = coding.strip(" \t").lower()
                 if not coding:
                     raise RequestError("empty transfer coding")
                 transfer_codings.append(coding)
     return fields, host_count, transfer_codings, content_length
+
+
+def _normalise_name(raw_name: bytes) -> str:
+    """The CGI-style name, or "" for a name with `_` (dropped); remembered for next time."""
+    name = "" if b"_" in raw_name else raw_name.decode("ascii").upper().replace("-", "_")
+    if len(_NORMALISED_NAMES) < _MAX_REMEMBERED_NAMES:
+        _NORMALISED_NAMES[raw_name] = name
+    return name
 
 
 def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
@@ -404,11 +463,14 @@ class ChunkedBody(BodyDecoder):
         self.trailer_count += 1
         if self.trailer_count > self.limits.field_count:
             raise FieldsTooLarge("too many trailer fields")
-        match = _FIELD_LINE.fullmatch(line)
+        match = _FIELD_LINE.fullmatch(line + b"\r\n")
         if match is None:
             raise RequestError("malformed trailer field")
         if match.group(1).lower() in _FORBIDDEN_TRAILERS:
             raise RequestError("forbidden field in trailer section")
+
+
+_NO_BODY = NoBody()
 
 
 def body_decoder(head: RequestHead, limits: HeadLimits) -> BodyDecoder:
@@ -417,4 +479,4 @@ def body_decoder(head: RequestHead, limits: HeadLimits) -> BodyDecoder:
         return ChunkedBody(limits)
     if head.content_length:
         return LengthBody(head.content_length)
-    return NoBody()
+    return _NO_BODY

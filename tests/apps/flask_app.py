@@ -22,8 +22,11 @@ def form() -> object:
 @app.post("/upload")
 def upload() -> object:
     data = request.get_data()
-    return jsonify(length=len(data), head=data[:20].decode("latin-1"),
-                   transfer_encoding=request.headers.get("Transfer-Encoding"))
+    return jsonify(
+        length=len(data),
+        head=data[:20].decode("latin-1"),
+        transfer_encoding=request.headers.get("Transfer-Encoding"),
+    )
 
 
 @app.get("/stream")

@@ -84,8 +84,12 @@ def test_thread_per_request_ceiling_queues_and_is_logged(
 
 @pytest.mark.parametrize(
     "options",
-    [["--threads", "4"], ["--threads", "1"], ["--thread-per-request"],
-     ["--process-per-request", "4"]],
+    [
+        ["--threads", "4"],
+        ["--threads", "1"],
+        ["--thread-per-request"],
+        ["--process-per-request", "4"],
+    ],
     ids=["thread-pool", "one-at-a-time", "thread-per-request", "process-per-request"],
 )
 def test_idle_keep_alive_connections_hold_no_worker(

@@ -32,15 +32,22 @@ def _get(port: int, path: str = "/", host: str = "127.0.0.1") -> tuple[int, byte
 def _run_cli(*arguments: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "corral", *arguments],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 @pytest.mark.parametrize(
     "options",
-    [["--threads", "4"], ["--thread-per-request"], ["--process-per-request", "4"],
-     ["--threads", "1"]],
+    [
+        ["--threads", "4"],
+        ["--thread-per-request"],
+        ["--process-per-request", "4"],
+        ["--threads", "1"],
+    ],
     ids=["thread-pool", "thread-per-request", "process-per-request", "one-at-a-time"],
 )
 def test_signal_lets_requests_in_flight_finish_then_exits_0(
@@ -119,10 +126,14 @@ def test_unix_socket(start_server: Callable[..., RunningServer], tmp_path: Path)
 
 
 def test_access_log_uses_gunicorn_atoms(start_server: Callable[..., RunningServer]) -> None:
-    server = start_server(options=[
-        "--access-logfile", "-",
-        "--access-logformat", 'ACCESS %(h)s "%(r)s" %(s)s %(b)s %(L)s %({user-agent}i)s',
-    ])
+    server = start_server(
+        options=[
+            "--access-logfile",
+            "-",
+            "--access-logformat",
+            'ACCESS %(h)s "%(r)s" %(s)s %(b)s %(L)s %({user-agent}i)s',
+        ]
+    )
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     connection.request("GET", "/echo?x=1", headers={"User-Agent": "probe/1"})
     connection.getresponse().read()
@@ -142,8 +153,16 @@ def test_error_log_file(start_server: Callable[..., RunningServer], tmp_path: Pa
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "corral", "-b", f"127.0.0.1:{port}", "--error-logfile",
-         str(log_file), "tests.apps.behaviours:app"],
+        [
+            sys.executable,
+            "-m",
+            "corral",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--error-logfile",
+            str(log_file),
+            "tests.apps.behaviours:app",
+        ],
         cwd=ROOT,
     )
     try:
@@ -191,7 +210,10 @@ def test_address_in_use_is_one_line(start_server: Callable[..., RunningServer]) 
 def test_environment_variables_and_print_config() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "corral", "--print-config", "--keep-alive", "9"],
-        cwd=ROOT, capture_output=True, text=True, timeout=20,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
         env={**os.environ, "CORRAL_THREADS": "6", "CORRAL_KEEP_ALIVE": "2"},
     )
     assert result.returncode == 0, result.stderr
@@ -210,9 +232,22 @@ def test_flask_command_serves_the_flask_cli_app() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "tests.apps.flask_app", "corral",
-         "-b", f"127.0.0.1:{port}", "--threads", "8"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "tests.apps.flask_app",
+            "corral",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--threads",
+            "8",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         assert process.stdout is not None

@@ -119,8 +119,7 @@ def test_cannot_be_both_threaded_and_multiprocess() -> None:
     from corral import run_simple
 
     with pytest.raises(ValueError, match="multi-threaded and multi-process"):
-        run_simple("127.0.0.1", 0, lambda environ, start_response: [], threaded=True,
-                   processes=4)
+        run_simple("127.0.0.1", 0, lambda environ, start_response: [], threaded=True, processes=4)
 
 
 @pytest.mark.parametrize(

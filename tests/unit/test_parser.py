@@ -14,6 +14,7 @@ from corral.http.parser import (
     BodyDecoder,
     ChunkedBody,
     HeadLimits,
+    HeadScanner,
     LengthBody,
     NoBody,
     RequestHead,
@@ -38,11 +39,19 @@ def head_of(data: bytes, limits: HeadLimits = LIMITS) -> RequestHead:
     head, consumed = whole
     assert consumed == len(data)
     buffer = bytearray()
+    # One scanner for the whole arrival, as a connection keeps it: it must reach the same
+    # head while looking only at the bytes that are new each time.
+    scanner = HeadScanner(limits)
     for byte in data[:-1]:
         buffer.append(byte)
         assert parse_head(buffer, limits) is None, f"parsed early at {bytes(buffer)!r}"
+        assert scanner.parse(buffer) is None
+        assert scanner.checked >= len(buffer) - 1
     buffer.append(data[-1])
     assert parse_head(buffer, limits) == (head, consumed)
+    assert scanner.parse(buffer) == (head, consumed)
+    # After a head the scanner starts over, for the next request on the connection.
+    assert scanner.parse(NEXT_REQUEST) == parse_head(NEXT_REQUEST, limits)
     assert parse_head(data + NEXT_REQUEST, limits) == (head, consumed)
     return head
 
@@ -52,14 +61,17 @@ def refused_status(data: bytes, limits: HeadLimits = LIMITS) -> int:
     with pytest.raises(RequestError) as whole:
         parse_head(data, limits)
     status = whole.value.status
-    for end in range(1, len(data) + 1):
-        try:
-            result = parse_head(data[:end], limits)
-        except RequestError as error:
-            assert error.status == status, f"{error.status} at {data[:end]!r}, {status} whole"
-            return status
-        assert result is None, f"{data[:end]!r} parsed as a head"
-    raise AssertionError("refused whole but not byte by byte")
+    for parse in (lambda prefix: parse_head(prefix, limits), HeadScanner(limits).parse):
+        for end in range(1, len(data) + 1):
+            try:
+                result = parse(data[:end])
+            except RequestError as error:
+                assert error.status == status, f"{error.status} at {data[:end]!r}, {status}"
+                break
+            assert result is None, f"{data[:end]!r} parsed as a head"
+        else:
+            raise AssertionError("refused whole but not byte by byte")
+    return status
 
 
 def body_of(data: bytes, limits: HeadLimits = LIMITS) -> bytes:
@@ -761,3 +773,19 @@ def mutated_requests(draw: st.DrawFn) -> bytes:
 def test_mutated_requests(data: bytes) -> None:
     check_every_way(data, LIMITS)
     check_every_way(data, SMALL)
+
+
+def test_scanner_looks_at_each_arriving_byte_once() -> None:
+    """A head trickling in must not be rescanned from its start on every arrival."""
+    scanner = HeadScanner(LIMITS)
+    buffer = bytearray(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    assert scanner.parse(buffer) is None
+    for _ in range(50):
+        buffer += b"X-Field: value\r\n"
+        before = scanner.checked
+        assert scanner.parse(buffer) is None
+        # Only the 16 new bytes were checked (the mark moves by exactly that much).
+        assert scanner.checked - before == 16
+    buffer += b"\r\n"
+    result = scanner.parse(buffer)
+    assert result is not None and result[1] == len(buffer)
