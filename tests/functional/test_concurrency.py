@@ -124,3 +124,25 @@ def test_startup_line_states_the_concurrency(start_server: Callable[..., Running
     assert "1 process × 8 threads (thread pool) = 8 requests at a time" in server.log
     other = start_server(options=["--threads", "1"])
     assert "1 process × 1 thread = 1 request at a time" in other.log
+
+
+def test_demo_app_shows_four_threads_at_work(start_server: Callable[..., RunningServer]) -> None:
+    """The README's first command: eight 300 ms requests, four at a time, on four threads."""
+    server = start_server(app="corral.demo:app", options=["--threads", "4"])
+
+    def fetch(_: int) -> dict[str, object]:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        connection.request("GET", "/slow?ms=300")
+        response = connection.getresponse()
+        assert response.status == 200
+        result: dict[str, object] = json.loads(response.read())
+        connection.close()
+        return result
+
+    with ThreadPoolExecutor(8) as pool:
+        started = time.monotonic()
+        results = list(pool.map(fetch, range(8)))
+        elapsed = time.monotonic() - started
+    assert 0.6 <= elapsed < 1.2, f"took {elapsed:.2f} s"
+    assert len({result["thread"] for result in results}) == 4
+    assert all(result["multithread"] is True for result in results)
