@@ -155,12 +155,18 @@ def main(argv: list[str]) -> int:
     if families is not None:
         known = {variant.family for variant in SERVER_VARIANTS}
         if families - known:
-            print(f"bench: unknown servers {sorted(families - known)}; known: {sorted(known)}",
-                  file=sys.stderr)
+            print(
+                f"bench: unknown servers {sorted(families - known)}; known: {sorted(known)}",
+                file=sys.stderr,
+            )
             return 2
     output_dir: Path = arguments.output.resolve()
     log_dir = output_dir / "results-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    # Logs of servers from an earlier run would pass for this run's.
+    for stale in log_dir.glob("*.log"):
+        if stale.name != "setup.log":
+            stale.unlink()
     settings = RunSettings(
         bench_dir=BENCH_DIR,
         log_dir=log_dir,
@@ -172,7 +178,15 @@ def main(argv: list[str]) -> int:
     command = os.environ.get("BENCH_COMMAND") or shlex.join(["python", "-m", "harness", *argv])
     started = time.time()
     started_utc = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
+    load_at_start = os.getloadavg()[0]
     print(f"bench: {command}\nbench: logs in {log_dir}", flush=True)
+    if load_at_start > 0.5:
+        # Both CPUs are in use by the benchmark; anything else running skews it.
+        print(
+            f"bench: warning: load average {load_at_start:.2f}; other work, or a run that"
+            " just ended, may skew the figures",
+            flush=True,
+        )
 
     sections = run_sections(scenarios, families, quick, settings)
 
@@ -185,6 +199,7 @@ def main(argv: list[str]) -> int:
         started_utc=started_utc,
         duration_minutes=(time.time() - started) / 60,
         machine=describe_machine(),
+        load_averages=(load_at_start, os.getloadavg()[0]),
         versions=versions,
         runs=settings.runs,
         seconds=settings.seconds,

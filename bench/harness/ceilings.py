@@ -65,7 +65,9 @@ def measure_nginx(scenario: Scenario, workload: Workload, settings: RunSettings)
         return measure_under_load(argv, measurement, scenario, workload, settings, port)
 
 
-def measure_in_process(scenario: Scenario, workload: Workload, settings: RunSettings) -> Measurement:
+def measure_in_process(
+    scenario: Scenario, workload: Workload, settings: RunSettings
+) -> Measurement:
     """The app called in a tight loop on CPU 0: what the app costs without any server."""
     measurement = Measurement(
         scenario=scenario.key,

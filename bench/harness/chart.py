@@ -8,10 +8,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: the harness runs on machines without a display
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from harness.measurements import SERVER, Measurement  # noqa: E402
-from harness.scenarios import Scenario, Workload  # noqa: E402
+from harness.measurements import SERVER, Measurement
+from harness.scenarios import Scenario, Workload
 
 CORRAL_COLOUR = "#d95f02"
 PEER_COLOUR = "#7f8c99"
@@ -24,9 +24,7 @@ def _colour(row: Measurement) -> str:
     return CORRAL_COLOUR if row.family == "corral" else PEER_COLOUR
 
 
-def draw_chart(
-    path: Path, sections: list[tuple[Scenario, Workload, list[Measurement]]]
-) -> bool:
+def draw_chart(path: Path, sections: list[tuple[Scenario, Workload, list[Measurement]]]) -> bool:
     """Writes the chart; returns False (and writes nothing) when no row has a figure."""
     drawable = [
         (scenario, workload, [row for row in rows if row.succeeded])
@@ -45,29 +43,44 @@ def draw_chart(
     )
     for axes, (scenario, workload, rows) in zip(axes_list[:, 0], drawable, strict=True):
         ordered = sorted(rows, key=lambda row: row.median)
-        medians = [row.median for row in ordered]
+        # Ceilings can be a hundred times any server; clipping them keeps the
+        # servers' bars readable, and their label still gives the real figure.
+        servers = [row for row in ordered if row.kind == SERVER] or ordered
+        limit = max(row.maximum for row in servers) * 1.3
+        shown = [min(row.median, limit) for row in ordered]
         spread = [
-            [row.median - row.minimum for row in ordered],
-            [row.maximum - row.median for row in ordered],
+            [max(0.0, shown[index] - row.minimum) for index, row in enumerate(ordered)],
+            [max(0.0, min(row.maximum, limit) - shown[index]) for index, row in enumerate(ordered)],
         ]
-        positions = range(len(ordered))
+        positions = list(range(len(ordered)))
         axes.barh(
             positions,
-            medians,
+            shown,
             xerr=spread,
             color=[_colour(row) for row in ordered],
             error_kw={"elinewidth": 0.8, "capsize": 2},
         )
-        axes.set_yticks(list(positions), [row.label for row in ordered], fontsize=8)
-        for position, row in zip(positions, ordered, strict=True):
-            marker = " ⚠" if row.flags else ""
-            axes.text(row.median, position, f" {row.median:,.0f}{marker}", va="center", fontsize=7)
-        axes.set_title(f"{scenario.title} — {workload.app} ({workload.unit})", fontsize=9, loc="left")
+        axes.set_yticks(positions, [row.label for row in ordered], fontsize=8)
+        for position, row, length in zip(positions, ordered, shown, strict=True):
+            off_scale = row.median > limit
+            note = (" (off scale)" if off_scale else "") + (" ⚠ errors" if row.flags else "")
+            axes.text(
+                length,
+                position,
+                f" {row.median:,.0f}{note} ",
+                va="center",
+                ha="right" if off_scale else "left",
+                fontsize=7,
+            )
+        axes.set_title(
+            f"{scenario.title}: {workload.app} ({workload.unit})", fontsize=9, loc="left"
+        )
         axes.tick_params(axis="x", labelsize=7)
-        axes.set_xlim(0, max(row.maximum for row in ordered) * 1.18)
+        axes.set_xlim(0, limit * 1.15)
         if scenario.ideal_requests_per_second:
-            axes.axvline(scenario.ideal_requests_per_second, color="black", linewidth=0.8,
-                         linestyle="--")
+            axes.axvline(
+                scenario.ideal_requests_per_second, color="black", linewidth=0.8, linestyle="--"
+            )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

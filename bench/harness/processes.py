@@ -80,10 +80,8 @@ def stop_process_group(process: subprocess.Popen[bytes], grace_seconds: float = 
     group = process.pid
     with contextlib.suppress(ProcessLookupError):
         os.killpg(group, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=grace_seconds)
-    except subprocess.TimeoutExpired:
-        pass
     # Workers orphaned by a master that exited first are still in the group.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(group, signal.SIGKILL)

@@ -17,10 +17,16 @@ class RunContext:
     started_utc: str
     duration_minutes: float
     machine: str
+    load_averages: tuple[float, float]
+    """One-minute load average at start and at end: above zero, other work shared the CPUs."""
     versions: dict[str, str]
     runs: int
     seconds: float
     notes: list[str]
+
+
+# Shown where a figure does not exist; the escape keeps the source ASCII.
+MISSING = "\N{EN DASH}"
 
 
 def _number(value: float) -> str:
@@ -31,17 +37,17 @@ def _number(value: float) -> str:
 
 def _ratio(value: float, reference: float | None) -> str:
     if not reference:
-        return "–"
+        return MISSING
     return f"{value / reference:.2f}×"
 
 
 def _milliseconds(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}" if value < 10 else f"{value:.1f}"
+    return MISSING if value is None else f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
 def _memory(sample: MemorySample | None) -> str:
     if sample is None or sample.process_count == 0:
-        return "–"
+        return MISSING
     processes = "" if sample.process_count == 1 else f" ({sample.process_count} proc)"
     return f"{sample.rss_kib / 1024:.1f} MiB{processes}"
 
@@ -71,7 +77,7 @@ def _table(scenario: Scenario, workload: Workload, rows: list[Measurement]) -> l
     best_figure = best.median if best else None
     unit = workload.unit
     ideal = scenario.ideal_requests_per_second
-    header = ["server", f"{unit} (median)", "min – max", "vs corral best"]
+    header = ["server", f"{unit} (median)", "min \N{EN DASH} max", "vs corral best"]
     if ideal:
         header.append("of ideal")
     header += ["p50 ms", "p99 ms", "RSS idle", "RSS after", "flags"]
@@ -79,13 +85,13 @@ def _table(scenario: Scenario, workload: Workload, rows: list[Measurement]) -> l
     for row in sorted(rows, key=_row_order):
         label = row.label if row.kind == SERVER else f"*{row.label}*"
         if not row.succeeded:
-            cells = [label, "–", "–", "–"] + (["–"] if ideal else [])
-            cells += ["–", "–", _memory(row.rss_idle), "–", row.failure or "no runs"]
+            cells = [label, MISSING, MISSING, MISSING] + ([MISSING] if ideal else [])
+            cells += [MISSING, MISSING, _memory(row.rss_idle), MISSING, row.failure or "no runs"]
         else:
             cells = [
                 f"**{label}**" if row is best else label,
                 _number(row.median),
-                f"{_number(row.minimum)} – {_number(row.maximum)}",
+                f"{_number(row.minimum)} \N{EN DASH} {_number(row.maximum)}",
                 _ratio(row.median, best_figure),
             ]
             if ideal:
@@ -114,8 +120,8 @@ def _summary(
     for scenario, workload, rows in scenarios:
         best = corral_best(rows)
         if best is None:
-            cells = [scenario.key, workload.app, "no result", "–"]
-            cells += ["–"] * (len(header) - len(cells))
+            cells = [scenario.key, workload.app, "no result", MISSING]
+            cells += [MISSING] * (len(header) - len(cells))
         else:
             cells = [
                 scenario.key,
@@ -128,7 +134,7 @@ def _summary(
                 cells.append(_ratio(best.median, reference.median if reference else None))
             for kind in (NGINX_CEILING, IN_PROCESS_CEILING):
                 ceiling = ceiling_row(rows, kind)
-                cells.append(f"{best.median / ceiling.median:.0%}" if ceiling else "–")
+                cells.append(f"{best.median / ceiling.median:.0%}" if ceiling else MISSING)
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -146,10 +152,11 @@ def render(
         "",
         f"- Command: `{context.command}`",
         f"- Date: {context.started_utc} (took {context.duration_minutes:.1f} min)",
-        f"- Machine: {context.machine}",
+        f"- Machine: {context.machine}; load average {context.load_averages[0]:.2f} at "
+        f"start, {context.load_averages[1]:.2f} at end",
         f"- Versions: {versions}",
         f"- Each figure is the median of {context.runs} run(s) of {context.seconds:g} s, "
-        "min – max beside it, after a 1 s warm-up. Server on CPU 0 (`taskset -c 0`), "
+        "min \N{EN DASH} max beside it, after a 1 s warm-up. Server on CPU 0 (`taskset -c 0`), "
         "`wrk -t1` on CPU 1.",
         "- RSS is VmRSS from /proc, summed over the server's process tree (master and "
         "worker both counted where there are two; pages shared after fork count twice). "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,10 @@ SERVER_CPU = 0
 START_DEADLINE_SECONDS = 30.0
 # Long enough for lazy imports, Flask's first request and thread pools to fill.
 WARMUP_SECONDS = 1.0
+# Each wrk run opens fresh connections; the pause lets the server reap the
+# previous run's, or servers with a connection limit (waitress) refuse the new
+# ones and the SYN retry adds a second to the tail latency.
+PAUSE_BETWEEN_RUNS_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,9 @@ def _to_run(workload: Workload, result: WrkResult) -> Run:
 
 def _last_log_line(log_path: Path) -> str:
     try:
-        lines = [line for line in log_path.read_text(errors="replace").splitlines() if line]
+        text = log_path.read_text(errors="replace")
+        # Lines starting with "$ " are the commands the harness logged, not output.
+        lines = [line for line in text.splitlines() if line and not line.startswith("$ ")]
     except OSError:
         return ""
     return lines[-1][:200] if lines else ""
@@ -96,6 +103,7 @@ def measure_under_load(
         warmup = LoadSpec(load.connections, WARMUP_SECONDS, load.headers, load.script)
         run_wrk(url, warmup, log_path)
         for _ in range(settings.runs):
+            time.sleep(PAUSE_BETWEEN_RUNS_SECONDS)
             measurement.runs.append(_to_run(workload, run_wrk(url, load, log_path)))
             if process.poll() is not None:
                 measurement.failure = f"server exited with code {process.returncode} under load"

@@ -65,62 +65,157 @@ def _variant(
 _CORRAL = "{python} -m corral -b {host}:{port}"
 _GUNICORN = "{bin}/gunicorn -w 1 -b {host}:{port} --log-level warning"
 _WAITRESS = "{bin}/waitress-serve --listen={host}:{port}"
-_GRANIAN = "{bin}/granian --interface wsgi --host {host} --port {port} --workers 1 --log-level warning"
-# --http11-socket keeps connections alive (plain --http-socket closes each one);
-# --die-on-term because uWSGI treats TERM as "reload" by default.
-_UWSGI = (
-    "{bin}/uwsgi --http11-socket {host}:{port} --processes 1 --disable-logging "
-    "--die-on-term --listen 1024"
+_GRANIAN = (
+    "{bin}/granian --interface wsgi --host {host} --port {port} --workers 1 --log-level warning"
 )
+# --die-on-term because uWSGI treats TERM as "reload" by default.
+_UWSGI = "{bin}/uwsgi --processes 1 --disable-logging --die-on-term --listen 1024"
 
 SERVER_VARIANTS: tuple[ServerVariant, ...] = (
-    _variant("corral", "corral --threads 1", {CPU}, f"{_CORRAL} --threads 1 apps:{{app}}",
-             "corral", in_quick=True),
-    _variant("corral", "corral --threads 4", {CPU}, f"{_CORRAL} --threads 4 apps:{{app}}",
-             "corral"),
-    _variant("corral", "corral --threads 200", {IO}, f"{_CORRAL} --threads 200 apps:{{app}}",
-             "corral", in_quick=True),
-    _variant("corral", "corral --thread-per-request", {CPU, IO},
-             f"{_CORRAL} --thread-per-request apps:{{app}}", "corral", in_quick=True),
+    _variant(
+        "corral",
+        "corral --threads 1",
+        {CPU},
+        f"{_CORRAL} --threads 1 apps:{{app}}",
+        "corral",
+        in_quick=True,
+    ),
+    _variant(
+        "corral", "corral --threads 8", {CPU}, f"{_CORRAL} --threads 8 apps:{{app}}", "corral"
+    ),
+    _variant(
+        "corral",
+        "corral --threads 200",
+        {IO},
+        f"{_CORRAL} --threads 200 apps:{{app}}",
+        "corral",
+        in_quick=True,
+    ),
+    _variant(
+        "corral",
+        "corral --thread-per-request",
+        {CPU, IO},
+        f"{_CORRAL} --thread-per-request apps:{{app}}",
+        "corral",
+        in_quick=True,
+    ),
+    _variant(
+        "corral",
+        "corral --process-per-request 4",
+        {CPU},
+        f"{_CORRAL} --process-per-request 4 apps:{{app}}",
+        "corral",
+    ),
     _variant("gunicorn", "gunicorn sync", {CPU}, f"{_GUNICORN} apps:{{app}}", "gunicorn"),
-    _variant("gunicorn", "gunicorn gthread --threads 4", {CPU},
-             f"{_GUNICORN} -k gthread --threads 4 apps:{{app}}", "gunicorn",
-             in_quick=True, reference="gunicorn gthread"),
-    _variant("gunicorn", "gunicorn gthread --threads 200", {IO},
-             f"{_GUNICORN} -k gthread --threads 200 apps:{{app}}", "gunicorn",
-             in_quick=True, reference="gunicorn gthread"),
-    _variant("gunicorn", "gunicorn gevent", {CPU, IO},
-             f"{_GUNICORN} -k gevent --worker-connections 1000 apps:{{app}}", "gevent"),
-    _variant("waitress", "waitress (4 threads, default)", {CPU}, f"{_WAITRESS} apps:{{app}}",
-             "waitress", in_quick=True, reference="waitress"),
+    _variant(
+        "gunicorn",
+        "gunicorn gthread --threads 8",
+        {CPU},
+        f"{_GUNICORN} -k gthread --threads 8 apps:{{app}}",
+        "gunicorn",
+        in_quick=True,
+        reference="gunicorn gthread",
+    ),
+    _variant(
+        "gunicorn",
+        "gunicorn gthread --threads 200",
+        {IO},
+        f"{_GUNICORN} -k gthread --threads 200 apps:{{app}}",
+        "gunicorn",
+        in_quick=True,
+        reference="gunicorn gthread",
+    ),
+    _variant(
+        "gunicorn",
+        "gunicorn gevent",
+        {CPU, IO},
+        f"{_GUNICORN} -k gevent --worker-connections 1000 apps:{{app}}",
+        "gevent",
+    ),
+    _variant(
+        "waitress",
+        "waitress (4 threads, default)",
+        {CPU},
+        f"{_WAITRESS} apps:{{app}}",
+        "waitress",
+        in_quick=True,
+        reference="waitress",
+    ),
     # waitress stops accepting at 100 open connections by default, which alone
     # would cap scenario C at half its ideal whatever the thread count.
-    _variant("waitress", "waitress --threads=200 --connection-limit=200", {IO},
-             f"{_WAITRESS} --threads=200 --connection-limit=200 apps:{{app}}", "waitress",
-             in_quick=True, reference="waitress"),
-    _variant("granian", "granian (default)", {CPU}, f"{_GRANIAN} apps:{{app}}", "granian",
-             in_quick=True, reference="granian"),
-    _variant("granian", "granian --blocking-threads 200", {IO},
-             f"{_GRANIAN} --blocking-threads 200 apps:{{app}}", "granian",
-             in_quick=True, reference="granian"),
-    _variant("cheroot", "cheroot (10 threads, default)", {CPU},
-             "{python} -m cheroot --bind {host}:{port} apps:{app}", "cheroot"),
-    _variant("cheroot", "cheroot --threads 200", {IO},
-             "{python} -m cheroot --bind {host}:{port} --threads 200 apps:{app}", "cheroot"),
-    _variant("uwsgi", "uwsgi (1 process)", {CPU}, f"{_UWSGI} --module apps:{{app}}",
-             "pyuwsgi"),
-    _variant("uwsgi", "uwsgi --threads 200", {IO},
-             f"{_UWSGI} --threads 200 --module apps:{{app}}", "pyuwsgi"),
-    _variant("bjoern", "bjoern", {CPU}, "{python} serve_bjoern.py apps:{app} {host} {port}",
-             "bjoern"),
+    _variant(
+        "waitress",
+        "waitress --threads=200 --connection-limit=200",
+        {IO},
+        f"{_WAITRESS} --threads=200 --connection-limit=200 apps:{{app}}",
+        "waitress",
+        in_quick=True,
+        reference="waitress",
+    ),
+    _variant(
+        "granian",
+        "granian (default)",
+        {CPU},
+        f"{_GRANIAN} apps:{{app}}",
+        "granian",
+        in_quick=True,
+        reference="granian",
+    ),
+    _variant(
+        "granian",
+        "granian --blocking-threads 200",
+        {IO},
+        f"{_GRANIAN} --blocking-threads 200 apps:{{app}}",
+        "granian",
+        in_quick=True,
+        reference="granian",
+    ),
+    _variant(
+        "cheroot",
+        "cheroot (10 threads, default)",
+        {CPU},
+        "{python} -m cheroot --bind {host}:{port} apps:{app}",
+        "cheroot",
+    ),
+    _variant(
+        "cheroot",
+        "cheroot --threads 200",
+        {IO},
+        "{python} -m cheroot --bind {host}:{port} --threads 200 apps:{app}",
+        "cheroot",
+    ),
+    # One synchronous uWSGI process on --http11-socket serves one keep-alive
+    # connection until it closes and starves the other 31 unseen (wrk times only
+    # answered requests), so this variant closes each connection, as gunicorn sync does.
+    ServerVariant(
+        family="uwsgi",
+        label="uwsgi (1 process, closes connections)",
+        profiles=frozenset({CPU}),
+        argv_template=(
+            *f"{_UWSGI} --http-socket {{host}}:{{port}}".split(),
+            "--add-header",
+            "Connection: close",
+            "--module",
+            "apps:{app}",
+        ),
+        import_name="pyuwsgi",
+    ),
+    _variant(
+        "uwsgi",
+        "uwsgi --threads 200",
+        {IO},
+        f"{_UWSGI} --http11-socket {{host}}:{{port}} --threads 200 --module apps:{{app}}",
+        "pyuwsgi",
+    ),
+    _variant(
+        "bjoern", "bjoern", {CPU}, "{python} serve_bjoern.py apps:{app} {host} {port}", "bjoern"
+    ),
 )
 
 REFERENCE_NAMES = ("granian", "waitress", "gunicorn gthread")
 
 
-def select_variants(
-    profile: str, families: set[str] | None, quick: bool
-) -> list[ServerVariant]:
+def select_variants(profile: str, families: set[str] | None, quick: bool) -> list[ServerVariant]:
     """Variants for a profile, limited to the --only families and to the quick subset."""
     return [
         variant

@@ -16,9 +16,7 @@ _UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PERCENTILE = re.compile(r"^\s*(50|75|90|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
 _REQUESTS_PER_SECOND = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
 _TOTAL = re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h)", re.M)
-_SOCKET_ERRORS = re.compile(
-    r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
-)
+_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 
 
@@ -84,7 +82,8 @@ def parse_report(text: str) -> WrkResult:
     if errors:
         names = ("connect", "read", "write", "timeout")
         result.socket_errors = {
-            name: int(count) for name, count in zip(names, errors.groups(), strict=True)
+            name: int(count)
+            for name, count in zip(names, errors.groups(), strict=True)
             if int(count)
         }
     non_2xx = _NON_2XX.search(text)
