@@ -133,9 +133,7 @@ def profile(name: str, app: Any) -> list[str]:
         calls, own_time = entry[1], entry[2]
         where = Path(filename).name if filename != "~" else ""
         label = f"{where}:{line} {function}" if where else function
-        lines.append(
-            f"| {own_time / total:5.1%} | {calls / PROFILED_REQUESTS:.1f} | `{label}` |"
-        )
+        lines.append(f"| {own_time / total:5.1%} | {calls / PROFILED_REQUESTS:.1f} | `{label}` |")
     return [*lines, ""]
 
 
@@ -148,9 +146,9 @@ def main() -> None:
     header = [
         "# Where corral's time per request goes",
         "",
-        "Written by `bench/hot_path_profile.py`; edits are lost. One `Connection` serves a keep-alive",
-        "client over a socket pair in one process: parsing, the environ, the app, the",
-        "response and the two system calls, without the event loop.",
+        "Written by `bench/hot_path_profile.py`; edits are lost. One `Connection` serves",
+        "a keep-alive client over a socket pair in one process: parsing, the environ, the",
+        "app, the response and the two system calls, without the event loop.",
         "",
         f"- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"Python {platform.python_version()}, {platform.machine()}",

@@ -44,6 +44,11 @@ class Dispatcher:
         graceful_timeout: float,
     ) -> None:
         self.model = model
+        # One-shot registration keeps a connection from being handed out twice while a
+        # thread or child serves it; served inline, it cannot be, and staying armed saves
+        # a system call per request.
+        self.rearm = not model.serves_inline
+        self.connection_events = _ARMED if self.rearm else select.EPOLLIN
         self.keep_alive = keep_alive
         self.client_timeout = client_timeout
         self.graceful_timeout = graceful_timeout
@@ -78,10 +83,11 @@ class Dispatcher:
             return
         connection.idle_since = time.monotonic()
         connection.busy = False
-        try:
-            self.epoll.modify(connection.fd, _ARMED)
-        except OSError:
-            connection.close()
+        if self.rearm:
+            try:
+                self.epoll.modify(connection.fd, _ARMED)
+            except OSError:
+                connection.close()
 
     def watch(self, fd: int, callback: Callable[[], None]) -> None:
         """Call `callback` on the loop thread when `fd` becomes readable."""
@@ -158,7 +164,7 @@ class Dispatcher:
             connection = Connection(sock, peer, state)
             connection.on_close = self._forget
             self.connections[connection.fd] = connection
-            self.epoll.register(connection.fd, _ARMED)
+            self.epoll.register(connection.fd, self.connection_events)
 
     def _pause_accepting(self) -> None:
         self.accept_paused_until = time.monotonic() + 0.5

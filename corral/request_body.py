@@ -18,6 +18,9 @@ class BodySource(Protocol):
     def receive(self) -> None:
         """Block until more bytes arrive; raise `IncompleteBody` if the peer closed."""
 
+    def receive_unframed(self, size: int) -> bytes:
+        """Block for up to `size` bytes read past the buffer; `IncompleteBody` at EOF."""
+
 
 class RequestBody:
     """The PEP 3333 input stream over one request's body.
@@ -44,13 +47,25 @@ class RequestBody:
         decoder = self.decoder
         source = self.source
         while True:
+            if not source.buffer:
+                # Inside a run of body bytes with nothing buffered: read them from the
+                # socket directly, one copy instead of three through the buffer.
+                unframed = decoder.unframed(size)
+                if unframed:
+                    self._ask_for_body()
+                    data = source.receive_unframed(unframed)
+                    decoder.take_unframed(len(data))
+                    return data
             data = decoder.read(source.buffer, size)
             if data or decoder.done:
                 return data
-            if self._before_first_read is not None:
-                self._before_first_read()
-                self._before_first_read = None
+            self._ask_for_body()
             source.receive()
+
+    def _ask_for_body(self) -> None:
+        if self._before_first_read is not None:
+            self._before_first_read()
+            self._before_first_read = None
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:

@@ -356,6 +356,17 @@ class BodyDecoder:
     def read(self, buffer: bytearray, size: int) -> bytes:
         raise NotImplementedError
 
+    def unframed(self, size: int) -> int:
+        """How many of the next `size` bytes on the wire are body, with no framing between.
+
+        Lets a caller with an empty buffer read them past it; it reports the count
+        taken with `take_unframed`.
+        """
+        return 0
+
+    def take_unframed(self, count: int) -> None:
+        raise NotImplementedError
+
 
 class NoBody(BodyDecoder):
     done = True
@@ -381,10 +392,16 @@ class LengthBody(BodyDecoder):
         else:
             data = bytes(buffer[:take])
             del buffer[:take]
-        self.remaining -= take
+        self.take_unframed(take)
+        return data
+
+    def unframed(self, size: int) -> int:
+        return min(size, self.remaining)
+
+    def take_unframed(self, count: int) -> None:
+        self.remaining -= count
         if self.remaining == 0:
             self.done = True
-        return data
 
 
 class ChunkedBody(BodyDecoder):
@@ -411,9 +428,7 @@ class ChunkedBody(BodyDecoder):
                     return b""
                 data = bytes(buffer[:take])
                 del buffer[:take]
-                self.chunk_remaining -= take
-                if self.chunk_remaining == 0:
-                    self.state = self._DATA_END
+                self.take_unframed(take)
                 return data
             line = self._take_line(buffer)
             if line is None:
@@ -425,6 +440,14 @@ class ChunkedBody(BodyDecoder):
             else:
                 self._read_trailer_line(line)
         return b""
+
+    def unframed(self, size: int) -> int:
+        return min(size, self.chunk_remaining) if self.state == self._DATA else 0
+
+    def take_unframed(self, count: int) -> None:
+        self.chunk_remaining -= count
+        if self.chunk_remaining == 0:
+            self.state = self._DATA_END
 
     def _take_line(self, buffer: bytearray) -> bytes | None:
         """The next framing line without its CRLF, or None until it has all arrived.

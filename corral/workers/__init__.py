@@ -14,6 +14,9 @@ class WorkerModel:
 
     multithread = False
     multiprocess = False
+    # True when `submit` serves the connection before it returns, on the dispatcher's
+    # thread: the dispatcher then never needs to disarm a connection while it is served.
+    serves_inline = False
 
     def __init__(self) -> None:
         self.dispatcher: Dispatcher | None = None

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 
 class OneAtATime(WorkerModel):
+    serves_inline = True
+
     def submit(self, connection: Connection) -> None:
         assert self.dispatcher is not None
         serve_and_release(self.dispatcher, connection)

@@ -789,3 +789,24 @@ def test_scanner_looks_at_each_arriving_byte_once() -> None:
     buffer += b"\r\n"
     result = scanner.parse(buffer)
     assert result is not None and result[1] == len(buffer)
+
+
+def test_length_body_lets_unframed_bytes_be_read_past_the_buffer() -> None:
+    body = LengthBody(10)
+    assert body.unframed(64) == 10
+    body.take_unframed(4)
+    assert body.unframed(64) == 6 and not body.done
+    assert body.read(bytearray(b"abcdef-next"), 64) == b"abcdef"
+    assert body.done and body.unframed(64) == 0
+
+
+def test_chunked_body_is_unframed_only_inside_chunk_data() -> None:
+    body = ChunkedBody(LIMITS)
+    buffer = bytearray(b"a;ext=1\r\n")
+    assert body.unframed(64) == 0, "the chunk size line is framing"
+    assert body.read(buffer, 64) == b""
+    assert body.unframed(64) == 10 and body.unframed(4) == 4
+    body.take_unframed(10)
+    assert body.unframed(64) == 0, "the CRLF after the data is framing"
+    buffer += b"\r\n0\r\n\r\n"
+    assert body.read(buffer, 64) == b"" and body.done
