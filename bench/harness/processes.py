@@ -118,6 +118,8 @@ def _vmrss_kib(pid: int) -> int:
 class MemorySample:
     rss_kib: int
     process_count: int
+    # The largest single process: with a master and one worker, the worker.
+    largest_kib: int = 0
 
 
 def measure_tree_rss(root_pid: int) -> MemorySample:
@@ -130,12 +132,14 @@ def measure_tree_rss(root_pid: int) -> MemorySample:
     children = _children_by_parent()
     pending = [root_pid]
     total_kib = 0
+    largest_kib = 0
     count = 0
     while pending:
         pid = pending.pop()
         rss = _vmrss_kib(pid)
         if rss:
             total_kib += rss
+            largest_kib = max(largest_kib, rss)
             count += 1
         pending.extend(children.get(pid, []))
-    return MemorySample(rss_kib=total_kib, process_count=count)
+    return MemorySample(rss_kib=total_kib, process_count=count, largest_kib=largest_kib)

@@ -48,8 +48,12 @@ def _milliseconds(value: float | None) -> str:
 def _memory(sample: MemorySample | None) -> str:
     if sample is None or sample.process_count == 0:
         return MISSING
-    processes = "" if sample.process_count == 1 else f" ({sample.process_count} proc)"
-    return f"{sample.rss_kib / 1024:.1f} MiB{processes}"
+    if sample.process_count == 1:
+        return f"{sample.rss_kib / 1024:.1f} MiB"
+    return (
+        f"{sample.rss_kib / 1024:.1f} MiB ({sample.process_count} proc, "
+        f"largest {sample.largest_kib / 1024:.1f})"
+    )
 
 
 def corral_best(rows: list[Measurement]) -> Measurement | None:
@@ -159,7 +163,8 @@ def render(
         "min \N{EN DASH} max beside it, after a 1 s warm-up. Server on CPU 0 (`taskset -c 0`), "
         "`wrk -t1` on CPU 1.",
         "- RSS is VmRSS from /proc, summed over the server's process tree (master and "
-        "worker both counted where there are two; pages shared after fork count twice). "
+        "worker both counted where there are two, pages shared after fork twice; the "
+        "largest single process, the worker, is given beside the sum). "
         "Idle: after start, before load. After: after the last run.",
         "- ⚠ marks runs with socket errors or non-2xx answers; their figures are suspect.",
     ]
