@@ -22,13 +22,19 @@ def start_server() -> Iterator[Callable[..., RunningServer]]:
         server.stop()
 
 
-@pytest.fixture(params=list(MODELS), ids=list(MODELS))
-def model(request: pytest.FixtureRequest) -> list[str]:
-    """The command-line options of each concurrency model in turn."""
-    return MODELS[request.param]
+@pytest.fixture(scope="module", params=list(MODELS), ids=list(MODELS))
+def model_name(request: pytest.FixtureRequest) -> str:
+    """Each concurrency model in turn, by its name in `tests.server.MODELS`."""
+    return str(request.param)
 
 
-@pytest.fixture
-def server(start_server: Callable[..., RunningServer], model: list[str]) -> RunningServer:
-    """The behaviours app under each concurrency model."""
-    return start_server(options=model)
+@pytest.fixture(scope="module")
+def server(model_name: str) -> Iterator[RunningServer]:
+    """The behaviours app under each concurrency model, one server per model and module.
+
+    Idle connections are kept far longer than any client timeout in the tests, so a
+    connection the server should close but does not shows as a timeout, never as a late
+    close.
+    """
+    with RunningServer(options=[*MODELS[model_name], "--keep-alive", "60"]) as running:
+        yield running

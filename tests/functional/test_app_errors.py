@@ -6,25 +6,14 @@ After each failure the server must still serve a new connection normally.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import requests
 
-from tests.server import MODELS, RunningServer
+from tests.server import RunningServer
 
 TIMEOUT = 5.0
-
-
-@pytest.fixture(scope="module", params=list(MODELS), ids=list(MODELS))
-def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
-    """One server per concurrency model, shared by this module's tests.
-
-    Idle connections are kept far longer than any client timeout here, so a connection
-    the server should close but does not shows as a timeout, never as a late close.
-    """
-    with RunningServer(options=[*MODELS[request.param], "--keep-alive", "60"]) as running:
-        yield running
 
 
 def exchange(port: int, path: str) -> bytes:

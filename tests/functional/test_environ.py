@@ -6,26 +6,14 @@ import http.client
 import json
 import socket
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
-from tests.server import MODELS, RunningServer
+from tests.server import RunningServer
 
 TIMEOUT = 5.0
-
-
-@pytest.fixture(scope="module", params=list(MODELS), ids=list(MODELS))
-def model_name(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(scope="module")
-def server(model_name: str) -> Iterator[RunningServer]:
-    """One server per concurrency model, shared by this module's tests."""
-    with RunningServer(options=MODELS[model_name]) as running:
-        yield running
 
 
 def fetch_environ(

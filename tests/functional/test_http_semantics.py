@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import pytest
 
-from tests.server import MODELS, RunningServer
+from tests.server import RunningServer
 
 TIMEOUT = 5.0
-
-
-@pytest.fixture(scope="module", params=list(MODELS), ids=list(MODELS))
-def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
-    """One server per concurrency model, shared by this module's tests.
-
-    Idle connections are kept far longer than any client timeout here, so a connection
-    the server should close but does not shows as a timeout, never as a late close.
-    """
-    with RunningServer(options=[*MODELS[request.param], "--keep-alive", "60"]) as running:
-        yield running
 
 
 @dataclass

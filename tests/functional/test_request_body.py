@@ -9,21 +9,13 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.server import MODELS, RunningServer
+from tests.server import RunningServer
 
 TIMEOUT = 5.0
 BODY = b"first line\nsecond line\n\nlast line, no newline"
-
-
-@pytest.fixture(scope="module", params=list(MODELS), ids=list(MODELS))
-def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
-    """One server per concurrency model, shared by this module's tests."""
-    with RunningServer(options=MODELS[request.param]) as running:
-        yield running
 
 
 def length_framed(path: str, body: bytes) -> bytes:

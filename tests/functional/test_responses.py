@@ -7,23 +7,14 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 
-import pytest
 import requests
 
-from tests.server import MODELS, RunningServer
+from tests.server import RunningServer
 
 TIMEOUT = 5.0
 # Where /close-called records each call of its iterable's close().
 CLOSE_LOG = os.path.join(tempfile.gettempdir(), "corral-close-calls")
-
-
-@pytest.fixture(scope="module", params=list(MODELS), ids=list(MODELS))
-def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
-    """One server per concurrency model, shared by this module's tests."""
-    with RunningServer(options=MODELS[request.param]) as running:
-        yield running
 
 
 def close_logged(query: str, timeout: float = 5.0) -> bool:
