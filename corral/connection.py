@@ -31,9 +31,6 @@ error_log = logging.getLogger("corral.error")
 # request (a fresh mapping each time); 64 KiB costs nothing extra. Large bodies bypass
 # this buffer (`receive_unframed`).
 _RECEIVE_SIZE = 65536
-# An unread request body up to this size is read and dropped to keep the connection;
-# a larger one is cheaper to end by closing.
-_DISCARD_LIMIT = 1 << 20
 
 
 class ClientSocketError(ConnectionError):
@@ -210,7 +207,7 @@ class Connection:
             return False
         if not decoder.done:
             try:
-                return body.discard(_DISCARD_LIMIT)
+                return body.discard()
             except RequestError as error:
                 # The response has gone out whole; the unread rest of the body is bad
                 # or cut short, so the connection cannot carry another request.

@@ -8,6 +8,9 @@ from typing import Protocol
 from corral.http.parser import BodyDecoder
 
 _READ_SIZE = 65536
+# An unread request body up to this size is read and dropped to keep the connection;
+# a larger one is cheaper to end by closing.
+DISCARD_LIMIT = 1 << 20
 
 
 class BodySource(Protocol):
@@ -145,12 +148,19 @@ class RequestBody:
         self._before_first_read = None
         return pending
 
-    def discard(self, limit: int) -> bool:
-        """Read and drop the rest of the body, up to `limit` bytes; True if it all went."""
+    def too_long_to_discard(self) -> bool:
+        """True when the unread rest is known to be over `DISCARD_LIMIT` bytes.
+
+        Known for a Content-Length body; for a chunked one only within the current chunk.
+        """
+        return self.decoder.unframed(DISCARD_LIMIT + 1) > DISCARD_LIMIT
+
+    def discard(self) -> bool:
+        """Read and drop the rest of the body, up to `DISCARD_LIMIT` bytes; True if it all went."""
         self._decoded.clear()
         dropped = 0
         while not self.decoder.done:
-            if dropped > limit:
+            if dropped > DISCARD_LIMIT:
                 return False
             dropped += len(self._pull(_READ_SIZE))
         return True

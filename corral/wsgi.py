@@ -220,11 +220,16 @@ class Response:
                 headers.append(("Transfer-Encoding", "chunked"))
             else:
                 self.keep_alive = False
-        if self.body is not None and self.body.cancel_continue():
-            # The client still waits for 100 Continue and may send the body late or
-            # never; either way the bytes after this response cannot be known to be a
-            # request, so the connection ends with it (RFC 9110 section 10.1.1).
-            self.keep_alive = False
+        if self.body is not None:
+            if self.body.cancel_continue():
+                # The client still waits for 100 Continue and may send the body late or
+                # never; either way the bytes after this response cannot be known to be
+                # a request, so the connection ends with it (RFC 9110 section 10.1.1).
+                self.keep_alive = False
+            elif self.body.too_long_to_discard():
+                # The rest of the body will not be read, so the connection ends with this
+                # response; saying so spares the client a reset on its next request.
+                self.keep_alive = False
         if "date" not in names:
             headers.append(("Date", current_date()))
         if "server" not in names:

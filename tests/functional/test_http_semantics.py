@@ -112,6 +112,31 @@ def test_chunked_body_ignores_extensions_and_discards_trailers(server: RunningSe
 # Persistent connections (RFC 9112 section 9.3).
 
 
+def test_small_unread_body_is_dropped_and_the_connection_kept(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(post("/ignore-body", b"x" * 50_000) + post("/echo", b"second"))
+        first = read_response(stream)
+        assert first.body == b"body not read"
+        assert first.headers.get("connection") != "close"
+        assert read_response(stream).body == b"second"
+
+
+def test_large_unread_body_closes_and_says_so(server: RunningServer) -> None:
+    """Past the discard limit the body is not read; the response head says Connection: close."""
+    sock, stream = connect(server)
+    with sock, stream:
+        # Only the head and a little of the 2 MB body are sent: a server that meant to
+        # read the rest would wait for it and the read below would time out.
+        sock.sendall(
+            b"POST /ignore-body HTTP/1.1\r\nHost: test\r\nContent-Length: 2000000\r\n\r\na little"
+        )
+        response = read_response(stream)
+        assert response.body == b"body not read"
+        assert response.headers.get("connection") == "close"
+        assert server_closed(stream)
+
+
 def test_http11_connection_stays_open_by_default(server: RunningServer) -> None:
     sock, stream = connect(server)
     with sock, stream:
