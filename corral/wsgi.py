@@ -152,7 +152,6 @@ class Response:
         "output",
         "remaining",
         "request",
-        "stopping",
     )
 
     def __init__(
@@ -161,7 +160,6 @@ class Response:
         self.output = output
         self.request = request
         self.body = body
-        self.stopping = stopping
         self._status: str | None = None
         self._headers: list[tuple[str, str]] = []
         self.code = 0
