@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -24,6 +25,10 @@ MODELS: dict[str, list[str]] = {
 }
 
 
+def _limit_fds(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 class RunningServer:
     """`corral -b 127.0.0.1:0 OPTIONS APP` and what it logged; stop() sends a signal."""
 
@@ -33,6 +38,7 @@ class RunningServer:
         options: Sequence[str] = (),
         env: dict[str, str] | None = None,
         start_timeout: float = 15.0,
+        fd_limit: int | None = None,
     ) -> None:
         command = [sys.executable, "-m", "corral", "-b", "127.0.0.1:0", *options, app]
         self.process = subprocess.Popen(
@@ -42,6 +48,7 @@ class RunningServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=None if fd_limit is None else lambda: _limit_fds(fd_limit),
         )
         self.lines: list[str] = []
         self.port_found = threading.Event()

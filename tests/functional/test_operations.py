@@ -264,3 +264,30 @@ def test_flask_command_serves_the_flask_cli_app() -> None:
         assert process.wait(10) == 0
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_running_out_of_descriptors_pauses_accepting_then_recovers(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    server = start_server(options=["--threads", "2"], fd_limit=40)
+    clients = []
+    try:
+        # The kernel completes these handshakes from the backlog; accepting them runs the
+        # server out of descriptors.
+        for _ in range(60):
+            clients.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+        assert server.wait_for_log("cannot accept a connection")
+        time.sleep(1.5)
+        # Paused for half a second after each failure, not retried in a busy loop.
+        assert server.log.count("cannot accept a connection") <= 6
+    finally:
+        for client in clients:
+            client.close()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert _get(server.port) == (200, b"hello\n")
+            break
+        except (OSError, http.client.HTTPException):
+            assert time.monotonic() < deadline, "the server did not recover"
+            time.sleep(0.2)
