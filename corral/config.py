@@ -72,6 +72,12 @@ def log_level(text: Any) -> str:
     return lowered
 
 
+def poller_kind(text: Any) -> str:
+    if text not in ("auto", "epoll", "poll"):
+        raise ValueError("must be auto, epoll or poll")
+    return str(text)
+
+
 def _integer(text: Any) -> int:
     if isinstance(text, bool):
         raise ValueError(f"{text!r} is not a whole number")
@@ -171,6 +177,14 @@ SETTINGS: tuple[Setting, ...] = (
         30.0,
         "Seconds a client may stall while sending a request or reading a response.",
         metavar="SECONDS",
+    ),
+    Setting(
+        "poller",
+        ("--poller",),
+        poller_kind,
+        "auto",
+        "How idle sockets are watched: auto (epoll on Linux, else poll), epoll or poll.",
+        metavar="KIND",
     ),
     Setting(
         "graceful_timeout",

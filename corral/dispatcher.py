@@ -1,9 +1,10 @@
 """Accepts connections and hands each one that has bytes to read to the worker model.
 
-One epoll set holds the listening sockets and every idle connection. Connections are
-registered one-shot: when one becomes readable it is disarmed and given to the model,
-and whichever thread served it re-arms it (`release`), so no lock is needed between
-the loop and the model's threads and an idle connection costs a file descriptor only.
+One readiness set (epoll on Linux, poll elsewhere: `corral.readiness`) holds the
+listening sockets and every idle connection. Connections are registered one-shot: when
+one becomes readable it is disarmed and given to the model, and whichever thread served
+it re-arms it (`release`), so the loop and the model's threads share no lock and an idle
+connection costs a file descriptor only.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import contextlib
 import errno
 import logging
 import os
-import select
 import signal
 import socket
 import threading
@@ -21,13 +21,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from corral.connection import Connection, ServingState
+from corral.readiness import make_readiness
 
 if TYPE_CHECKING:
     from corral.workers import WorkerModel
 
 error_log = logging.getLogger("corral.error")
 
-_ARMED = select.EPOLLIN | select.EPOLLONESHOT
 _ACCEPT_BATCH = 64
 _SWEEP_INTERVAL = 0.5
 
@@ -42,28 +42,31 @@ class Dispatcher:
         keep_alive: float,
         client_timeout: float,
         graceful_timeout: float,
+        poller: str = "auto",
     ) -> None:
         self.model = model
         # One-shot registration keeps a connection from being handed out twice while a
         # thread or child serves it; served inline, it cannot be, and staying armed saves
         # a system call per request.
         self.rearm = not model.serves_inline
-        self.connection_events = _ARMED if self.rearm else select.EPOLLIN
         self.keep_alive = keep_alive
         self.client_timeout = client_timeout
         self.graceful_timeout = graceful_timeout
-        self.epoll = select.epoll()
         self.listeners = {sock.fileno(): (sock, state) for sock, state in listeners}
         self.connections: dict[int, Connection] = {}
         self.watched: dict[int, Callable[[], None]] = {}
         self.stop_requested = False
         self.force_stop = False
         self.accept_paused_until = 0.0
-        self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.epoll.register(self.wake_read, select.EPOLLIN)
+        self.wake_read, self.wake_write = os.pipe()
+        for fd in (self.wake_read, self.wake_write):
+            os.set_blocking(fd, False)
+            os.set_inheritable(fd, False)
+        self.readiness = make_readiness(poller, self.wake_write)
+        self.readiness.watch(self.wake_read)
         for fd, (sock, _) in self.listeners.items():
             sock.setblocking(False)
-            self.epoll.register(fd, select.EPOLLIN)
+            self.readiness.watch(fd)
 
     # Called from signal handlers and other threads.
 
@@ -85,19 +88,18 @@ class Dispatcher:
         connection.busy = False
         if self.rearm:
             try:
-                self.epoll.modify(connection.fd, _ARMED)
+                self.readiness.rearm(connection.fd)
             except OSError:
                 connection.close()
 
     def watch(self, fd: int, callback: Callable[[], None]) -> None:
         """Call `callback` on the loop thread when `fd` becomes readable."""
         self.watched[fd] = callback
-        self.epoll.register(fd, select.EPOLLIN)
+        self.readiness.watch(fd)
 
     def unwatch(self, fd: int) -> None:
         self.watched.pop(fd, None)
-        with contextlib.suppress(OSError, ValueError):
-            self.epoll.unregister(fd)
+        self.readiness.forget(fd)
 
     # The loop.
 
@@ -124,11 +126,11 @@ class Dispatcher:
 
     def _poll_once(self, timeout: float) -> None:
         try:
-            events = self.epoll.poll(timeout)
+            ready = self.readiness.wait(timeout)
         except InterruptedError:
             return
         connections = self.connections
-        for fd, _ in events:
+        for fd in ready:
             connection = connections.get(fd)
             if connection is not None:
                 connection.busy = True
@@ -164,24 +166,23 @@ class Dispatcher:
             connection = Connection(sock, peer, state)
             connection.on_close = self._forget
             self.connections[connection.fd] = connection
-            self.epoll.register(connection.fd, self.connection_events)
+            self.readiness.watch(connection.fd, once=self.rearm)
 
     def _pause_accepting(self) -> None:
         self.accept_paused_until = time.monotonic() + 0.5
         for fd in self.listeners:
-            self.epoll.modify(fd, 0)
+            self.readiness.pause(fd)
 
     def _forget(self, connection: Connection) -> None:
         if self.connections.get(connection.fd) is connection:
             del self.connections[connection.fd]
-        with contextlib.suppress(OSError, ValueError):
-            self.epoll.unregister(connection.fd)
+        self.readiness.forget(connection.fd)
 
     def _close_idle(self, now: float) -> None:
         if self.accept_paused_until and now >= self.accept_paused_until:
             self.accept_paused_until = 0.0
             for fd in self.listeners:
-                self.epoll.modify(fd, select.EPOLLIN)
+                self.readiness.resume(fd)
         for connection in list(self.connections.values()):
             if connection.busy:
                 continue
@@ -195,8 +196,7 @@ class Dispatcher:
         """Stop accepting, close idle connections and wait for requests in flight."""
         for fd, (sock, state) in self.listeners.items():
             state.stopping = True
-            with contextlib.suppress(OSError, ValueError):
-                self.epoll.unregister(fd)
+            self.readiness.forget(fd)
             sock.close()
         self.listeners.clear()
         for connection in list(self.connections.values()):
@@ -217,7 +217,7 @@ class Dispatcher:
             connection.close()
         for sock, _ in self.listeners.values():
             sock.close()
-        self.epoll.close()
+        self.readiness.close()
         os.close(self.wake_read)
         os.close(self.wake_write)
 
@@ -236,6 +236,6 @@ class Dispatcher:
             with contextlib.suppress(OSError):
                 os.close(fd)
         keep.on_close = None
-        self.epoll.close()
+        self.readiness.close()
         os.close(self.wake_read)
         os.close(self.wake_write)

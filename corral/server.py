@@ -101,7 +101,12 @@ def serve(app: Any, config: Config) -> None:
         state = ServingState(app, limits, environ, config.client_timeout, access_log)
         bound.append((sock, state))
     dispatcher = Dispatcher(
-        bound, model, config.keep_alive, config.client_timeout, config.graceful_timeout
+        bound,
+        model,
+        config.keep_alive,
+        config.client_timeout,
+        config.graceful_timeout,
+        config.poller,
     )
     error_log.info("corral %s (pid %d)", __version__, os.getpid())
     error_log.info("Concurrency: %s", model.describe())

@@ -1,0 +1,103 @@
+"""Waiting for sockets to become readable: epoll on Linux, poll(2) elsewhere.
+
+A descriptor watched `once` is disarmed when it is reported, so that it is handed to one
+thread only, and armed again with `rearm` once served; `rearm` may be called from any
+thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import threading
+
+
+class EpollReadiness:
+    """One-shot registration in the kernel: `rearm` is a single thread-safe system call."""
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+
+    def watch(self, fd: int, once: bool = False) -> None:
+        self.epoll.register(fd, select.EPOLLIN | (select.EPOLLONESHOT if once else 0))
+
+    def rearm(self, fd: int) -> None:
+        self.epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+
+    def pause(self, fd: int) -> None:
+        self.epoll.modify(fd, 0)
+
+    def resume(self, fd: int) -> None:
+        self.epoll.modify(fd, select.EPOLLIN)
+
+    def forget(self, fd: int) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.epoll.unregister(fd)
+
+    def wait(self, timeout: float) -> list[int]:
+        return [fd for fd, _ in self.epoll.poll(timeout)]
+
+    def close(self) -> None:
+        self.epoll.close()
+
+
+class PollReadiness:
+    """poll(2) for systems without epoll; one-shot is emulated by unregistering.
+
+    A poll already waiting does not see descriptors registered after it began, so `rearm`
+    writes to `wake_fd` to make the waiting thread poll again.
+    """
+
+    def __init__(self, wake_fd: int) -> None:
+        self.poller = select.poll()
+        self.wake_fd = wake_fd
+        self.once: set[int] = set()
+        self.lock = threading.Lock()
+
+    def watch(self, fd: int, once: bool = False) -> None:
+        with self.lock:
+            self.poller.register(fd, select.POLLIN)
+            if once:
+                self.once.add(fd)
+
+    def rearm(self, fd: int) -> None:
+        with self.lock:
+            self.poller.register(fd, select.POLLIN)
+        with contextlib.suppress(OSError):
+            os.write(self.wake_fd, b"\0")
+
+    def pause(self, fd: int) -> None:
+        with self.lock, contextlib.suppress(KeyError):
+            self.poller.unregister(fd)
+
+    def resume(self, fd: int) -> None:
+        with self.lock:
+            self.poller.register(fd, select.POLLIN)
+
+    def forget(self, fd: int) -> None:
+        with self.lock:
+            self.once.discard(fd)
+            with contextlib.suppress(KeyError):
+                self.poller.unregister(fd)
+
+    def wait(self, timeout: float) -> list[int]:
+        events = self.poller.poll(timeout * 1000)
+        ready = []
+        with self.lock:
+            for fd, _ in events:
+                if fd in self.once:
+                    with contextlib.suppress(KeyError):
+                        self.poller.unregister(fd)
+                ready.append(fd)
+        return ready
+
+    def close(self) -> None:
+        pass
+
+
+def make_readiness(kind: str, wake_fd: int) -> EpollReadiness | PollReadiness:
+    """`kind` is "auto" (epoll where the system has it), "epoll" or "poll"."""
+    if kind == "poll" or (kind == "auto" and not hasattr(select, "epoll")):
+        return PollReadiness(wake_fd)
+    return EpollReadiness()
