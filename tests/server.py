@@ -6,6 +6,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +24,30 @@ MODELS: dict[str, list[str]] = {
     "thread-per-request": ["--thread-per-request"],
     "process-per-request": ["--process-per-request", "4"],
 }
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for a server that must be told its port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def open_idle_connections(port: int, count: int) -> list[socket.socket]:
+    """`count` keep-alive connections that each had one request answered, left idle."""
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            idle.append(sock)
+        for sock in idle:
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+    except BaseException:
+        for sock in idle:
+            sock.close()
+        raise
+    return idle
 
 
 def _limit_fds(count: int) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.server import RunningServer
+from tests.server import RunningServer, open_idle_connections
 
 CLIENTS = 32
 SLEEP_MS = 200
@@ -96,14 +95,8 @@ def test_idle_keep_alive_connections_hold_no_worker(
     start_server: Callable[..., RunningServer], options: list[str]
 ) -> None:
     server = start_server(options=[*options, "--keep-alive", "30"])
-    idle = []
+    idle = open_idle_connections(server.port, 500)
     try:
-        for _ in range(500):
-            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            idle.append(sock)
-        for sock in idle:
-            assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
         # Every one of the 500 connections is now open, idle and kept alive.
         started = time.monotonic()
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)

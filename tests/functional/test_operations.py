@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import ROOT, RunningServer
+from tests.server import ROOT, RunningServer, free_port
 
 
 def _get(port: int, path: str = "/", host: str = "127.0.0.1") -> tuple[int, bytes]:
@@ -99,9 +99,7 @@ def test_graceful_timeout_bounds_the_wait(start_server: Callable[..., RunningSer
 def test_binds_ipv6_loopback_and_several_addresses(
     start_server: Callable[..., RunningServer],
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        second_port = probe.getsockname()[1]
+    second_port = free_port()
     server = start_server(options=["-b", "[::1]:0", "-b", f"127.0.0.1:{second_port}"])
     assert server.wait_for_log(f"Listening at http://127.0.0.1:{second_port}")
     match = re.search(r"Listening at http://\[::1\]:(\d+)", server.log)
@@ -149,9 +147,7 @@ def test_error_log_file(start_server: Callable[..., RunningServer], tmp_path: Pa
     log_file = tmp_path / "error.log"
     # The start-up line is what tells the helper the port, so it must reach stdout too;
     # here only the file is checked, the port comes from an explicit bind.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -228,9 +224,7 @@ def test_app_factory(start_server: Callable[..., RunningServer]) -> None:
 
 
 def test_flask_command_serves_the_flask_cli_app() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [
             sys.executable,

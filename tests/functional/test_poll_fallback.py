@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import http.client
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.server import MODELS, RunningServer
+from tests.server import MODELS, RunningServer, open_idle_connections
 
 
 def _get(port: int, connection: http.client.HTTPConnection | None = None) -> bytes:
@@ -36,14 +35,8 @@ def test_every_model_serves_keep_alive_and_idle_clients_with_poll(
         _get(server.port, connection)
     connection.close()
     # Idle keep-alive connections hold nothing: a new client is served at once.
-    idle = []
+    idle = open_idle_connections(server.port, 100)
     try:
-        for _ in range(100):
-            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            idle.append(sock)
-        for sock in idle:
-            assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
         started = time.monotonic()
         _get(server.port)
         assert time.monotonic() - started < 0.5

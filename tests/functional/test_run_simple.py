@@ -13,16 +13,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.server import ROOT
+from tests.server import ROOT, free_port
 
 # Headers that name the server or the moment, or that are framing a server may choose.
 _SERVER_SPECIFIC = {"server", "date", "connection", "keep-alive"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_until_serving(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -44,7 +38,7 @@ def servers() -> Iterator[dict[str, str]]:
     urls = {}
     try:
         for which in ("corral", "werkzeug"):
-            port = _free_port()
+            port = free_port()
             started[which] = subprocess.Popen(
                 [sys.executable, "-m", "tests.apps.run_simple_server", which, str(port)],
                 cwd=ROOT,
