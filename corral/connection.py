@@ -85,13 +85,7 @@ class Connection:
     # I/O used by the request body and the response.
 
     def receive(self) -> None:
-        try:
-            data = self.sock.recv(_RECEIVE_SIZE)
-        except OSError as error:
-            raise ClientSocketError(f"receiving the request body: {error}") from error
-        if not data:
-            raise IncompleteBody("peer closed the connection inside a request body")
-        self.buffer += data
+        self.buffer += self.receive_unframed(_RECEIVE_SIZE)
 
     def receive_unframed(self, size: int) -> bytes:
         """Up to `size` body bytes straight from the socket, when no framing lies between."""

@@ -24,6 +24,7 @@ from corral.request_body import RequestBody
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 _date_cache: tuple[int, str] = (0, "")
+_ADDED_BY_SERVER = frozenset({"date", "server", "connection"})
 # Joining a small body to the head saves a system call; past this size the copy costs more.
 _JOIN_LIMIT = 65536
 
@@ -140,6 +141,7 @@ class Response:
     """
 
     __slots__ = (
+        "_given",
         "_headers",
         "_status",
         "body",
@@ -162,6 +164,8 @@ class Response:
         self.body = body
         self._status: str | None = None
         self._headers: list[tuple[str, str]] = []
+        # Which of the headers corral would add the application gave itself.
+        self._given: set[str] = set()
         self.code = 0
         self.head_sent = False
         self.keep_alive = request.keep_alive and not stopping
@@ -183,9 +187,12 @@ class Response:
             raise AssertionError("start_response called twice without exc_info")
         code = status_code(status)
         remaining = None
+        given = set()
         for name, value in headers:
             check_header(name, value)
             lowered = name.lower()
+            if lowered in _ADDED_BY_SERVER:
+                given.add(lowered)
             if lowered == "content-length":
                 if not value.isdigit() or not value.isascii():
                     raise InvalidResponse(f"invalid Content-Length {value!r}")
@@ -196,6 +203,7 @@ class Response:
                 self.keep_alive = False
         self._status = status
         self._headers = list(headers)
+        self._given = given
         self.code = code
         self.remaining = remaining
         self.no_body = code < 200 or code == 204 or code == 304 or self.request.method == "HEAD"
@@ -206,7 +214,7 @@ class Response:
         if self._status is None:
             raise InvalidResponse("the application returned without calling start_response")
         headers = self._headers
-        names = {name.lower() for name, _ in headers}
+        names = self._given
         if self.remaining is None and not (self.code < 200 or self.code in (204, 304)):
             if body_length is not None:
                 self.remaining = body_length

@@ -39,16 +39,18 @@ SECOND = (
 )
 
 
+def read_until_closed(sock: socket.socket) -> bytes:
+    received = b""
+    while piece := sock.recv(65536):
+        received += piece
+    return received
+
+
 def responses_until_closed(port: int, data: bytes) -> list[tuple[int, bytes]]:
     """Send `data` in one write; parse every Content-Length response until the close."""
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
         sock.sendall(data)
-        received = b""
-        while True:
-            piece = sock.recv(65536)
-            if not piece:
-                break
-            received += piece
+        received = read_until_closed(sock)
     responses = []
     while received:
         head, _, rest = received.partition(b"\r\n\r\n")
@@ -91,12 +93,7 @@ def test_body_arriving_late_is_waited_for(server: RunningServer, framing: str) -
         sock.sendall(request[:split])
         time.sleep(0.2)
         sock.sendall(request[split:] + SECOND)
-        received = b""
-        while True:
-            piece = sock.recv(65536)
-            if not piece:
-                break
-            received += piece
+        received = read_until_closed(sock)
     assert received.count(b"HTTP/1.1 200 OK\r\n") == 2
     assert BODY + b"HTTP/1.1 200 OK\r\n" in received
     assert received.endswith(b"\r\n\r\nthe second request")
