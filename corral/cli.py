@@ -35,6 +35,8 @@ def make_parser() -> argparse.ArgumentParser:
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for setting in SETTINGS:
+        if not setting.flags:
+            continue
         group = groups.get(setting.section)
         if group is None:
             group = groups[setting.section] = parser.add_argument_group(setting.section)

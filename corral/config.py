@@ -78,6 +78,58 @@ def poller_kind(text: Any) -> str:
     return str(text)
 
 
+def worker_class(text: Any) -> str:
+    """sync, thread or gevent; gunicorn's names for the same workers are accepted."""
+    lowered = str(text).strip().lower()
+    canonical = _WORKER_CLASS_ALIASES.get(lowered, lowered)
+    if canonical not in ("sync", "thread", "gevent"):
+        raise ValueError(f"{text!r}: must be sync, thread or gevent")
+    return canonical
+
+
+_WORKER_CLASS_ALIASES = {
+    "gthread": "thread",
+    "gunicorn.workers.sync.syncworker": "sync",
+    "gunicorn.workers.gthread.threadworker": "thread",
+    "gunicorn.workers.ggevent.geventworker": "gevent",
+}
+
+
+def umask_value(text: Any) -> int | None:
+    """A umask such as 0o22, 022 or 18; None leaves the inherited one."""
+    if text is None:
+        return None
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        cleaned = str(text).strip().lower()
+        try:
+            if cleaned.startswith("0o") or cleaned.startswith("0x"):
+                value = int(cleaned, 0)
+            elif cleaned.startswith("0") and len(cleaned) > 1:
+                value = int(cleaned, 8)
+            else:
+                value = int(cleaned)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a umask such as 0o22") from None
+    if not 0 <= value <= 0o777:
+        raise ValueError("must be between 0 and 0o777")
+    return value
+
+
+def optional_string(text: Any) -> str | None:
+    if text is None:
+        return None
+    return string(text)
+
+
+def hook(value: Any) -> Any:
+    """A server hook: a callable, or None for none (given in a -c config file)."""
+    if value is not None and not callable(value):
+        raise ValueError(f"{value!r} is not callable")
+    return value
+
+
 def _integer(text: Any) -> int:
     if isinstance(text, bool):
         raise ValueError(f"{text!r} is not a whole number")
@@ -106,9 +158,39 @@ class Setting:
         return self.type is string_list
 
     @property
+    def is_hook(self) -> bool:
+        """Hooks are functions, so only a -c config file can give them."""
+        return self.type is hook
+
+    @property
     def environment_name(self) -> str:
         return "CORRAL_" + self.name.upper()
 
+
+# gunicorn's server hooks, with its names and arguments.
+_HOOKS = (
+    ("on_starting", "on_starting(server): in the master, before anything is bound."),
+    ("on_reload", "on_reload(server): in the master, on HUP, before new workers start."),
+    ("when_ready", "when_ready(server): in the master, once the listening sockets are open."),
+    ("pre_fork", "pre_fork(server, worker): in the master, just before a worker is forked."),
+    ("post_fork", "post_fork(server, worker): in the worker, just after it is forked."),
+    ("post_worker_init", "post_worker_init(worker): in the worker, once the app is loaded."),
+    ("worker_int", "worker_int(worker): in the worker, on INT or QUIT."),
+    (
+        "worker_abort",
+        "worker_abort(worker): in the worker, when the master aborts it for --timeout.",
+    ),
+    ("pre_exec", "pre_exec(server): in the master, before USR2 starts the new master."),
+    ("pre_request", "pre_request(worker, req): in the worker, before each request."),
+    (
+        "post_request",
+        "post_request(worker, req, environ, resp): in the worker, after each request.",
+    ),
+    ("child_exit", "child_exit(server, worker): in the master, once a worker has exited."),
+    ("worker_exit", "worker_exit(server, worker): in the worker, as it exits."),
+    ("nworkers_changed", "nworkers_changed(server, new_value, old_value): in the master."),
+    ("on_exit", "on_exit(server): in the master, as it exits."),
+)
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -153,6 +235,142 @@ SETTINGS: tuple[Setting, ...] = (
         "Fork a process for each request, at most N at once (Werkzeug processes=N).",
         "Concurrency",
         "N",
+    ),
+    Setting(
+        "workers",
+        ("-w", "--workers"),
+        non_negative_int,
+        0,
+        "Worker processes under a supervising master; 0 serves from this one process, "
+        "with no master.",
+        "Worker processes",
+        "N",
+    ),
+    Setting(
+        "worker_class",
+        ("-k", "--worker-class"),
+        worker_class,
+        "sync",
+        "What runs inside each process: sync (one request at a time), thread (--threads N) "
+        "or gevent (--worker-connections N coroutines). --threads above 1 implies thread.",
+        "Worker processes",
+        "CLASS",
+    ),
+    Setting(
+        "worker_connections",
+        ("--worker-connections",),
+        positive_int,
+        1000,
+        "Most requests a gevent worker serves at once.",
+        "Worker processes",
+        "N",
+    ),
+    Setting(
+        "timeout",
+        ("-t", "--timeout"),
+        seconds,
+        30.0,
+        "Seconds a worker may spend on one request before the master dumps its threads' "
+        "tracebacks to the error log and kills it; 0 for no limit.",
+        "Worker processes",
+        "SECONDS",
+    ),
+    Setting(
+        "max_requests",
+        ("--max-requests",),
+        non_negative_int,
+        0,
+        "Requests a worker serves before it is replaced, gracefully; 0 for no limit.",
+        "Worker processes",
+        "N",
+    ),
+    Setting(
+        "max_requests_jitter",
+        ("--max-requests-jitter",),
+        non_negative_int,
+        0,
+        "A random 0 to N added to --max-requests per worker, so workers do not all "
+        "restart together.",
+        "Worker processes",
+        "N",
+    ),
+    Setting(
+        "max_worker_memory",
+        ("--max-worker-memory",),
+        non_negative_int,
+        0,
+        "Resident memory in MiB past which a worker is replaced, gracefully, once its "
+        "requests in flight finish; 0 for no limit.",
+        "Worker processes",
+        "MB",
+    ),
+    Setting(
+        "preload",
+        ("--preload",),
+        boolean,
+        False,
+        "Import the application in the master before forking the workers.",
+        "Worker processes",
+    ),
+    Setting(
+        "reload",
+        ("--reload",),
+        boolean,
+        False,
+        "Restart the workers when a source file of the application changes (development).",
+        "Worker processes",
+    ),
+    Setting(
+        "pid",
+        ("-p", "--pid"),
+        optional_string,
+        None,
+        "File the master writes its PID to.",
+        "Worker processes",
+        "FILE",
+    ),
+    Setting(
+        "user",
+        ("-u", "--user"),
+        optional_string,
+        None,
+        "User (name or id) the workers run as.",
+        "Worker processes",
+        "USER",
+    ),
+    Setting(
+        "group",
+        ("-g", "--group"),
+        optional_string,
+        None,
+        "Group (name or id) the workers run as.",
+        "Worker processes",
+        "GROUP",
+    ),
+    Setting(
+        "proc_name",
+        ("-n", "--name"),
+        optional_string,
+        None,
+        "Name in process titles (when setproctitle is installed); default: the app.",
+        "Worker processes",
+        "NAME",
+    ),
+    Setting(
+        "umask",
+        ("-m", "--umask"),
+        umask_value,
+        None,
+        "umask of the server processes, e.g. 0o117; it sets the mode of unix: sockets. "
+        "Default: the one corral was started with.",
+        metavar="MASK",
+    ),
+    Setting(
+        "reuse_port",
+        ("--reuse-port",),
+        boolean,
+        False,
+        "Set SO_REUSEPORT on listening sockets, so other processes can bind the same port.",
     ),
     Setting(
         "backlog",
@@ -265,6 +483,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Logging",
         "LEVEL",
     ),
+    *(Setting(name, (), hook, None, text, "Server hooks") for name, text in _HOOKS),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -295,6 +514,8 @@ def build_config(
     """Defaults, then `CORRAL_*` variables from `environ`, then `overrides`; all checked."""
     values = {setting.name: setting.default for setting in SETTINGS}
     for setting in SETTINGS:
+        if setting.is_hook:
+            continue
         if environ is not None and setting.environment_name in environ:
             values[setting.name] = _convert(
                 setting, environ[setting.environment_name], setting.environment_name
@@ -303,7 +524,7 @@ def build_config(
         known = SETTINGS_BY_NAME.get(name)
         if known is None:
             raise ConfigError(f"unknown setting {name!r}")
-        values[name] = _convert(known, value, known.flags[-1])
+        values[name] = _convert(known, value, known.flags[-1] if known.flags else name)
     _check_combination(values)
     return Config(values)
 
@@ -327,6 +548,15 @@ def _check_combination(values: dict[str, Any]) -> None:
     ]
     if len(chosen) > 1:
         raise ConfigError(f"choose one concurrency model, not {' and '.join(chosen)}")
+    if values["worker_class"] == "sync" and values["threads"] > 1:
+        # As in gunicorn: asking for threads asks for the threaded worker.
+        values["worker_class"] = "thread"
+    if values["worker_class"] == "gevent" and chosen:
+        raise ConfigError(f"--worker-class gevent runs coroutines; drop {chosen[0]}")
+    if values["workers"] and values["process_per_request"]:
+        raise ConfigError(
+            "--process-per-request forks its own processes; it cannot run inside --workers"
+        )
     if not values["bind"]:
         raise ConfigError("--bind: at least one address is needed")
 
@@ -352,7 +582,7 @@ def settings_markdown() -> str:
         for setting in SETTINGS:
             if setting.section != section:
                 continue
-            flags = ", ".join(f"`{flag}`" for flag in setting.flags)
+            flags = ", ".join(f"`{flag}`" for flag in setting.flags) or "config file only"
             default = f"`{setting.default!r}`".replace("|", "\\|")
             lines.append(f"| `{setting.name}` | {flags} | {default} | {setting.help} |")
     return "\n".join(lines) + "\n"

@@ -23,6 +23,7 @@ from corral.http.errors import IncompleteBody, RequestError
 from corral.http.parser import HeadLimits, HeadScanner, RequestHead, body_decoder
 from corral.http.writer import CONTINUE_RESPONSE, InvalidResponse, encode_error
 from corral.request_body import RequestBody
+from corral.request_observer import RequestObserver
 from corral.wsgi import Response, WSGIApp, build_environ, current_date, run_application
 
 error_log = logging.getLogger("corral.error")
@@ -50,6 +51,7 @@ class ServingState:
     base_environ: dict[str, Any]
     client_timeout: float
     access_log: AccessLog | None
+    observer: RequestObserver | None = None
     stopping: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -142,7 +144,6 @@ class Connection:
             self.close()
             return False
         self.buffer += data
-        state = self.state
         try:
             while True:
                 try:
@@ -154,7 +155,9 @@ class Connection:
                     return True
                 head, size = parsed
                 del self.buffer[:size]
-                if not self._serve_request(head) or state.stopping:
+                # While draining, a response sent with keep-alive leaves the connection
+                # open: the next request gets "Connection: close" (RFC 9112 section 9.6).
+                if not self._serve_request(head):
                     self.close()
                     return False
                 if not self.buffer:
@@ -177,6 +180,8 @@ class Connection:
         response = Response(self, head, body, state.stopping)
         access_log = state.access_log
         started = time.monotonic() if access_log is not None else 0.0
+        observer = state.observer
+        hook_request = observer.started(head) if observer is not None else None
         try:
             run_application(state.app, environ, response)
         except RequestError as error:
@@ -197,6 +202,8 @@ class Connection:
         finally:
             if access_log is not None:
                 access_log.write(environ, response, time.monotonic() - started)
+            if observer is not None:
+                observer.finished(hook_request, head, environ, response)
         if not response.keep_alive:
             return False
         if not decoder.done:

@@ -30,6 +30,11 @@ error_log = logging.getLogger("corral.error")
 
 _ACCEPT_BATCH = 64
 _SWEEP_INTERVAL = 0.5
+# A quick stop (INT, QUIT) still lets requests already running finish, for this long.
+QUICK_STOP_SECONDS = 1.0
+# While draining, a keep-alive connection is left open until it has been idle this long:
+# a client about to reuse it gets its answer with "Connection: close" instead of a reset.
+_DRAIN_IDLE_SECONDS = 1.0
 
 
 class Dispatcher:
@@ -43,6 +48,7 @@ class Dispatcher:
         client_timeout: float,
         graceful_timeout: float,
         poller: str = "auto",
+        accept_only_when_free: bool = False,
     ) -> None:
         self.model = model
         # One-shot registration keeps a connection from being handed out twice while a
@@ -57,12 +63,22 @@ class Dispatcher:
         self.watched: dict[int, Callable[[], None]] = {}
         self.stop_requested = False
         self.force_stop = False
+        self.quick_stop = False
+        # Among several worker processes, take a connection only with a slot free for it.
+        self.accept_only_when_free = accept_only_when_free
+        self.paused_for_slots = False
+        self.waiting_for_slot = False
         self.accept_paused_until = 0.0
+        # Called on the loop thread about twice a second (the worker's heartbeat).
+        self.on_tick: Callable[[], None] | None = None
+        self.handle_signals = True
         self.wake_read, self.wake_write = os.pipe()
         for fd in (self.wake_read, self.wake_write):
             os.set_blocking(fd, False)
             os.set_inheritable(fd, False)
-        self.readiness = make_readiness(poller, self.wake_write)
+        self.readiness = model.make_readiness(self.wake_write) or make_readiness(
+            poller, self.wake_write
+        )
         self.readiness.watch(self.wake_read)
         for fd, (sock, _) in self.listeners.items():
             sock.setblocking(False)
@@ -71,18 +87,31 @@ class Dispatcher:
     # Called from signal handlers and other threads.
 
     def request_stop(self, *_: object) -> None:
+        """Drain: finish requests in flight for up to the graceful timeout; a second
+        request stops at once."""
         if self.stop_requested:
             self.force_stop = True
         self.stop_requested = True
+        self._wake()
+
+    def request_quick_stop(self, *_: object) -> None:
+        """Drain for at most `QUICK_STOP_SECONDS`."""
+        self.quick_stop = True
+        self.request_stop()
+
+    def slot_freed(self) -> None:
+        """A model calls this when a request ends, from any thread."""
+        if self.waiting_for_slot:
+            self.waiting_for_slot = False
+            self._wake()
+
+    def _wake(self) -> None:
         with contextlib.suppress(OSError):
             os.write(self.wake_write, b"\0")
 
     def release(self, connection: Connection) -> None:
         """Watch a served connection again; whoever served it calls this once."""
         if connection.closed:
-            return
-        if connection.state.stopping:
-            connection.close()
             return
         connection.idle_since = time.monotonic()
         connection.busy = False
@@ -107,8 +136,9 @@ class Dispatcher:
         in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread:
             signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
-            signal.signal(signal.SIGTERM, self.request_stop)
-            signal.signal(signal.SIGINT, self.request_stop)
+            if self.handle_signals:
+                signal.signal(signal.SIGTERM, self.request_stop)
+                signal.signal(signal.SIGINT, self.request_stop)
         self.model.start(self)
         next_sweep = time.monotonic() + _SWEEP_INTERVAL
         try:
@@ -117,6 +147,8 @@ class Dispatcher:
                 now = time.monotonic()
                 if now >= next_sweep:
                     self._close_idle(now)
+                    if self.on_tick is not None:
+                        self.on_tick()
                     next_sweep = now + _SWEEP_INTERVAL
             self._drain()
         finally:
@@ -135,11 +167,15 @@ class Dispatcher:
             if connection is not None:
                 connection.busy = True
                 self.model.submit(connection)
+                if self.accept_only_when_free and not self.paused_for_slots:
+                    self._check_slots()
             elif fd in self.listeners:
                 self._accept(fd)
             elif fd == self.wake_read:
                 with contextlib.suppress(OSError):
                     os.read(self.wake_read, 4096)
+                if self.paused_for_slots:
+                    self._check_slots()
             else:
                 callback = self.watched.get(fd)
                 if callback is not None:
@@ -148,7 +184,13 @@ class Dispatcher:
     def _accept(self, fd: int) -> None:
         listener, state = self.listeners[fd]
         is_tcp = listener.family != socket.AF_UNIX
-        for _ in range(_ACCEPT_BATCH):
+        batch = _ACCEPT_BATCH
+        if self.accept_only_when_free:
+            batch = min(batch, self.model.free_slots())
+            if batch <= 0:
+                self._check_slots()
+                return
+        for _ in range(batch):
             try:
                 sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -173,6 +215,25 @@ class Dispatcher:
         for fd in self.listeners:
             self.readiness.pause(fd)
 
+    def _check_slots(self) -> None:
+        """Listen while the model has a free slot, and only then."""
+        if self.model.free_slots() > 0:
+            self.waiting_for_slot = False
+            if self.paused_for_slots:
+                self.paused_for_slots = False
+                if not self.accept_paused_until:
+                    for fd in self.listeners:
+                        self.readiness.resume(fd)
+            return
+        if not self.paused_for_slots:
+            self.paused_for_slots = True
+            for fd in self.listeners:
+                self.readiness.pause(fd)
+        self.waiting_for_slot = True
+        # A request that ended before the flag was set did not wake the loop.
+        if self.model.free_slots() > 0:
+            self._check_slots()
+
     def _forget(self, connection: Connection) -> None:
         if self.connections.get(connection.fd) is connection:
             del self.connections[connection.fd]
@@ -181,8 +242,9 @@ class Dispatcher:
     def _close_idle(self, now: float) -> None:
         if self.accept_paused_until and now >= self.accept_paused_until:
             self.accept_paused_until = 0.0
-            for fd in self.listeners:
-                self.readiness.resume(fd)
+            if not self.paused_for_slots:
+                for fd in self.listeners:
+                    self.readiness.resume(fd)
         for connection in list(self.connections.values()):
             if connection.busy:
                 continue
@@ -199,17 +261,18 @@ class Dispatcher:
             self.readiness.forget(fd)
             sock.close()
         self.listeners.clear()
-        for connection in list(self.connections.values()):
-            if not connection.busy:
-                connection.close()
-        deadline = time.monotonic() + self.graceful_timeout
-        while not self.force_stop and time.monotonic() < deadline:
+        started = time.monotonic()
+        while not self.force_stop:
+            now = time.monotonic()
+            limit = QUICK_STOP_SECONDS if self.quick_stop else self.graceful_timeout
+            if now >= started + limit:
+                break
+            for connection in list(self.connections.values()):
+                if not connection.busy and now - connection.idle_since >= _DRAIN_IDLE_SECONDS:
+                    connection.close()
             if not self.connections and self.model.idle():
                 break
             self._poll_once(0.05)
-            for connection in list(self.connections.values()):
-                if not connection.busy:
-                    connection.close()
         self.model.stop()
 
     def _close_everything(self) -> None:

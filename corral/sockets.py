@@ -42,7 +42,40 @@ def parse_address(address: str) -> tuple[str, str | int | tuple[str, int]]:
     return "tcp", (host or "0.0.0.0", port)
 
 
-def listen(address: str, backlog: int) -> socket.socket:
+# A master started by USR2 finds its predecessor's listening sockets here ("3,4").
+INHERITED_FDS_VARIABLE = "CORRAL_LISTEN_FDS"
+_SYSTEMD_FIRST_FD = 3
+
+
+def inherited_listeners() -> list[socket.socket]:
+    """Listening sockets handed over at exec: by the previous master on USR2, or by
+    systemd socket activation (LISTEN_FDS for LISTEN_PID). These are process-start
+    protocols, not settings, so they are read from the environment here, once."""
+    fds: list[int] = []
+    handed_over = os.environ.pop(INHERITED_FDS_VARIABLE, "")
+    if handed_over:
+        fds = [int(part) for part in handed_over.split(",") if part.strip().isdigit()]
+    elif os.environ.get("LISTEN_PID") == str(os.getpid()):
+        count = int(os.environ.get("LISTEN_FDS", "0") or 0)
+        fds = list(range(_SYSTEMD_FIRST_FD, _SYSTEMD_FIRST_FD + count))
+        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            os.environ.pop(name, None)
+    listeners = []
+    for fd in fds:
+        sock = socket.socket(fileno=fd)
+        os.set_inheritable(fd, False)
+        listeners.append(sock)
+    return listeners
+
+
+def handover_environment(listeners: list[socket.socket]) -> dict[str, str]:
+    """Make `listeners` survive exec and say where they are, for the next master."""
+    for sock in listeners:
+        os.set_inheritable(sock.fileno(), True)
+    return {INHERITED_FDS_VARIABLE: ",".join(str(sock.fileno()) for sock in listeners)}
+
+
+def listen(address: str, backlog: int, reuse_port: bool = False) -> socket.socket:
     kind, where = parse_address(address)
     try:
         if kind == "fd":
@@ -65,6 +98,8 @@ def listen(address: str, backlog: int) -> socket.socket:
         family, _, _, _, sockaddr = infos[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:

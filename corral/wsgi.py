@@ -174,6 +174,15 @@ class Response:
         self.remaining: int | None = None
         self.bytes_sent = 0
 
+    def status_text(self) -> str:
+        """The status line's text, e.g. "200 OK"; what corral sent when the app failed."""
+        if self._status is not None and status_code(self._status) == self.code:
+            return self._status
+        return str(self.code)
+
+    def header_list(self) -> list[tuple[str, str]]:
+        return list(self._headers)
+
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
     ) -> Callable[[bytes], None]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from corral.connection import Connection
@@ -30,6 +30,16 @@ class WorkerModel:
     def idle(self) -> bool:
         """True when no request is being served."""
         return True
+
+    def free_slots(self) -> int:
+        """How many more requests could start now; a worker among several accepts a new
+        connection only while this is above 0, so that no request waits behind a busy
+        worker while another sits idle."""
+        return 1
+
+    def make_readiness(self, wake_fd: int) -> Any:
+        """A readiness set of the model's own (gevent's loop), or None for the default."""
+        return None
 
     def stop(self) -> None:
         """Called once the dispatcher has drained or given up waiting."""

@@ -66,6 +66,7 @@ class ThreadPerRequest(WorkerModel):
             serve_and_release(dispatcher, connection)
             with self.lock:
                 self.lingering += 1
+            dispatcher.slot_freed()
             try:
                 connection, counted = ready.get(timeout=_LINGER_SECONDS)
             except queue.Empty:
@@ -84,6 +85,10 @@ class ThreadPerRequest(WorkerModel):
     def idle(self) -> bool:
         with self.lock:
             return self.threads == self.lingering and self.ready.empty()
+
+    def free_slots(self) -> int:
+        with self.lock:
+            return self.max_threads - (self.threads - self.lingering)
 
     def concurrency(self) -> int:
         return self.max_threads

@@ -47,9 +47,13 @@ class ThreadPool(WorkerModel):
             serve_and_release(dispatcher, connection)
             with self.lock:
                 self.in_flight -= 1
+            dispatcher.slot_freed()
 
     def idle(self) -> bool:
         return self.in_flight == 0
+
+    def free_slots(self) -> int:
+        return self.size - self.in_flight
 
     def stop(self) -> None:
         for _ in self.threads:
