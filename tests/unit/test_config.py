@@ -23,9 +23,18 @@ def test_precedence_defaults_environment_overrides() -> None:
     assert build_config({"CORRAL_THREADS": "3"}, {"threads": "5"}).threads == 5
 
 
+def test_threads_imply_the_thread_worker_and_gunicorn_names_are_understood() -> None:
+    assert build_config(None, {"threads": 4}).worker_class == "thread"
+    assert build_config(None, {"worker_class": "gthread"}).worker_class == "thread"
+    assert build_config(None, {"worker_class": "sync"}).worker_class == "sync"
+    assert build_config(None, {"umask": "022"}).umask == 0o22
+    assert build_config(None, {"umask": "0o117"}).umask == 0o117
+
+
 def test_every_setting_has_a_flag_and_help() -> None:
     for setting in SETTINGS:
-        assert setting.flags and setting.flags[-1].startswith("--")
+        # Hooks are functions: only a config file can give them.
+        assert setting.is_hook or (setting.flags and setting.flags[-1].startswith("--"))
         assert setting.help.endswith(".")
         # The default itself passes the setting's own validation.
         assert setting.type(setting.default) == setting.default
@@ -37,6 +46,10 @@ def test_every_setting_has_a_flag_and_help() -> None:
         ({"threads": 0}, "--threads: must be at least 1"),
         ({"no_such_setting": 1}, "unknown setting 'no_such_setting'"),
         ({"threads": 2, "process_per_request": 2}, "choose one concurrency model"),
+        ({"worker_class": "gevent", "threads": 4}, "gevent runs coroutines; drop --threads"),
+        ({"workers": 2, "process_per_request": 2}, "cannot run inside --workers"),
+        ({"worker_class": "tornado"}, "--worker-class: 'tornado': must be sync"),
+        ({"umask": "0o1000"}, "--umask: must be between"),
         ({"log_level": "loud"}, "--log-level: must be one of"),
     ],
 )
