@@ -23,6 +23,7 @@ MODELS: dict[str, list[str]] = {
     "thread-pool": ["--threads", "4"],
     "thread-per-request": ["--thread-per-request"],
     "process-per-request": ["--process-per-request", "4"],
+    "gevent": ["-k", "gevent"],
 }
 
 

@@ -149,6 +149,7 @@ def test_multithread_and_multiprocess_tell_the_truth(
         "thread-pool": (True, False),
         "thread-per-request": (True, False),
         "process-per-request": (False, True),
+        "gevent": (True, False),
     }[model_name]
     environ = fetch_environ(server.port)
     assert (environ["wsgi.multithread"], environ["wsgi.multiprocess"]) == expected
