@@ -82,16 +82,25 @@ class _Atoms:
 class AccessLog:
     """Writes one line per response to a stream."""
 
-    def __init__(self, stream: IO[str], log_format: str = DEFAULT_FORMAT) -> None:
+    def __init__(self, stream: IO[str], log_format: str = DEFAULT_FORMAT, path: str = "-") -> None:
         self.stream = stream
         self.format = log_format
+        self.path = path
         self.lock = threading.Lock()
 
     @classmethod
     def open(cls, path: str, log_format: str) -> AccessLog:
         """'-' is standard output; anything else a file opened for appending."""
-        stream = sys.stdout if path == "-" else open(path, "a", buffering=1)  # noqa: SIM115
-        return cls(stream, log_format)
+        return cls(_open_stream(path), log_format, path)
+
+    def reopen(self) -> None:
+        """Open the file again by name (USR1), after a log rotation moved it."""
+        if self.path == "-":
+            return
+        stream = _open_stream(self.path)
+        with self.lock:
+            previous, self.stream = self.stream, stream
+        previous.close()
 
     def write(self, environ: dict[str, Any], response: Response, duration: float) -> None:
         try:
@@ -101,3 +110,7 @@ class AccessLog:
         with self.lock:
             self.stream.write(line + "\n")
             self.stream.flush()
+
+
+def _open_stream(path: str) -> IO[str]:
+    return sys.stdout if path == "-" else open(path, "a", buffering=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import os
 import sys
 from typing import Any
@@ -37,6 +38,22 @@ def load_app(spec: str) -> Any:
                 return _checked(getattr(module, candidate), f"{module_name}:{candidate}")
         raise AppLoadError(f"module {module_name!r} has no 'application' or 'app'")
     return _checked(_evaluate(module, expression, spec), spec)
+
+
+def check_importable(spec: str) -> None:
+    """Raise `AppLoadError` if the module of `spec` cannot be found, without importing it
+    (the master leaves importing to its workers)."""
+    module_name = spec.partition(":")[0]
+    if not module_name:
+        raise AppLoadError(f"{spec!r}: expected MODULE:APP")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise AppLoadError(f"no module named {module_name!r} (from {spec!r})")
 
 
 def _evaluate(module: Any, expression: str, spec: str) -> Any:

@@ -4,27 +4,44 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 
 from corral import __version__
-from corral.app_loading import AppLoadError, load_app
-from corral.config import SETTINGS, Config, ConfigError, build_config
+from corral.app_loading import AppLoadError, check_importable, load_app
+from corral.config import SETTINGS, SETTINGS_BY_NAME, Config, ConfigError, Setting, build_config
+from corral.config_file import (
+    GUNICORN_BY_FLAG,
+    gunicorn_flag_aliases,
+    read_config_file,
+    unsupported_message,
+)
+from corral.master import exec_argv_for
 from corral.sockets import BindError
 
 USAGE_ERROR = 2
 APP_LOAD_ERROR = 4
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors become ConfigError, so the command prints them as one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The command line, generated from `SETTINGS`; gunicorn's spellings of flags that
+    corral spells differently are accepted too, without cluttering --help."""
+    parser = _Parser(
         prog="corral",
         description="Serve a WSGI application. APP is MODULE:NAME or MODULE:FACTORY().",
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("app", nargs="?", metavar="APP", help="the WSGI application")
-    parser.add_argument("--version", action="version", version=f"corral {__version__}")
+    parser.add_argument("-v", "--version", action="version", version=f"corral {__version__}")
     parser.add_argument(
         "--print-config", action="store_true", help="Print the settings in effect and exit."
     )
@@ -42,44 +59,82 @@ def make_parser() -> argparse.ArgumentParser:
             group = groups[setting.section] = parser.add_argument_group(setting.section)
         # argparse expands %-atoms in help; the access log format is full of them.
         text = setting.help.replace("%", "%%")
-        default = f" (default: {setting.default!r})".replace("%", "%%")
-        if setting.is_flag:
-            group.add_argument(
-                *setting.flags, dest=setting.name, action="store_const", const=True, help=text
-            )
-        elif setting.is_list:
-            group.add_argument(
-                *setting.flags,
-                dest=setting.name,
-                action="append",
-                metavar=setting.metavar,
-                help=text + default,
-            )
-        else:
-            group.add_argument(
-                *setting.flags, dest=setting.name, metavar=setting.metavar, help=text + default
-            )
+        if not setting.is_flag:
+            text += f" (default: {setting.default!r})".replace("%", "%%")
+        _add_option(group, setting, setting.flags, text)
+    for flag, name in gunicorn_flag_aliases().items():
+        _add_option(parser, SETTINGS_BY_NAME[name], (flag,), argparse.SUPPRESS)
     return parser
 
 
-def parse_config(argv: Sequence[str]) -> tuple[argparse.Namespace, Config]:
+def _add_option(
+    parser: argparse._ActionsContainer, setting: Setting, flags: Sequence[str], text: str
+) -> None:
+    if setting.is_flag:
+        parser.add_argument(*flags, dest=setting.name, action="store_const", const=True, help=text)
+    elif setting.is_list:
+        parser.add_argument(
+            *flags, dest=setting.name, action="append", metavar=setting.metavar, help=text
+        )
+    else:
+        parser.add_argument(*flags, dest=setting.name, metavar=setting.metavar, help=text)
+
+
+def parse_config(
+    argv: Sequence[str], environ: Mapping[str, str] | None = None
+) -> tuple[argparse.Namespace, Config]:
+    """The command's arguments and the settings in effect, from every source.
+
+    Precedence: defaults < config file < `CORRAL_*` variables < the options in
+    `CORRAL_CMD_ARGS` < `argv`. The config file is the one `--config` names (in `argv`,
+    else `CORRAL_CMD_ARGS`, else `CORRAL_CONFIG`), run afresh on every call: the master
+    calls this again on HUP. `environ` defaults to `os.environ`. Raises ConfigError, one
+    line, for anything wrong in any source.
+    """
+    environ = os.environ if environ is None else environ
     parser = make_parser()
-    arguments = parser.parse_args(argv)
-    overrides = {
-        setting.name: getattr(arguments, setting.name)
-        for setting in SETTINGS
-        if hasattr(arguments, setting.name)
-    }
-    return arguments, build_config(os.environ, overrides)
+    try:
+        extra = shlex.split(environ.get("CORRAL_CMD_ARGS", ""))
+    except ValueError as error:
+        raise ConfigError(f"CORRAL_CMD_ARGS: {error}") from None
+    from_environment = _parse_arguments(parser, extra, "CORRAL_CMD_ARGS: ")
+    given = {**vars(from_environment), **vars(_parse_arguments(parser, argv, ""))}
+    overrides = {setting.name: given[setting.name] for setting in SETTINGS if setting.name in given}
+    path = overrides.get("config", environ.get(SETTINGS_BY_NAME["config"].environment_name))
+    file_values = read_config_file(path) if path else None
+    return argparse.Namespace(**given), build_config(environ, overrides, file_values)
+
+
+def _parse_arguments(
+    parser: argparse.ArgumentParser, argv: Sequence[str], source: str
+) -> argparse.Namespace:
+    try:
+        arguments, unknown = parser.parse_known_args(argv)
+    except ConfigError as error:
+        raise ConfigError(f"{source}{error}") from None
+    for argument in unknown:
+        flag = argument.split("=", 1)[0]
+        entry = GUNICORN_BY_FLAG.get(flag)
+        if entry is not None and entry.corral is None:
+            raise ConfigError(f"{source}{unsupported_message(entry, flag)}")
+    if unknown:
+        raise ConfigError(f"{source}unrecognized arguments: {' '.join(unknown)}")
+    return arguments
 
 
 def print_config(config: Config) -> None:
+    """Each setting and its value; hooks by their function's name."""
     for setting in SETTINGS:
-        print(f"{setting.name:28} = {getattr(config, setting.name)!r}")
+        value = getattr(config, setting.name)
+        shown = f"<function {value.__qualname__}>" if setting.is_hook and value else repr(value)
+        print(f"{setting.name:28} = {shown}")
 
 
-def main(argv: Sequence[str] | None = None, app: Any = None) -> int:
-    """Run the command line; `app` is given when a caller (the Flask command) loaded it."""
+def main(
+    argv: Sequence[str] | None = None, app: Any = None, exec_argv: list[str] | None = None
+) -> int:
+    """Run the command line; `app` is given when a caller (the Flask command) loaded it,
+    `exec_argv` says how to start the same command again (USR2)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         arguments, config = parse_config(argv)
@@ -90,26 +145,64 @@ def main(argv: Sequence[str] | None = None, app: Any = None) -> int:
         print_config(config)
         return 0
     spec = getattr(arguments, "app", None)
-    if app is None:
-        if not spec:
-            print("corral: error: name the application, e.g. corral myapp:app", file=sys.stderr)
-            return USAGE_ERROR
-        try:
-            app = load_app(spec)
-        except AppLoadError as error:
-            print(f"corral: error: {error}", file=sys.stderr)
-            return APP_LOAD_ERROR
-    if getattr(arguments, "check_config", False):
+    if app is None and not spec:
+        print("corral: error: name the application, e.g. corral myapp:app", file=sys.stderr)
+        return USAGE_ERROR
+    if app is not None and config.worker_class == "gevent":
+        print(
+            "corral: error: -k gevent must patch before the app is imported; "
+            "run: corral -k gevent MODULE:APP",
+            file=sys.stderr,
+        )
+        return USAGE_ERROR
+    check_only = getattr(arguments, "check_config", False)
+    supervised = bool(config.workers or config.reload)
+    try:
+        if app is None and (check_only or not supervised or config.preload):
+            from corral.server import prepare_process
+
+            prepare_process(config)
+            app = load_app(str(spec))
+        elif app is None:
+            # Workers import the app; say now, in one line, if it cannot be found.
+            check_importable(str(spec))
+    except AppLoadError as error:
+        print(f"corral: error: {error}", file=sys.stderr)
+        return APP_LOAD_ERROR
+    except ConfigError as error:
+        # A setting that cannot be honoured here, such as -k gevent without gevent.
+        print(f"corral: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    if check_only:
         print("corral: configuration OK")
         return 0
-    from corral.server import serve
+    from corral.server import serve, serve_with_workers
 
     try:
+        if supervised:
+
+            def reload_config() -> Config:
+                return _with_a_worker(parse_config(argv)[1])
+
+            return serve_with_workers(
+                spec,
+                app,
+                _with_a_worker(config),
+                reload_config,
+                exec_argv or exec_argv_for(argv),
+            )
         serve(app, config)
     except BindError as error:
         print(f"corral: error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _with_a_worker(config: Config) -> Config:
+    """--reload alone runs one worker under a master, which restarts it on changes."""
+    if config.workers:
+        return config
+    return Config({**config.as_dict(), "workers": 1})
 
 
 if __name__ == "__main__":

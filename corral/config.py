@@ -2,7 +2,8 @@
 
 Each setting is declared once here; the command line, the `CORRAL_*` environment
 variables, `--print-config`, the `run_simple` keywords and docs/settings.md are all
-generated from `SETTINGS`. Precedence: defaults < environment < command line.
+generated from `SETTINGS`, and a `-c` config file (read by `corral.config_file`) gives
+them by name. Precedence: defaults < config file < environment < command line.
 """
 
 from __future__ import annotations
@@ -123,6 +124,13 @@ def optional_string(text: Any) -> str | None:
     return string(text)
 
 
+def user_or_group(value: Any) -> str | None:
+    """A name or a numeric id; gunicorn config files give ids as numbers."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    return optional_string(value)
+
+
 def hook(value: Any) -> Any:
     """A server hook: a callable, or None for none (given in a -c config file)."""
     if value is not None and not callable(value):
@@ -193,6 +201,16 @@ _HOOKS = (
 )
 
 SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "config",
+        ("-c", "--config"),
+        optional_string,
+        None,
+        "Python file whose names are settings (gunicorn's names too); none is read unless "
+        "named, so a file left in the working directory never changes a server.",
+        "Config file",
+        "FILE",
+    ),
     Setting(
         "bind",
         ("-b", "--bind"),
@@ -332,7 +350,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "user",
         ("-u", "--user"),
-        optional_string,
+        user_or_group,
         None,
         "User (name or id) the workers run as.",
         "Worker processes",
@@ -341,7 +359,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "group",
         ("-g", "--group"),
-        optional_string,
+        user_or_group,
         None,
         "Group (name or id) the workers run as.",
         "Worker processes",
@@ -509,27 +527,47 @@ class Config:
 
 
 def build_config(
-    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    file_values: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Defaults, then `CORRAL_*` variables from `environ`, then `overrides`; all checked."""
+    """Defaults, then `file_values`, then `CORRAL_*` variables from `environ`, then
+    `overrides`; all checked.
+
+    `file_values` are a config file's settings by corral's names, as
+    `corral.config_file.read_config_file` returns them; the `config` setting itself is
+    only recorded here, never read. Raises ConfigError, naming the setting, for an
+    unknown name or a bad value or combination.
+    """
     values = {setting.name: setting.default for setting in SETTINGS}
+    for name, value in (file_values or {}).items():
+        setting = _known_setting(name)
+        if setting.name == "config":
+            raise ConfigError("config: a config file cannot name another config file")
+        values[name] = convert_value(setting, value, name)
     for setting in SETTINGS:
         if setting.is_hook:
             continue
         if environ is not None and setting.environment_name in environ:
-            values[setting.name] = _convert(
+            values[setting.name] = convert_value(
                 setting, environ[setting.environment_name], setting.environment_name
             )
     for name, value in (overrides or {}).items():
-        known = SETTINGS_BY_NAME.get(name)
-        if known is None:
-            raise ConfigError(f"unknown setting {name!r}")
-        values[name] = _convert(known, value, known.flags[-1] if known.flags else name)
+        setting = _known_setting(name)
+        values[name] = convert_value(setting, value, setting.flags[-1] if setting.flags else name)
     _check_combination(values)
     return Config(values)
 
 
-def _convert(setting: Setting, value: Any, source: str) -> Any:
+def _known_setting(name: str) -> Setting:
+    try:
+        return SETTINGS_BY_NAME[name]
+    except KeyError:
+        raise ConfigError(f"unknown setting {name!r}") from None
+
+
+def convert_value(setting: Setting, value: Any, source: str) -> Any:
+    """`value` checked and converted by `setting`'s type; ConfigError names `source`."""
     try:
         return setting.type(value)
     except ValueError as error:
@@ -566,9 +604,12 @@ def settings_markdown() -> str:
     lines = [
         "# Settings",
         "",
-        "Every setting can be given on the command line, or as an environment variable",
-        "`CORRAL_<NAME>` (the command line wins), or as a keyword to `corral.run_simple`.",
-        "This page is generated from `corral/config.py`.",
+        "Every setting can be given in a config file (`-c FILE`, a Python file assigning",
+        "settings by name, e.g. `workers = 4`), as an environment variable `CORRAL_<NAME>`,",
+        "in `CORRAL_CMD_ARGS` (extra command-line options), or on the command line; each",
+        "wins over the ones before it. Server hooks can only be given in a config file.",
+        "`corral.run_simple` takes settings as keywords. gunicorn's names are in",
+        "[From gunicorn](from-gunicorn.md). This page is generated from `corral/config.py`.",
     ]
     sections = list(dict.fromkeys(setting.section for setting in SETTINGS))
     for section in sections:

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import logging
 import os
+import select
 import signal
 import socket
 import threading
@@ -268,7 +269,11 @@ class Dispatcher:
             if now >= started + limit:
                 break
             for connection in list(self.connections.values()):
-                if not connection.busy and now - connection.idle_since >= _DRAIN_IDLE_SECONDS:
+                if (
+                    not connection.busy
+                    and now - connection.idle_since >= _DRAIN_IDLE_SECONDS
+                    and not _has_bytes_waiting(connection.sock)
+                ):
                     connection.close()
             if not self.connections and self.model.idle():
                 break
@@ -302,3 +307,14 @@ class Dispatcher:
         self.readiness.close()
         os.close(self.wake_read)
         os.close(self.wake_write)
+
+
+def _has_bytes_waiting(sock: socket.socket) -> bool:
+    """True when a request (or the peer's close) has arrived but is not yet read: closing
+    then would reset the connection under a request the client has already sent."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    try:
+        return bool(poller.poll(0))
+    except OSError:
+        return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -51,10 +52,20 @@ class HookResponse:
 class RequestObserver:
     """Requests in flight by thread (or greenlet), requests served, and the hooks."""
 
-    def __init__(self, worker: Any, pre_request: Any = None, post_request: Any = None) -> None:
+    def __init__(
+        self,
+        worker: Any,
+        pre_request: Any = None,
+        post_request: Any = None,
+        limit: int = 0,
+        on_limit: Callable[[], None] | None = None,
+    ) -> None:
         self.worker = worker
         self.pre_request = pre_request
         self.post_request = post_request
+        # After `limit` requests (--max-requests), `on_limit` is called once.
+        self.limit = limit
+        self.on_limit = on_limit
         # thread ident -> (monotonic start, request line)
         self.in_flight: dict[int, tuple[float, str]] = {}
         self.served = 0
@@ -85,6 +96,8 @@ class RequestObserver:
     ) -> None:
         self.in_flight.pop(threading.get_ident(), None)
         self.served += 1
+        if self.served == self.limit and self.on_limit is not None:
+            self.on_limit()
         if self.post_request is None:
             return
         try:

@@ -7,10 +7,12 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from corral import __version__
 from corral.access_log import AccessLog
+from corral.app_loading import load_app
 from corral.config import Config
 from corral.connection import ServingState
 from corral.dispatcher import Dispatcher
@@ -49,6 +51,24 @@ def prepare_process(config: Config) -> None:
         from corral.workers.coroutines import patch_process
 
         patch_process()
+
+
+def describe_concurrency(config: Config) -> str:
+    """The start-up line for worker processes, from the settings alone: the master
+    never builds a worker model (nor imports gevent)."""
+    workers = config.workers
+    processes = f"{workers} worker process{'es' if workers != 1 else ''}"
+    if config.worker_class == "gevent":
+        each, per = f"{config.worker_connections} coroutines (gevent)", config.worker_connections
+    elif config.thread_per_request:
+        each, per = f"a thread per request (ceiling {config.max_threads})", config.max_threads
+    elif config.worker_class == "thread":
+        each, per = f"{config.threads} threads (thread pool)", config.threads
+    else:
+        each, per = "1 thread", 1
+    upto = "up to " if config.thread_per_request else ""
+    total = workers * per
+    return f"{processes} × {each} = {upto}{total} request{'s' if total != 1 else ''} at a time"
 
 
 def make_worker_model(config: Config) -> WorkerModel:
@@ -164,3 +184,76 @@ def serve(app: Any, config: Config) -> None:
     freeze_heap()
     dispatcher.run()
     error_log.info("Stopped")
+
+
+def drop_privileges(config: Config) -> None:
+    """Become --group and --user (names or ids). Raises OSError or KeyError."""
+    import grp
+    import pwd
+
+    if config.group is not None:
+        group = config.group
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        os.setgroups([gid])
+        os.setgid(gid)
+    if config.user is not None:
+        user = config.user
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        if config.group is None:
+            os.initgroups(entry.pw_name, entry.pw_gid)
+            os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+
+
+def reopen_logs(config: Config, dispatcher: Dispatcher) -> None:
+    """USR1: open the error and access log files again, after a rotation moved them."""
+    configure_logging(config)
+    reopened = set()
+    for _, state in dispatcher.listeners.values():
+        access_log = state.access_log
+        if access_log is not None and id(access_log) not in reopened:
+            reopened.add(id(access_log))
+            access_log.reopen()
+
+
+def set_process_title(config: Config, role: str) -> None:
+    """ "corral: master [name]" in ps and top, when setproctitle is installed."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(f"corral: {role} [{config.proc_name or 'corral'}]")
+
+
+def serve_with_workers(
+    spec: str | None,
+    app: Any,
+    config: Config,
+    reload_config: Callable[[], Config],
+    exec_argv: list[str],
+) -> int:
+    """Run the master and its workers until stopped; the command's exit status.
+
+    Raises `BindError` when an address cannot be listened on.
+    """
+    from corral.master import Master
+    from corral.worker_process import WorkerBoot
+
+    configure_logging(config)
+    boot = WorkerBoot(spec, app)
+    master = Master(
+        config, [], boot, reload_config, exec_argv, describe_concurrency, configure_logging
+    )
+    if config.on_starting is not None:
+        config.on_starting(master)
+    master.listeners = open_listeners(config)
+    for sock in master.listeners:
+        error_log.info("Listening at %s", describe(sock))
+    if config.preload and boot.app is None:
+        assert spec is not None
+        prepare_process(config)
+        boot.app = load_app(spec)
+    if boot.app is not None:
+        freeze_heap()
+    set_process_title(config, "master")
+    return master.run()

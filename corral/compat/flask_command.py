@@ -22,4 +22,5 @@ def corral_command(context: click.Context, options: tuple[str, ...]) -> None:
     if "--help" in options or "-h" in options:
         sys.exit(main(["--help"]))
     info = context.ensure_object(ScriptInfo)
-    sys.exit(main(list(options), app=info.load_app()))
+    # USR2 starts a new master by running this same flask command again.
+    sys.exit(main(list(options), app=info.load_app(), exec_argv=[sys.executable, *sys.argv]))

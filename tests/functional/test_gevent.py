@@ -8,6 +8,8 @@ import json
 import time
 from collections.abc import Callable
 
+import pytest
+
 from tests.server import RunningServer
 
 PROBE_APP = "tests.apps.gevent_probe:app"
@@ -50,10 +52,14 @@ def _get_json(port: int, path: str) -> dict[str, object]:
         connection.close()
 
 
-def test_one_process_serves_a_thousand_slow_requests_at_once(
-    start_server: Callable[..., RunningServer],
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_thousand_slow_requests_at_once(
+    start_server: Callable[..., RunningServer], workers: int
 ) -> None:
-    server = start_server(options=["-k", "gevent"])
+    server = start_server(options=["-k", "gevent", "-w", str(workers)])
+    deadline = time.monotonic() + 15
+    while server.log.count("Booted worker") < workers and time.monotonic() < deadline:
+        time.sleep(0.02)
     elapsed = _time_concurrent_requests(server.port, "/slow?ms=100", 1000)
     # One after another they would take 100 s; ten at a time, 10 s.
     assert elapsed < 1.5, f"1000 requests of 100 ms took {elapsed:.2f} s"

@@ -23,12 +23,25 @@ def test_precedence_defaults_environment_overrides() -> None:
     assert build_config({"CORRAL_THREADS": "3"}, {"threads": "5"}).threads == 5
 
 
+def test_config_file_values_rank_below_the_environment() -> None:
+    assert build_config(None, None, {"threads": 2}).threads == 2
+    assert build_config({"CORRAL_THREADS": "3"}, None, {"threads": 2}).threads == 3
+    assert build_config(None, {"threads": 4}, {"threads": 2}).threads == 4
+    # Hooks are skipped for the environment, not for a file.
+    assert build_config({"CORRAL_POST_FORK": "x"}, None, {"post_fork": print}).post_fork is print
+    with pytest.raises(ConfigError, match="unknown setting 'nope'"):
+        build_config(None, None, {"nope": 1})
+    with pytest.raises(ConfigError, match="cannot name another config file"):
+        build_config(None, None, {"config": "other.py"})
+
+
 def test_threads_imply_the_thread_worker_and_gunicorn_names_are_understood() -> None:
     assert build_config(None, {"threads": 4}).worker_class == "thread"
     assert build_config(None, {"worker_class": "gthread"}).worker_class == "thread"
     assert build_config(None, {"worker_class": "sync"}).worker_class == "sync"
     assert build_config(None, {"umask": "022"}).umask == 0o22
     assert build_config(None, {"umask": "0o117"}).umask == 0o117
+    assert build_config(None, {"user": 1000, "group": "www-data"}).user == "1000"
 
 
 def test_every_setting_has_a_flag_and_help() -> None:

@@ -1,0 +1,366 @@
+"""`-c FILE`: a Python file whose module-level names are settings, as with gunicorn.
+
+The file is run, and each top-level name it leaves is a setting: corral's names
+(`keep_alive = 10`), gunicorn's names for the same settings (`keepalive = 10`), and the
+server hooks as functions (`def post_fork(server, worker): ...`). Names starting with
+`_`, imported modules, and functions or classes not named after a setting are the file's
+own helpers and are left alone; any other name must be a setting. gunicorn settings
+corral lacks are refused with what to do instead, so none is silently dropped. A value
+of None leaves any setting, even one corral lacks, at its default, as in gunicorn.
+
+The file is run afresh on every read, so a HUP that reloads the configuration sees the
+file as it is now.
+
+`python -m corral.config_file` prints the generated part of docs/from-gunicorn.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import os
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from corral.config import SETTINGS, SETTINGS_BY_NAME, ConfigError, convert_value
+
+
+@dataclass(frozen=True)
+class GunicornSetting:
+    """One gunicorn setting: its config-file name and flags, and corral's equivalent."""
+
+    name: str
+    flags: tuple[str, ...]
+    # corral's setting, or None when corral has no equivalent.
+    corral: str | None
+    # For a setting corral lacks: what to do instead.
+    instead: str = ""
+
+
+_TLS = "terminate TLS in a proxy (nginx, HAProxy) in front of corral"
+_FOREGROUND = "run corral in the foreground under systemd, Docker or supervisord"
+_PROXY_HEADERS = (
+    "corral passes X-Forwarded-* headers to the app untouched; apply them with a WSGI "
+    "middleware (such as werkzeug's ProxyFix) that trusts only your proxy"
+)
+_PROXY_PROTOCOL = "have the proxy speak plain HTTP and send X-Forwarded-For"
+_LOGGING = (
+    "log with --error-logfile and --access-logfile; for anything else, add handlers to "
+    "the 'corral' logger from the app"
+)
+_SYSLOG = "log to standard error and let journald or the container runtime collect it"
+_STATSD = "not built in; take metrics from the access log or a WSGI middleware"
+_PASTE = "load the application from a module: corral MODULE:NAME"
+_STRICT = "corral parses requests strictly, with no switch to relax it"
+
+GUNICORN_SETTINGS: tuple[GunicornSetting, ...] = (
+    GunicornSetting("config", ("-c", "--config"), "config"),
+    GunicornSetting("wsgi_app", (), None, "name the application on the command line"),
+    GunicornSetting("bind", ("-b", "--bind"), "bind"),
+    GunicornSetting("backlog", ("--backlog",), "backlog"),
+    GunicornSetting("workers", ("-w", "--workers"), "workers"),
+    GunicornSetting("worker_class", ("-k", "--worker-class"), "worker_class"),
+    GunicornSetting("threads", ("--threads",), "threads"),
+    GunicornSetting("worker_connections", ("--worker-connections",), "worker_connections"),
+    GunicornSetting("max_requests", ("--max-requests",), "max_requests"),
+    GunicornSetting("max_requests_jitter", ("--max-requests-jitter",), "max_requests_jitter"),
+    GunicornSetting("timeout", ("-t", "--timeout"), "timeout"),
+    GunicornSetting("graceful_timeout", ("--graceful-timeout",), "graceful_timeout"),
+    GunicornSetting("keepalive", ("--keep-alive",), "keep_alive"),
+    GunicornSetting("limit_request_line", ("--limit-request-line",), "limit_request_line"),
+    GunicornSetting("limit_request_fields", ("--limit-request-fields",), "limit_request_fields"),
+    GunicornSetting(
+        "limit_request_field_size", ("--limit-request-field_size",), "limit_request_field_size"
+    ),
+    GunicornSetting("reload", ("--reload",), "reload"),
+    GunicornSetting(
+        "reload_engine", ("--reload-engine",), None, "drop it; --reload picks its own way"
+    ),
+    GunicornSetting(
+        "reload_extra_files",
+        ("--reload-extra-file",),
+        None,
+        "send HUP to the master when those files change",
+    ),
+    GunicornSetting("spew", ("--spew",), None, "trace the app with a debugger"),
+    GunicornSetting(
+        "check_config", ("--check-config",), None, "give --check-config on the command line"
+    ),
+    GunicornSetting(
+        "print_config", ("--print-config",), None, "give --print-config on the command line"
+    ),
+    GunicornSetting("preload_app", ("--preload",), "preload"),
+    GunicornSetting(
+        "sendfile",
+        ("--no-sendfile",),
+        None,
+        "drop it; corral always sends wsgi.file_wrapper files with sendfile()",
+    ),
+    GunicornSetting("reuse_port", ("--reuse-port",), "reuse_port"),
+    GunicornSetting(
+        "chdir",
+        ("--chdir",),
+        None,
+        "start corral in that directory (systemd: WorkingDirectory=)",
+    ),
+    GunicornSetting("daemon", ("-D", "--daemon"), None, _FOREGROUND),
+    GunicornSetting(
+        "raw_env",
+        ("-e", "--env"),
+        None,
+        "set the variables in corral's own environment (systemd: Environment=)",
+    ),
+    GunicornSetting("pidfile", ("-p", "--pid"), "pid"),
+    GunicornSetting(
+        "worker_tmp_dir",
+        ("--worker-tmp-dir",),
+        None,
+        "drop it; workers report to the master through shared memory, not a file",
+    ),
+    GunicornSetting("user", ("-u", "--user"), "user"),
+    GunicornSetting("group", ("-g", "--group"), "group"),
+    GunicornSetting("umask", ("-m", "--umask"), "umask"),
+    GunicornSetting("initgroups", ("--initgroups",), None, "give the group to run as with --group"),
+    GunicornSetting("tmp_upload_dir", (), None, "drop it; request bodies are streamed to the app"),
+    GunicornSetting("secure_scheme_headers", (), None, _PROXY_HEADERS),
+    GunicornSetting("forwarded_allow_ips", ("--forwarded-allow-ips",), None, _PROXY_HEADERS),
+    GunicornSetting("forwarder_headers", ("--forwarder-headers",), None, _PROXY_HEADERS),
+    GunicornSetting("accesslog", ("--access-logfile",), "access_logfile"),
+    GunicornSetting(
+        "disable_redirect_access_to_syslog",
+        ("--disable-redirect-access-to-syslog",),
+        None,
+        _SYSLOG,
+    ),
+    GunicornSetting("access_log_format", ("--access-logformat",), "access_logformat"),
+    GunicornSetting("errorlog", ("--error-logfile", "--log-file"), "error_logfile"),
+    GunicornSetting("loglevel", ("--log-level",), "log_level"),
+    GunicornSetting(
+        "capture_output",
+        ("--capture-output",),
+        None,
+        "let the service manager collect standard output and error",
+    ),
+    GunicornSetting("logger_class", ("--logger-class",), None, _LOGGING),
+    GunicornSetting("logconfig", ("--log-config",), None, _LOGGING),
+    GunicornSetting("logconfig_dict", (), None, _LOGGING),
+    GunicornSetting("logconfig_json", ("--log-config-json",), None, _LOGGING),
+    GunicornSetting("syslog_addr", ("--log-syslog-to",), None, _SYSLOG),
+    GunicornSetting("syslog", ("--log-syslog",), None, _SYSLOG),
+    GunicornSetting("syslog_prefix", ("--log-syslog-prefix",), None, _SYSLOG),
+    GunicornSetting("syslog_facility", ("--log-syslog-facility",), None, _SYSLOG),
+    GunicornSetting(
+        "enable_stdio_inheritance", ("-R", "--enable-stdio-inheritance"), None, _FOREGROUND
+    ),
+    GunicornSetting("statsd_host", ("--statsd-host",), None, _STATSD),
+    GunicornSetting("dogstatsd_tags", ("--dogstatsd-tags",), None, _STATSD),
+    GunicornSetting("statsd_prefix", ("--statsd-prefix",), None, _STATSD),
+    GunicornSetting("proc_name", ("-n", "--name"), "proc_name"),
+    GunicornSetting("default_proc_name", (), None, "set proc_name"),
+    GunicornSetting("pythonpath", ("--pythonpath",), None, "set PYTHONPATH"),
+    GunicornSetting("paste", ("--paste", "--paster"), None, _PASTE),
+    GunicornSetting("raw_paste_global_conf", ("--paste-global",), None, _PASTE),
+    GunicornSetting("proxy_protocol", ("--proxy-protocol",), None, _PROXY_PROTOCOL),
+    GunicornSetting("proxy_allow_ips", ("--proxy-allow-from",), None, _PROXY_PROTOCOL),
+    GunicornSetting("keyfile", ("--keyfile",), None, _TLS),
+    GunicornSetting("certfile", ("--certfile",), None, _TLS),
+    GunicornSetting("ssl_version", ("--ssl-version",), None, _TLS),
+    GunicornSetting("cert_reqs", ("--cert-reqs",), None, _TLS),
+    GunicornSetting("ca_certs", ("--ca-certs",), None, _TLS),
+    GunicornSetting("suppress_ragged_eofs", ("--suppress-ragged-eofs",), None, _TLS),
+    GunicornSetting("do_handshake_on_connect", ("--do-handshake-on-connect",), None, _TLS),
+    GunicornSetting("ciphers", ("--ciphers",), None, _TLS),
+    GunicornSetting("ssl_context", (), None, _TLS),
+    GunicornSetting("strip_header_spaces", ("--strip-header-spaces",), None, _STRICT),
+    GunicornSetting(
+        "permit_unconventional_http_method",
+        ("--permit-unconventional-http-method",),
+        None,
+        _STRICT,
+    ),
+    GunicornSetting(
+        "permit_unconventional_http_version",
+        ("--permit-unconventional-http-version",),
+        None,
+        _STRICT,
+    ),
+    GunicornSetting("casefold_http_method", ("--casefold-http-method",), None, _STRICT),
+    GunicornSetting("header_map", ("--header-map",), None, _STRICT),
+)
+
+GUNICORN_BY_NAME = {entry.name: entry for entry in GUNICORN_SETTINGS}
+GUNICORN_BY_FLAG = {flag: entry for entry in GUNICORN_SETTINGS for flag in entry.flags}
+
+
+def gunicorn_flag_aliases() -> dict[str, str]:
+    """gunicorn's flags that corral spells differently: flag -> corral's setting."""
+    return {
+        flag: entry.corral
+        for entry in GUNICORN_SETTINGS
+        if entry.corral is not None
+        for flag in entry.flags
+        if flag not in SETTINGS_BY_NAME[entry.corral].flags
+    }
+
+
+def unsupported_message(entry: GunicornSetting, spelled: str) -> str:
+    """One line for a gunicorn setting corral lacks, given as `spelled`."""
+    return f"{spelled} is a gunicorn setting corral does not support: {entry.instead}"
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Run the config file at `path`; its settings by corral's names, values checked.
+
+    Raises ConfigError, one line naming the file, when it cannot be read, raises while
+    running (with the line and the exception), names an unknown setting (with the
+    closest known name), a gunicorn setting corral lacks (with what to do instead), the
+    same setting twice (by both names), or a value the setting refuses.
+    """
+    namespace = _run(path)
+    values: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
+    for name, value in namespace.items():
+        setting_name = _setting_name(path, name, value)
+        if setting_name is None or value is None:
+            continue
+        if setting_name in given_as:
+            raise ConfigError(
+                f"{path}: {given_as[setting_name]} and {name} both set {setting_name}"
+            )
+        given_as[setting_name] = name
+        if setting_name == "post_request":
+            value = _post_request_with_four_arguments(value)
+        values[setting_name] = convert_value(
+            SETTINGS_BY_NAME[setting_name], value, f"{path}: {name}"
+        )
+    return values
+
+
+def _run(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as file:
+            source = file.read()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    # A fresh namespace on every read: nothing carries over from one read to the next.
+    namespace: dict[str, Any] = {"__file__": os.path.abspath(path), "__name__": "__config__"}
+    try:
+        exec(compile(source, path, "exec"), namespace)
+    except Exception as error:
+        raise ConfigError(f"{path}{_line_of(error, path)}: {_summary(error)}") from None
+    return namespace
+
+
+def _line_of(error: Exception, path: str) -> str:
+    if isinstance(error, SyntaxError) and error.lineno:
+        return f", line {error.lineno}"
+    lines = [
+        frame.lineno
+        for frame in traceback.extract_tb(error.__traceback__)
+        if frame.filename == path
+    ]
+    return f", line {lines[-1]}" if lines else ""
+
+
+def _summary(error: Exception) -> str:
+    text = error.msg if isinstance(error, SyntaxError) else str(error)
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
+
+
+def _setting_name(path: str, name: str, value: Any) -> str | None:
+    """corral's name for the setting `name` gives, or None for one of the file's helpers."""
+    if name.startswith("_") or inspect.ismodule(value):
+        return None
+    if name in SETTINGS_BY_NAME:
+        if name == "config":
+            raise ConfigError(f"{path}: config: a config file cannot name another one")
+        return name
+    entry = GUNICORN_BY_NAME.get(name)
+    if entry is not None:
+        if entry.corral is None:
+            if value is None:
+                # gunicorn's "not set"; sample configs list every setting so.
+                return None
+            raise ConfigError(f"{path}: {unsupported_message(entry, name)}")
+        return entry.corral
+    if inspect.isfunction(value) or inspect.isclass(value):
+        return None
+    known = [*SETTINGS_BY_NAME, *GUNICORN_BY_NAME]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "a helper's name must start with _"
+    raise ConfigError(f"{path}: unknown setting {name!r} ({hint})")
+
+
+def _post_request_with_four_arguments(hook: Any) -> Any:
+    """gunicorn also takes post_request(worker, req) and (worker, req, environ)."""
+    if not callable(hook):
+        return hook
+    try:
+        parameters = inspect.signature(hook).parameters.values()
+    except (TypeError, ValueError):
+        return hook
+    kinds = [parameter.kind for parameter in parameters]
+    if inspect.Parameter.VAR_POSITIONAL in kinds:
+        return hook
+    positional = sum(
+        kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for kind in kinds
+    )
+    if positional not in (2, 3):
+        return hook
+    original: Callable[..., Any] = hook
+
+    @functools.wraps(original)
+    def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> Any:
+        return original(*(worker, req, environ)[:positional])
+
+    return post_request
+
+
+def gunicorn_markdown() -> str:
+    """The generated part of docs/from-gunicorn.md: options side by side, corral's own
+    settings, and the hooks."""
+    aliases = gunicorn_flag_aliases()
+    lines = [
+        "| gunicorn config file | gunicorn flags | corral | notes |",
+        "|---|---|---|---|",
+    ]
+    for entry in GUNICORN_SETTINGS:
+        flags = ", ".join(f"`{flag}`" for flag in entry.flags) or "config file only"
+        if entry.corral is None:
+            corral = "not supported"
+            notes = entry.instead + "."
+        else:
+            setting = SETTINGS_BY_NAME[entry.corral]
+            corral = " ".join(f"`{name}`" for name in (setting.name, *setting.flags))
+            spellings = [f"`{flag}`" for flag in entry.flags if flag in aliases]
+            notes = f"{', '.join(spellings)} is accepted too." if spellings else ""
+        lines.append(f"| `{entry.name}` | {flags} | {corral} | {notes} |")
+    covered = {entry.corral for entry in GUNICORN_SETTINGS}
+    only_corral = [
+        setting for setting in SETTINGS if setting.name not in covered and not setting.is_hook
+    ]
+    lines += [
+        "",
+        "Settings corral has and gunicorn does not (see [Settings](settings.md)): "
+        + ", ".join(f"`{setting.flags[-1]}`" for setting in only_corral)
+        + ".",
+        "",
+        "### Server hooks",
+        "",
+        "Same names and arguments as gunicorn's, given as functions in the config file:",
+        "",
+    ]
+    for setting in SETTINGS:
+        if setting.is_hook:
+            call, _, when = setting.help.partition(": ")
+            lines.append(f"- `{call}`: {when}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(gunicorn_markdown(), end="")

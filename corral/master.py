@@ -1,0 +1,513 @@
+"""The pre-fork master: forks the workers, replaces the ones that die, and supervises.
+
+It knows nothing of HTTP. It holds the listening sockets (opened before it starts), a
+callable that runs one worker in a forked child, and one `Heartbeat` per worker, and it
+answers gunicorn's signals:
+
+- HUP: read the configuration again and start new workers (which import the application
+  afresh); the old ones are retired only once every new one is ready, and kept if the
+  new ones fail to boot.
+- TERM: graceful stop (requests in flight get --graceful-timeout); INT, QUIT: quick stop.
+- TTIN, TTOU: one worker more, one fewer. USR1: reopen log files, here and in workers.
+- USR2: start a new master on the same listening sockets (zero-downtime upgrade); the pid
+  file moves to FILE.oldbin until this master is stopped.
+
+Signal handlers only queue the signal; the loop acts on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import random
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from corral.config import Config
+from corral.heartbeat import READY, RETIRING, Heartbeat
+from corral.sockets import handover_environment
+
+error_log = logging.getLogger("corral.error")
+
+# A worker exits with this when it cannot boot (the app does not import): respawning
+# it would fail the same way.
+BOOT_ERROR = 3
+# What the master itself exits with when its first workers cannot boot.
+MASTER_BOOT_ERROR = 4
+# Seconds a worker gets to write its tracebacks after SIGABRT before SIGKILL.
+_ABORT_GRACE = 2.0
+_QUICK_STOP_GRACE = 2.0
+_LOOP_INTERVAL = 0.25
+_BEAT_INTERVAL = 0.5
+_HANDLED_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGCHLD,
+)
+
+
+class Worker:
+    """The master's record of one worker process; also the `worker` given to hooks."""
+
+    def __init__(self, age: int, generation: int, config: Config, master_pid: int) -> None:
+        self.age = age
+        self.generation = generation
+        self.cfg = config
+        self.log = error_log
+        self.pid = 0
+        self.ppid = master_pid
+        self.heartbeat = Heartbeat()
+        self.ready = False
+        self.retiring = False
+        self.deadline = 0.0
+        self.aborted = False
+        self.alive = True
+        self.max_requests = 0
+
+    def __repr__(self) -> str:
+        return f"<worker {self.pid}>"
+
+
+class Master:
+    """The `server` given to hooks: `pid`, `cfg`, `log`, `num_workers`, `WORKERS`."""
+
+    def __init__(
+        self,
+        config: Config,
+        listeners: list[Any],
+        run_worker: Callable[[Master, Worker], int],
+        reload_config: Callable[[], Config],
+        exec_argv: list[str],
+        describe: Callable[[Config], str],
+        reconfigure_logging: Callable[[Config], None],
+    ) -> None:
+        self.cfg = config
+        self.log = error_log
+        self.listeners = listeners
+        self.run_worker = run_worker
+        self.reload_config = reload_config
+        self.exec_argv = exec_argv
+        self.describe = describe
+        self.reconfigure_logging = reconfigure_logging
+        self.pid = os.getpid()
+        self.num_workers = config.workers
+        self.WORKERS: dict[int, Worker] = {}
+        self.generation = 1
+        self.previous_generation = 0
+        self.ages = 0
+        self.ever_ready = False
+        self.pending_signals: list[int] = []
+        self.stopping = False
+        self.exit_code = 0
+        self.pidfile: str | None = config.pid
+        self.successor_pid = 0
+        self.spawn_after = 0.0
+        self.previous_config = config
+
+    # Hooks.
+
+    def _hook(self, name: str, *arguments: Any) -> None:
+        function = getattr(self.cfg, name)
+        if function is None:
+            return
+        try:
+            function(*arguments)
+        except Exception:
+            error_log.exception("%s hook failed", name)
+
+    # Start and the loop.
+
+    def run(self) -> int:
+        """Supervise until stopped; the exit status for the command."""
+        self.wake_read, self.wake_write = os.pipe()
+        for fd in (self.wake_read, self.wake_write):
+            os.set_blocking(fd, False)
+            os.set_inheritable(fd, False)
+        signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
+        for signum in _HANDLED_SIGNALS:
+            signal.signal(signum, self._queue_signal)
+        if self.pidfile:
+            _write_pidfile(self.pidfile, self.pid)
+        error_log.info("corral master (pid %d)", self.pid)
+        error_log.info("Concurrency: %s", self.describe(self.cfg))
+        self._hook("when_ready", self)
+        try:
+            while not self.stopping:
+                self._manage_workers()
+                self._wait(_LOOP_INTERVAL)
+                self._handle_signals()
+                self._reap()
+                self._check_workers()
+        finally:
+            self._shut_down()
+        return self.exit_code
+
+    def _queue_signal(self, signum: int, _frame: Any) -> None:
+        self.pending_signals.append(signum)
+
+    def _wait(self, timeout: float) -> None:
+        if self.pending_signals:
+            return
+        with contextlib.suppress(InterruptedError):
+            select.select([self.wake_read], [], [], timeout)
+        with contextlib.suppress(OSError):
+            os.read(self.wake_read, 4096)
+
+    def _handle_signals(self) -> None:
+        while self.pending_signals:
+            signum = self.pending_signals.pop(0)
+            if signum == signal.SIGCHLD:
+                continue
+            if signum == signal.SIGTERM:
+                error_log.info("Received TERM: stopping gracefully")
+                self._stop(quick=False)
+            elif signum in (signal.SIGINT, signal.SIGQUIT):
+                error_log.info("Received %s: stopping quickly", signal.Signals(signum).name)
+                self._stop(quick=True)
+            elif signum == signal.SIGHUP:
+                self._reload()
+            elif signum == signal.SIGTTIN:
+                self._resize(self.num_workers + 1)
+            elif signum == signal.SIGTTOU:
+                self._resize(self.num_workers - 1)
+            elif signum == signal.SIGUSR1:
+                self._reopen_logs()
+            elif signum == signal.SIGUSR2:
+                self._start_successor()
+
+    # Workers.
+
+    def _spawn(self) -> None:
+        self.ages += 1
+        worker = Worker(self.ages, self.generation, self.cfg, self.pid)
+        if self.cfg.max_requests:
+            worker.max_requests = self.cfg.max_requests + random.randint(
+                0, self.cfg.max_requests_jitter
+            )
+        self._hook("pre_fork", self, worker)
+        pid = os.fork()
+        if pid:
+            worker.pid = pid
+            self.WORKERS[pid] = worker
+            return
+        # The child: from here on this process is the worker, and it never returns.
+        code = 1
+        try:
+            worker.pid = os.getpid()
+            self._forget_in_child(worker)
+            code = self.run_worker(self, worker)
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        except BaseException:
+            error_log.exception("worker %d failed", os.getpid())
+        finally:
+            with contextlib.suppress(Exception):
+                logging.shutdown()
+            os._exit(code)
+
+    def _forget_in_child(self, worker: Worker) -> None:
+        signal.set_wakeup_fd(-1)
+        for signum in _HANDLED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        os.close(self.wake_read)
+        os.close(self.wake_write)
+        for other in self.WORKERS.values():
+            other.heartbeat.close()
+        self.WORKERS = {}
+        self.pending_signals = []
+
+    def _current(self) -> list[Worker]:
+        return [
+            worker
+            for worker in self.WORKERS.values()
+            if worker.generation == self.generation and not worker.retiring
+        ]
+
+    def _manage_workers(self) -> None:
+        if self.stopping:
+            return
+        current = self._current()
+        missing = self.num_workers - len(current)
+        if missing > 0 and time.monotonic() >= self.spawn_after:
+            for _ in range(missing):
+                self._spawn()
+        elif missing < 0:
+            for worker in sorted(current, key=lambda worker: worker.age)[:-missing]:
+                self._retire(worker, "fewer workers asked for")
+        current = self._current()
+        if (
+            self.previous_generation
+            and len(current) >= self.num_workers
+            and all(worker.ready for worker in current)
+        ):
+            for worker in list(self.WORKERS.values()):
+                if worker.generation < self.generation and not worker.retiring:
+                    self._retire(worker, "replaced by a reloaded worker")
+            self.previous_generation = 0
+            error_log.info("Reload complete: %d new workers serve", self.num_workers)
+
+    def _retire(self, worker: Worker, reason: str) -> None:
+        error_log.info("Retiring worker %d: %s", worker.pid, reason)
+        worker.retiring = True
+        worker.deadline = time.monotonic() + self.cfg.graceful_timeout + 1.0
+        _signal(worker.pid, signal.SIGTERM)
+
+    def _check_workers(self) -> None:
+        now = time.monotonic()
+        timeout = self.cfg.timeout
+        for worker in list(self.WORKERS.values()):
+            state, beat, busy_since, _served = worker.heartbeat.read()
+            if state == READY and not worker.ready:
+                worker.ready = True
+                self.ever_ready = True
+                error_log.info("Booted worker %d", worker.pid)
+            elif state == RETIRING and not worker.retiring:
+                # The worker retires itself (--max-requests, --max-worker-memory) and has
+                # logged why; its replacement starts on the next turn of the loop.
+                worker.ready = True
+                worker.retiring = True
+                worker.deadline = now + self.cfg.graceful_timeout + 1.0
+            if worker.deadline and now > worker.deadline:
+                error_log.error("Worker %d did not stop in time; killing it", worker.pid)
+                worker.deadline = 0.0
+                _signal(worker.pid, signal.SIGKILL)
+                continue
+            if not timeout or not worker.ready or worker.retiring or worker.aborted:
+                continue
+            # A worker that serves on its loop thread cannot beat during a request, and
+            # beats twice a second otherwise: allow for the beat it could not write.
+            stalled = now - beat - _BEAT_INTERVAL
+            running = now - busy_since if busy_since else 0.0
+            if max(stalled, running) > timeout:
+                error_log.critical(
+                    "WORKER TIMEOUT (pid %d): no answer for %.1f s (--timeout %g); "
+                    "its tracebacks follow, then it is killed",
+                    worker.pid,
+                    max(stalled, running),
+                    timeout,
+                )
+                worker.aborted = True
+                worker.deadline = now + _ABORT_GRACE
+                _signal(worker.pid, signal.SIGABRT)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            if pid == self.successor_pid:
+                self._successor_exited(code)
+                continue
+            worker = self.WORKERS.pop(pid, None)
+            if worker is None:
+                continue
+            worker.alive = False
+            self._log_exit(worker, code)
+            self._hook("child_exit", self, worker)
+            worker.heartbeat.close()
+            if code == BOOT_ERROR and not worker.ready:
+                self._boot_failed(worker)
+
+    def _log_exit(self, worker: Worker, code: int) -> None:
+        if worker.aborted:
+            error_log.error("Worker %d killed after --timeout", worker.pid)
+        elif code < 0:
+            name = signal.Signals(-code).name
+            log = error_log.info if worker.retiring or self.stopping else error_log.error
+            log("Worker %d was killed by %s", worker.pid, name)
+        elif code == 0:
+            error_log.info("Worker %d exited", worker.pid)
+        elif code != BOOT_ERROR:
+            error_log.error("Worker %d exited with status %d", worker.pid, code)
+
+    def _boot_failed(self, worker: Worker) -> None:
+        if not self.ever_ready:
+            error_log.critical("Worker failed to boot; stopping (its error is above)")
+            self.exit_code = MASTER_BOOT_ERROR
+            self._stop(quick=True)
+        elif self.previous_generation and worker.generation == self.generation:
+            error_log.error("Reload failed: a new worker could not boot; the old ones serve on")
+            failed = self.generation
+            self.generation = self.previous_generation
+            self.previous_generation = 0
+            self.cfg = self.previous_config
+            self.num_workers = self.cfg.workers
+            for other in list(self.WORKERS.values()):
+                if other.generation == failed and not other.retiring:
+                    self._retire(other, "reload failed")
+        else:
+            # The application broke while running (a file changed under it, say):
+            # keep trying, but not in a tight loop.
+            error_log.error("Worker failed to boot; trying again in 1 s")
+            self.spawn_after = time.monotonic() + 1.0
+
+    # Signals' work.
+
+    def _reload(self) -> None:
+        if self.previous_generation:
+            error_log.info("Received HUP during a reload: ignored")
+            return
+        error_log.info("Received HUP: reloading")
+        try:
+            config = self.reload_config()
+        except Exception as error:
+            error_log.error("Reload failed: %s; keeping the running configuration", error)
+            return
+        if config.bind != self.cfg.bind:
+            error_log.warning("New --bind addresses take effect only on restart or USR2")
+        if config.preload:
+            error_log.warning("With --preload, HUP reloads settings, not the app's code")
+        self.previous_config = self.cfg
+        self.cfg = config
+        self.reconfigure_logging(config)
+        self._hook("on_reload", self)
+        self.previous_generation = self.generation
+        self.generation += 1
+        self._set_worker_count(config.workers)
+
+    def _resize(self, count: int) -> None:
+        self._set_worker_count(max(count, 1))
+
+    def _set_worker_count(self, count: int) -> None:
+        if count == self.num_workers:
+            return
+        old, self.num_workers = self.num_workers, count
+        error_log.info("Workers: %d (was %d)", count, old)
+        self._hook("nworkers_changed", self, count, old)
+        error_log.info("Concurrency: %s", self.describe(self._config_with_workers(count)))
+
+    def _config_with_workers(self, count: int) -> Config:
+        values = self.cfg.as_dict()
+        values["workers"] = count
+        return Config(values)
+
+    def _reopen_logs(self) -> None:
+        error_log.info("Received USR1: reopening log files")
+        self.reconfigure_logging(self.cfg)
+        for pid in self.WORKERS:
+            _signal(pid, signal.SIGUSR1)
+
+    def _start_successor(self) -> None:
+        if self.successor_pid:
+            error_log.warning(
+                "Received USR2, but a new master (%d) already runs", self.successor_pid
+            )
+            return
+        error_log.info("Received USR2: starting a new master on the same sockets")
+        self._hook("pre_exec", self)
+        if self.pidfile:
+            old_pidfile = self.pidfile + ".oldbin"
+            with contextlib.suppress(OSError):
+                os.replace(self.pidfile, old_pidfile)
+            self.pidfile = old_pidfile
+        environment = dict(os.environ)
+        environment.update(handover_environment(self.listeners))
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.execve(self.exec_argv[0], self.exec_argv, environment)
+            finally:
+                os._exit(127)
+        for sock in self.listeners:
+            os.set_inheritable(sock.fileno(), False)
+        self.successor_pid = pid
+        error_log.info("New master started (pid %d); stop this one with QUIT or TERM", pid)
+
+    def _successor_exited(self, code: int) -> None:
+        error_log.error("The new master (%d) exited with status %d", self.successor_pid, code)
+        self.successor_pid = 0
+        if self.pidfile and self.pidfile.endswith(".oldbin"):
+            original = self.pidfile[: -len(".oldbin")]
+            with contextlib.suppress(OSError):
+                os.replace(self.pidfile, original)
+            self.pidfile = original
+
+    # Stopping.
+
+    def _stop(self, quick: bool) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.quick = quick
+
+    def _shut_down(self) -> None:
+        quick = getattr(self, "quick", True)
+        signum = signal.SIGQUIT if quick else signal.SIGTERM
+        for pid in self.WORKERS:
+            _signal(pid, signum)
+        grace = _QUICK_STOP_GRACE if quick else self.cfg.graceful_timeout + 1.0
+        deadline = time.monotonic() + grace
+        while self.WORKERS and time.monotonic() < deadline:
+            self._wait(0.1)
+            forced = any(
+                signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+                for signum in self.pending_signals
+            )
+            self.pending_signals.clear()
+            self._reap()
+            if forced:
+                error_log.info("Stopping at once")
+                break
+        for pid in list(self.WORKERS):
+            _signal(pid, signal.SIGKILL)
+        while self.WORKERS:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            worker = self.WORKERS.pop(pid, None)
+            if worker is not None:
+                self._hook("child_exit", self, worker)
+        if self.pidfile:
+            _remove_pidfile(self.pidfile, self.pid)
+        signal.set_wakeup_fd(-1)
+        self._hook("on_exit", self)
+        error_log.info("Master stopped")
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except OSError as error:
+        # The process is already gone; reaping will tell.
+        if error.errno != errno.ESRCH:
+            raise
+
+
+def _write_pidfile(path: str, pid: int) -> None:
+    temporary = f"{path}.{pid}.tmp"
+    with open(temporary, "w") as file:
+        file.write(f"{pid}\n")
+    os.replace(temporary, path)
+
+
+def _remove_pidfile(path: str, pid: int) -> None:
+    """Remove the pid file only if it is still ours (a new master may have written it)."""
+    try:
+        with open(path) as file:
+            if file.read().strip() != str(pid):
+                return
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def exec_argv_for(argv: list[str]) -> list[str]:
+    """How to start this same command again, for USR2."""
+    return [sys.executable, "-m", "corral", *argv]

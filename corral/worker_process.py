@@ -1,0 +1,243 @@
+"""One worker process under the master: boot, serve with one model, report, retire.
+
+Runs in the child the master forks. It drops privileges, patches for gevent, imports the
+application (unless the master preloaded it), then serves with the dispatcher until the
+master or its own limits (--max-requests, --max-worker-memory) end it. Twice a second it
+writes its heartbeat: alive, and since when its oldest request in flight has run.
+
+On SIGABRT (the master's --timeout) it writes the traceback of every thread, with the
+request each one serves, to the error log before it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from corral.app_loading import AppLoadError, load_app
+from corral.heartbeat import READY, RETIRING
+from corral.master import BOOT_ERROR
+from corral.request_observer import RequestObserver
+from corral.server import (
+    build_dispatcher,
+    drop_privileges,
+    freeze_heap,
+    make_worker_model,
+    prepare_process,
+    reopen_logs,
+    set_process_title,
+)
+
+if TYPE_CHECKING:
+    from corral.dispatcher import Dispatcher
+    from corral.master import Master, Worker
+
+error_log = logging.getLogger("corral.error")
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+class WorkerBoot:
+    """What every worker starts from: the app's name, or the app the master preloaded."""
+
+    def __init__(self, spec: str | None, app: Any = None) -> None:
+        self.spec = spec
+        self.app = app
+
+    def __call__(self, master: Master, worker: Worker) -> int:
+        return WorkerRun(self, master, worker).run()
+
+
+class WorkerRun:
+    def __init__(self, boot: WorkerBoot, master: Master, worker: Worker) -> None:
+        self.boot = boot
+        self.master = master
+        self.worker = worker
+        self.config = master.cfg
+        self.retiring = False
+        self.observer: RequestObserver | None = None
+        self.dispatcher: Dispatcher | None = None
+
+    def _hook(self, name: str, *arguments: Any) -> None:
+        function = getattr(self.config, name)
+        if function is None:
+            return
+        try:
+            function(*arguments)
+        except Exception:
+            error_log.exception("%s hook failed", name)
+
+    def run(self) -> int:
+        config = self.config
+        set_process_title(config, "worker")
+        self._hook("post_fork", self.master, self.worker)
+        try:
+            drop_privileges(config)
+            prepare_process(config)
+        except Exception as error:
+            error_log.error("Worker %d cannot start: %s", os.getpid(), error)
+            return BOOT_ERROR
+        app = self.boot.app
+        if app is None:
+            assert self.boot.spec is not None
+            try:
+                app = load_app(self.boot.spec)
+            except AppLoadError as error:
+                error_log.error("Worker %d cannot load the app: %s", os.getpid(), error)
+                return BOOT_ERROR
+            except BaseException:
+                error_log.exception("Worker %d cannot load the app", os.getpid())
+                return BOOT_ERROR
+        model = make_worker_model(config)
+        self.observer = RequestObserver(
+            self.worker,
+            config.pre_request,
+            config.post_request,
+            self.worker.max_requests,
+            self._served_enough,
+        )
+        self.memory_limit = self._memory_limit()
+        dispatcher = build_dispatcher(
+            app, config, self.master.listeners, model, self.observer, multiprocess=True
+        )
+        self.dispatcher = dispatcher
+        dispatcher.on_tick = self._tick
+        dispatcher.handle_signals = False
+        signal.signal(signal.SIGTERM, dispatcher.request_stop)
+        signal.signal(signal.SIGINT, self._quick_stop)
+        signal.signal(signal.SIGQUIT, self._quick_stop)
+        signal.signal(signal.SIGUSR1, self._reopen_logs)
+        signal.signal(signal.SIGABRT, self._abort)
+        for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
+            signal.signal(ignored, signal.SIG_IGN)
+        self._hook("post_worker_init", self.worker)
+        if config.reload:
+            threading.Thread(target=self._watch_sources, daemon=True).start()
+        freeze_heap()
+        self._tick()
+        try:
+            dispatcher.run()
+        finally:
+            self.worker.alive = False
+            self._hook("worker_exit", self.master, self.worker)
+        return 0
+
+    # Heartbeat and limits, on the loop thread.
+
+    def _tick(self) -> None:
+        observer = self.observer
+        assert observer is not None and self.dispatcher is not None
+        oldest = observer.oldest()
+        served = observer.served
+        if not self.retiring:
+            if self.memory_limit and served:
+                resident = _resident_mib()
+                if resident > self.memory_limit:
+                    self._retire(
+                        f"{resident:.0f} MiB resident (--max-worker-memory {self.memory_limit})"
+                    )
+            if os.getppid() != self.worker.ppid:
+                error_log.error("Worker %d: the master is gone; stopping", os.getpid())
+                self._retire("the master is gone")
+        self.worker.heartbeat.beat(
+            RETIRING if self.retiring else READY, oldest[0] if oldest else 0.0, served
+        )
+
+    def _served_enough(self) -> None:
+        """Called by the observer, on the thread that finished the last request."""
+        limit = self.worker.max_requests
+        self._retire(f"served {limit} requests (--max-requests {limit})")
+
+    def _memory_limit(self) -> int:
+        limit = int(self.config.max_worker_memory)
+        if limit:
+            resident = _resident_mib()
+            if resident >= limit:
+                # Retiring now would start a replacement just as large, forever.
+                error_log.error(
+                    "--max-worker-memory %d is below a freshly started worker's %.0f MiB; ignored",
+                    limit,
+                    resident,
+                )
+                return 0
+        return limit
+
+    def _retire(self, reason: str) -> None:
+        if self.retiring:
+            return
+        assert self.dispatcher is not None
+        error_log.info("Worker %d retiring: %s", os.getpid(), reason)
+        self.retiring = True
+        self.worker.heartbeat.beat(RETIRING, 0.0, 0)
+        self.dispatcher.request_stop()
+
+    # Signal handlers.
+
+    def _quick_stop(self, *_: object) -> None:
+        assert self.dispatcher is not None
+        self._hook("worker_int", self.worker)
+        self.dispatcher.request_quick_stop()
+
+    def _reopen_logs(self, *_: object) -> None:
+        assert self.dispatcher is not None
+        reopen_logs(self.config, self.dispatcher)
+
+    def _abort(self, _signum: int, frame: Any) -> None:
+        observer = self.observer
+        in_flight = observer.describe_in_flight() if observer is not None else {}
+        now = time.monotonic()
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
+        lines = [f"Worker {os.getpid()} aborted by --timeout; its threads:"]
+        for ident, thread_frame in sys._current_frames().items():
+            if ident == threading.get_ident():
+                thread_frame = frame
+            request = in_flight.get(ident)
+            doing = f', serving "{request[1]}" for {now - request[0]:.1f} s' if request else ""
+            lines.append(f"Thread {names.get(ident, ident)}{doing}:")
+            lines.append("".join(traceback.format_stack(thread_frame)).rstrip())
+        for ident, (started, request_line) in in_flight.items():
+            if ident not in names:
+                lines.append(
+                    f'Coroutine {ident}, serving "{request_line}" for {now - started:.1f} s'
+                )
+        if "gevent" in sys.modules:
+            # Greenlets' stacks are not threads' frames; gevent can list them.
+            from gevent.util import format_run_info
+
+            lines.extend(format_run_info())
+        error_log.critical("\n".join(lines))
+        self._hook("worker_abort", self.worker)
+        logging.shutdown()
+        os._exit(1)
+
+    # --reload
+
+    def _watch_sources(self) -> None:
+        """Ask the master for a reload (HUP) when a loaded module's file changes."""
+        seen: dict[str, float] = {}
+        while True:
+            for module in list(sys.modules.values()):
+                path = getattr(module, "__file__", None)
+                if not path:
+                    continue
+                try:
+                    mtime = os.stat(path).st_mtime
+                except OSError:
+                    continue
+                previous = seen.setdefault(path, mtime)
+                if mtime != previous:
+                    error_log.info("%s changed; reloading", path)
+                    os.kill(self.worker.ppid, signal.SIGHUP)
+                    return
+            time.sleep(1.0)
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * _PAGE_SIZE / (1024 * 1024)

@@ -1,0 +1,251 @@
+"""The master's settings: recycling workers, boot failures, logs, reload, sockets."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.functional.test_master import APP, get, start, wait_until, workers_of
+from tests.server import ROOT, free_port
+
+
+def test_max_requests_recycles_the_worker_gracefully() -> None:
+    with start(["-w", "1", "--max-requests", "5"], 1) as server:
+        pids = [get(server.port).split()[0] for _ in range(12)]
+        # The first worker answered its five, then its replacement took over.
+        assert pids[:5] == [pids[0]] * 5
+        assert pids[0] not in pids[5:], pids
+        assert "retiring: served 5 requests (--max-requests 5)" in server.log
+
+
+def test_max_worker_memory_recycles_a_worker_that_grew() -> None:
+    with start(["-w", "1"], 1) as probe:
+        (worker,) = workers_of(probe.process.pid)
+        baseline = _resident_mib(worker)
+    limit = str(int(baseline) + 20)
+    with start(["-w", "1", "--max-worker-memory", limit], 1) as server:
+        (first,) = workers_of(server.process.pid)
+        get(server.port)
+        time.sleep(1)
+        assert first in workers_of(server.process.pid), "retired below its limit"
+        get(server.port, "/grow?30")
+        assert wait_until(lambda: first not in workers_of(server.process.pid), 5), server.log
+        assert f"(--max-worker-memory {limit})" in server.log
+        assert get(server.port).split()[0] != str(first)
+
+
+def test_max_worker_memory_below_a_fresh_worker_is_ignored_not_looped() -> None:
+    with start(["-w", "1", "--max-worker-memory", "1"], 1) as server:
+        (worker,) = workers_of(server.process.pid)
+        get(server.port)
+        time.sleep(1.2)
+        assert workers_of(server.process.pid) == {worker}
+        assert "--max-worker-memory 1 is below a freshly started worker's" in server.log
+
+
+def _resident_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_an_app_that_cannot_import_stops_the_master_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "corral", "-w", "2", "-b", "127.0.0.1:0", "no_such_module:app"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 4
+    assert result.stderr.strip() == (
+        "corral: error: no module named 'no_such_module' (from 'no_such_module:app')"
+    )
+
+
+def test_an_app_that_fails_in_its_workers_stops_the_master(tmp_path: Path) -> None:
+    (tmp_path / "broken_app.py").write_text("raise RuntimeError('database unreachable')\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "corral", "-w", "2", "-b", "127.0.0.1:0", "broken_app:app"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 4, result.stderr
+    assert "RuntimeError: database unreachable" in result.stderr
+    assert "Worker failed to boot; stopping" in result.stderr
+
+
+def test_usr1_reopens_the_log_files(tmp_path: Path) -> None:
+    access, errors = tmp_path / "access.log", tmp_path / "error.log"
+    command = [sys.executable, "-m", "corral", "-w", "1", "-b", "127.0.0.1:0"]
+    command += ["--access-logfile", str(access), "--error-logfile", str(errors), APP]
+    process = subprocess.Popen(command, cwd=ROOT)
+    try:
+        assert wait_until(lambda: errors.exists() and "Booted worker" in errors.read_text(), 15)
+        port = int(errors.read_text().split("Listening at http://127.0.0.1:")[1].split()[0])
+        get(port)
+        # The line is written just after the response goes out.
+        assert wait_until(lambda: "GET /pid" in access.read_text(), 5)
+        access.rename(tmp_path / "access.log.1")
+        errors.rename(tmp_path / "error.log.1")
+        os.kill(process.pid, signal.SIGUSR1)
+        assert wait_until(lambda: errors.exists() and access.exists(), 5)
+        get(port)
+        assert wait_until(lambda: '"GET /pid HTTP/1.1" 200' in access.read_text(), 5)
+        assert "GET /pid" in (tmp_path / "access.log.1").read_text()
+        assert "Received USR1" in (tmp_path / "error.log.1").read_text()
+    finally:
+        process.terminate()
+        process.wait(15)
+    assert "Master stopped" in errors.read_text()
+
+
+def test_reload_restarts_workers_when_a_source_file_changes(tmp_path: Path) -> None:
+    source = tmp_path / "reloadable_app.py"
+    source.write_text((ROOT / "tests" / "apps" / "workers_app.py").read_text())
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    with start(["--reload"], 1, app="reloadable_app:app", env=env) as server:
+        assert get(server.port).endswith(" 1")
+        time.sleep(1.2)
+        source.write_text(source.read_text().replace('VERSION = "1"', 'VERSION = "2"'))
+        assert wait_until(lambda: "Reload complete" in server.log, 10), server.log
+        assert get(server.port).endswith(" 2")
+
+
+def test_preload_imports_the_app_once_in_the_master(tmp_path: Path) -> None:
+    marker = tmp_path / "imports"
+    module = tmp_path / "counted_app.py"
+    module.write_text(
+        "import os\n"
+        f"with open({str(marker)!r}, 'a') as f:\n"
+        "    f.write(f'{os.getpid()}\\n')\n"
+        "from tests.apps.workers_app import app\n"
+    )
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    with start(["-w", "3", "--preload"], 3, app="counted_app:app", env=env) as server:
+        assert marker.read_text().split() == [str(server.process.pid)]
+        get(server.port)
+    with start(["-w", "3"], 3, app="counted_app:app", env=env) as server:
+        importers = set(marker.read_text().split()[1:])
+        assert importers == {str(pid) for pid in workers_of(server.process.pid)}
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="changing user needs root")
+def test_workers_run_as_the_user_and_group_asked_for() -> None:
+    nobody = pwd.getpwnam("nobody")
+    with start(["-w", "1", "--user", "nobody", "--group", str(nobody.pw_gid)], 1) as server:
+        (worker,) = workers_of(server.process.pid)
+        status = Path(f"/proc/{worker}/status").read_text()
+        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        gid_line = next(line for line in status.splitlines() if line.startswith("Gid:"))
+        assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
+        assert gid_line.split()[1:] == [str(nobody.pw_gid)] * 4
+        get(server.port)
+
+
+def test_unix_socket_gets_the_umask_asked_for(tmp_path: Path) -> None:
+    path = tmp_path / "corral.sock"
+    command = [
+        sys.executable,
+        "-m",
+        "corral",
+        "-w",
+        "1",
+        "-b",
+        f"unix:{path}",
+        "--umask",
+        "0o117",
+        APP,
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(path.exists, 15)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o660
+        assert wait_until(lambda: len(workers_of(process.pid)) == 1, 15)
+        assert wait_until(lambda: _unix_get(path).startswith(b"HTTP/1.1 200 "), 10)
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def _unix_get(path: Path) -> bytes:
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(10)
+        try:
+            client.connect(str(path))
+            client.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return client.recv(4096)
+        except OSError:
+            return b""
+
+
+def test_systemd_socket_activation_serves_on_the_passed_socket() -> None:
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    # systemd sets LISTEN_PID to the pid it execs; a wrapper that execs keeps its pid.
+    wrapper = (
+        "import os, sys; os.environ['LISTEN_PID'] = str(os.getpid()); "
+        "os.environ['LISTEN_FDS'] = '1'; os.dup2(int(sys.argv[1]), 3); "
+        "os.execv(sys.executable, [sys.executable, '-m', 'corral', '-w', '1', "
+        f"'-b', '127.0.0.1:1', {APP!r}])"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", wrapper, str(listener.fileno())],
+        cwd=ROOT,
+        pass_fds=(listener.fileno(),),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    listener.close()
+    try:
+        assert wait_until(lambda: len(workers_of(process.pid)) == 1, 15)
+        assert wait_until(lambda: _answers(port), 10)
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=15)[0]
+    assert f"Listening at http://127.0.0.1:{port}" in output
+
+
+def _answers(port: int) -> bool:
+    try:
+        get(port, timeout=2)
+        return True
+    except OSError:
+        return False
+
+
+def test_reuse_port_lets_a_second_server_bind_the_same_port() -> None:
+    port = free_port()
+    options = ["-w", "1", "--reuse-port"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "corral", *options, "-b", f"127.0.0.1:{port}", APP],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
+    second = subprocess.Popen(
+        [sys.executable, "-m", "corral", *options, "-b", f"127.0.0.1:{port}", APP],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_until(lambda: len(workers_of(first.pid)) == 1, 15)
+        assert wait_until(lambda: len(workers_of(second.pid)) == 1, 15)
+        assert second.poll() is None and first.poll() is None
+        assert _answers(port)
+    finally:
+        for process in (first, second):
+            process.terminate()
+            process.wait(15)
