@@ -58,6 +58,18 @@ _HANDLED_SIGNALS = (
 )
 
 
+def call_hook(config: Config, name: str, *arguments: Any) -> None:
+    """Run the server hook `name` if the config file defined it; a hook that raises is
+    logged with its traceback and does not stop the server."""
+    function = getattr(config, name)
+    if function is None:
+        return
+    try:
+        function(*arguments)
+    except Exception:
+        error_log.exception("%s hook failed", name)
+
+
 class Worker:
     """The master's record of one worker process; also the `worker` given to hooks."""
 
@@ -116,16 +128,8 @@ class Master:
         self.spawn_after = 0.0
         self.previous_config = config
 
-    # Hooks.
-
     def _hook(self, name: str, *arguments: Any) -> None:
-        function = getattr(self.cfg, name)
-        if function is None:
-            return
-        try:
-            function(*arguments)
-        except Exception:
-            error_log.exception("%s hook failed", name)
+        call_hook(self.cfg, name, *arguments)
 
     # Start and the loop.
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.app_loading import AppLoadError, load_app
 from corral.heartbeat import READY, RETIRING
-from corral.master import BOOT_ERROR
+from corral.master import BOOT_ERROR, call_hook
 from corral.request_observer import RequestObserver
 from corral.server import (
     build_dispatcher,
@@ -65,13 +65,7 @@ class WorkerRun:
         self.dispatcher: Dispatcher | None = None
 
     def _hook(self, name: str, *arguments: Any) -> None:
-        function = getattr(self.config, name)
-        if function is None:
-            return
-        try:
-            function(*arguments)
-        except Exception:
-            error_log.exception("%s hook failed", name)
+        call_hook(self.config, name, *arguments)
 
     def run(self) -> int:
         config = self.config

@@ -4,31 +4,21 @@ outranks it does; a bad file stops start-up with one line."""
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.server import ROOT, RunningServer, free_port, open_idle_connections
+from tests.server import ROOT, RunningServer, free_port, open_idle_connections, wait_until
+from tests.server import fetch as get
 
 APP = "tests.apps.behaviours:app"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def read(path: Path) -> str:
@@ -36,16 +26,6 @@ def read(path: Path) -> str:
         return path.read_text()
     except FileNotFoundError:
         return ""
-
-
-def get(port: int, path: str = "/") -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 def accepts(port: int) -> bool:

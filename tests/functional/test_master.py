@@ -12,12 +12,11 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.server import ROOT, RunningServer
+from tests.server import ROOT, RunningServer, fetch, wait_until
 
 APP = "tests.apps.workers_app:app"
 
@@ -48,15 +47,6 @@ def is_gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def start(options: list[str], count: int, app: str = APP, **kwargs: object) -> RunningServer:
     server = RunningServer(app, options, **kwargs)  # type: ignore[arg-type]
     booted = wait_until(lambda: server.log.count("Booted worker") >= count, 15)
@@ -65,14 +55,9 @@ def start(options: list[str], count: int, app: str = APP, **kwargs: object) -> R
 
 
 def get(port: int, path: str = "/pid", timeout: float = 10) -> str:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        assert response.status == 200
-        return response.read().decode()
-    finally:
-        connection.close()
+    status, body = fetch(port, path, timeout=timeout)
+    assert status == 200
+    return body.decode()
 
 
 class KeepAliveLoad:

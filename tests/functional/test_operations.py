@@ -16,17 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import ROOT, RunningServer, free_port
-
-
-def _get(port: int, path: str = "/", host: str = "127.0.0.1") -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection(host, port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
+from tests.server import ROOT, RunningServer, fetch, free_port
 
 
 def _run_cli(*arguments: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -57,10 +47,10 @@ def test_signal_lets_requests_in_flight_finish_then_exits_0(
     in_flight = 1 if options == ["--threads", "1"] else 4
     results: list[tuple[int, bytes]] = []
 
-    def fetch() -> None:
-        results.append(_get(server.port, "/slow?ms=800"))
+    def request() -> None:
+        results.append(fetch(server.port, "/slow?ms=800"))
 
-    clients = [threading.Thread(target=fetch) for _ in range(in_flight)]
+    clients = [threading.Thread(target=request) for _ in range(in_flight)]
     for client in clients:
         client.start()
     time.sleep(0.3)
@@ -78,13 +68,13 @@ def test_graceful_timeout_bounds_the_wait(start_server: Callable[..., RunningSer
     server = start_server(options=["--threads", "2", "--graceful-timeout", "1"])
     outcome: list[object] = []
 
-    def fetch() -> None:
+    def request() -> None:
         try:
-            outcome.append(_get(server.port, "/slow?ms=8000"))
+            outcome.append(fetch(server.port, "/slow?ms=8000"))
         except (OSError, http.client.HTTPException) as error:
             outcome.append(error)
 
-    client = threading.Thread(target=fetch, daemon=True)
+    client = threading.Thread(target=request, daemon=True)
     client.start()
     time.sleep(0.3)
     started = time.monotonic()
@@ -104,9 +94,9 @@ def test_binds_ipv6_loopback_and_several_addresses(
     assert server.wait_for_log(f"Listening at http://127.0.0.1:{second_port}")
     match = re.search(r"Listening at http://\[::1\]:(\d+)", server.log)
     assert match, server.log
-    assert _get(int(match.group(1)), host="::1")[0] == 200
-    assert _get(second_port)[0] == 200
-    assert _get(server.port)[0] == 200
+    assert fetch(int(match.group(1)), host="::1")[0] == 200
+    assert fetch(second_port)[0] == 200
+    assert fetch(server.port)[0] == 200
 
 
 def test_unix_socket(start_server: Callable[..., RunningServer], tmp_path: Path) -> None:
@@ -166,7 +156,7 @@ def test_error_log_file(start_server: Callable[..., RunningServer], tmp_path: Pa
         while "Listening at" not in (log_file.read_text() if log_file.exists() else ""):
             assert time.monotonic() < deadline, "no start-up line in the error log file"
             time.sleep(0.05)
-        assert _get(port)[0] == 200
+        assert fetch(port)[0] == 200
     finally:
         process.terminate()
         assert process.wait(10) == 0
@@ -220,7 +210,7 @@ def test_environment_variables_and_print_config() -> None:
 
 def test_app_factory(start_server: Callable[..., RunningServer]) -> None:
     server = start_server(app="tests.apps.factory:create_app('greetings')")
-    assert _get(server.port) == (200, b"greetings")
+    assert fetch(server.port) == (200, b"greetings")
 
 
 def test_flask_command_serves_the_flask_cli_app() -> None:
@@ -251,7 +241,7 @@ def test_flask_command_serves_the_flask_cli_app() -> None:
             assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
             lines.append(process.stdout.readline())
         assert any("8 threads (thread pool)" in line for line in lines)
-        status, body = _get(port, "/hello")
+        status, body = fetch(port, "/hello")
         assert status == 200 and b'"message":"hello"' in body
     finally:
         process.terminate()
@@ -280,7 +270,7 @@ def test_running_out_of_descriptors_pauses_accepting_then_recovers(
     deadline = time.monotonic() + 10
     while True:
         try:
-            assert _get(server.port) == (200, b"hello\n")
+            assert fetch(server.port) == (200, b"hello\n")
             break
         except (OSError, http.client.HTTPException):
             assert time.monotonic() < deadline, "the server did not recover"
