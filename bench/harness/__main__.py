@@ -6,7 +6,6 @@ Normally started by bench/run, which first builds the bench virtualenv.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shlex
@@ -27,10 +26,17 @@ from harness.environment import (
     tool_versions,
 )
 from harness.measurements import Measurement
+from harness.memory import run_memory_section
 from harness.processes import LOOPBACK, find_free_port
 from harness.report import RunContext, render, write_report
 from harness.runner import RunSettings, measure_under_load
-from harness.scenarios import Scenario, Workload, select_scenarios, select_workloads
+from harness.scenarios import (
+    Scenario,
+    Workload,
+    memory_selected,
+    select_scenarios,
+    select_workloads,
+)
 from harness.servers import SERVER_VARIANTS, ServerVariant, select_variants
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
@@ -54,7 +60,10 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         "--only", type=_comma_list,
         help="server families to run, e.g. corral,granian (default: all)",
     )  # fmt: skip
-    parser.add_argument("--scenarios", type=_comma_list, help="e.g. A,C (default: all)")
+    parser.add_argument(
+        "--scenarios", type=_comma_list,
+        help="any of A,B,C,C2,D and M (memory), e.g. C2,M (default: all)",
+    )  # fmt: skip
     parser.add_argument("--runs", type=int, help="timed runs per figure (median is reported)")
     parser.add_argument("--duration", type=float, help="seconds per timed run")
     parser.add_argument(
@@ -79,11 +88,6 @@ def server_environment() -> dict[str, str]:
     return env
 
 
-def is_installed(variant: ServerVariant) -> bool:
-    # corral is always tried: a broken corral must show as "failed to start".
-    return variant.family == "corral" or importlib.util.find_spec(variant.import_name) is not None
-
-
 def measure_variant(
     variant: ServerVariant, scenario: Scenario, workload: Workload, settings: RunSettings
 ) -> Measurement:
@@ -94,7 +98,7 @@ def measure_variant(
         family=variant.family,
         reference=variant.reference,
     )
-    if not is_installed(variant):
+    if not variant.is_installed():
         measurement.failure = f"not installed ({variant.import_name} does not import)"
         return measurement
     port = find_free_port()
@@ -189,6 +193,11 @@ def main(argv: list[str]) -> int:
         )
 
     sections = run_sections(scenarios, families, quick, settings)
+    memory_rows = (
+        run_memory_section(families, settings)
+        if memory_selected(arguments.scenarios, quick)
+        else []
+    )
 
     versions = {name: package_version(name) or "not installed" for name in PACKAGES}
     versions["corral"] = f"{versions['corral']} ({corral_revision(REPO_DIR)})"
@@ -210,14 +219,25 @@ def main(argv: list[str]) -> int:
     if not chart_drawn:
         chart_path.unlink(missing_ok=True)
     report_path = output_dir / "results.md"
-    write_report(report_path, render(context, sections, chart_path.name if chart_drawn else None))
+    write_report(
+        report_path,
+        render(context, sections, memory_rows, chart_path.name if chart_drawn else None),
+    )
     raw = [
         {"scenario": scenario.key, "app": workload.app, "unit": workload.unit,
          "rows": [asdict(row) for row in rows]}
         for scenario, workload, rows in sections
     ]  # fmt: skip
     (output_dir / "results.json").write_text(
-        json.dumps({"context": asdict(context), "sections": raw}, indent=2) + "\n"
+        json.dumps(
+            {
+                "context": asdict(context),
+                "sections": raw,
+                "memory": [asdict(row) for row in memory_rows],
+            },
+            indent=2,
+        )
+        + "\n"
     )
     print(f"\nbench: wrote {report_path}" + (f" and {chart_path}" if chart_drawn else ""))
     return 0

@@ -38,15 +38,15 @@ class ServerProcess:
 
 
 def start_pinned(
-    argv: list[str], cpu: int, cwd: Path, env: dict[str, str], log_path: Path
+    argv: list[str], cpus: str, cwd: Path, env: dict[str, str], log_path: Path
 ) -> subprocess.Popen[bytes]:
-    """Starts argv on one CPU in a new session, output appended to log_path."""
+    """Starts argv on a taskset CPU list ("0", "0,1") in a new session, output to log_path."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        log.write(f"$ taskset -c {cpu} {' '.join(argv)}\n".encode())
+        log.write(f"$ taskset -c {cpus} {' '.join(argv)}\n".encode())
         log.flush()
         return subprocess.Popen(
-            ["taskset", "-c", str(cpu), *argv],
+            ["taskset", "-c", cpus, *argv],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -89,7 +89,7 @@ def stop_process_group(process: subprocess.Popen[bytes], grace_seconds: float = 
         process.wait(timeout=grace_seconds)
 
 
-def _children_by_parent() -> dict[int, list[int]]:
+def children_by_parent() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -129,7 +129,7 @@ def measure_tree_rss(root_pid: int) -> MemorySample:
     this overstates by roughly the master's imported code, and the process count
     is reported so the reader can tell.
     """
-    children = _children_by_parent()
+    children = children_by_parent()
     pending = [root_pid]
     total_kib = 0
     largest_kib = 0
@@ -143,3 +143,36 @@ def measure_tree_rss(root_pid: int) -> MemorySample:
             count += 1
         pending.extend(children.get(pid, []))
     return MemorySample(rss_kib=total_kib, process_count=count, largest_kib=largest_kib)
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    """One process's memory in KiB, from /proc/PID/status and /proc/PID/smaps_rollup.
+
+    RSS counts every resident page; PSS divides each shared page among the
+    processes sharing it; USS (private pages only) is what the process alone
+    holds, so what one more worker of the same kind would add.
+    """
+
+    pid: int
+    rss_kib: int
+    pss_kib: int
+    uss_kib: int
+
+
+def measure_process(pid: int) -> ProcessMemory | None:
+    """None when the process is gone; PSS and USS are 0 where smaps_rollup is unreadable."""
+    rss = _vmrss_kib(pid)
+    if not rss:
+        return None
+    fields: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            parts = rest.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                fields[name] = int(parts[0])
+    except OSError:
+        pass
+    uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+    return ProcessMemory(pid=pid, rss_kib=rss, pss_kib=fields.get("Pss", 0), uss_kib=uss)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import memory
 from harness.measurements import IN_PROCESS_CEILING, NGINX_CEILING, SERVER, Measurement
-from harness.processes import MemorySample
+from harness.memory import MemoryMeasurement
+from harness.processes import MemorySample, ProcessMemory
 from harness.scenarios import Scenario, Workload
 from harness.servers import REFERENCE_NAMES
 
@@ -61,6 +63,13 @@ def corral_best(rows: list[Measurement]) -> Measurement | None:
     return max(candidates, key=lambda row: row.median, default=None)
 
 
+def fastest_peer(rows: list[Measurement]) -> Measurement | None:
+    candidates = [
+        row for row in rows if row.kind == SERVER and row.family != "corral" and row.succeeded
+    ]
+    return max(candidates, key=lambda row: row.median, default=None)
+
+
 def reference_row(rows: list[Measurement], name: str) -> Measurement | None:
     return next((row for row in rows if row.reference == name and row.succeeded), None)
 
@@ -81,7 +90,10 @@ def _table(scenario: Scenario, workload: Workload, rows: list[Measurement]) -> l
     best_figure = best.median if best else None
     unit = workload.unit
     ideal = scenario.ideal_requests_per_second
+    peer = fastest_peer(rows) if scenario.compare_with_fastest_peer else None
     header = ["server", f"{unit} (median)", "min \N{EN DASH} max", "vs corral best"]
+    if scenario.compare_with_fastest_peer:
+        header.append("vs fastest peer")
     if ideal:
         header.append("of ideal")
     header += ["p50 ms", "p99 ms", "RSS idle", "RSS after", "flags"]
@@ -89,7 +101,8 @@ def _table(scenario: Scenario, workload: Workload, rows: list[Measurement]) -> l
     for row in sorted(rows, key=_row_order):
         label = row.label if row.kind == SERVER else f"*{row.label}*"
         if not row.succeeded:
-            cells = [label, MISSING, MISSING, MISSING] + ([MISSING] if ideal else [])
+            cells = [label, MISSING, MISSING, MISSING]
+            cells += [MISSING] * (int(scenario.compare_with_fastest_peer) + int(bool(ideal)))
             cells += [MISSING, MISSING, _memory(row.rss_idle), MISSING, row.failure or "no runs"]
         else:
             cells = [
@@ -98,6 +111,8 @@ def _table(scenario: Scenario, workload: Workload, rows: list[Measurement]) -> l
                 f"{_number(row.minimum)} \N{EN DASH} {_number(row.maximum)}",
                 _ratio(row.median, best_figure),
             ]
+            if scenario.compare_with_fastest_peer:
+                cells.append(_ratio(row.median, peer.median if peer else None))
             if ideal:
                 cells.append(f"{row.median / ideal:.0%}")
             flags = "; ".join(row.flags)
@@ -143,9 +158,48 @@ def _summary(
     return lines
 
 
+def _mebibytes(kib: int | None) -> str:
+    return MISSING if not kib else f"{kib / 1024:.1f}"
+
+
+def _memory_table(rows: list[MemoryMeasurement]) -> list[str]:
+    reference = next(
+        (row.worker_idle for row in rows if row.reference == memory.REFERENCE and row.worker_idle),
+        None,
+    )
+    header = [
+        "server", "processes", "worker RSS idle", f"vs {memory.REFERENCE} worker",
+        "worker PSS idle", "worker USS idle",
+        f"worker RSS after {memory.REQUESTS_BETWEEN_SAMPLES} requests", "master RSS",
+        "master + worker PSS", "notes",
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        idle: ProcessMemory | None = row.worker_idle
+        if idle is None:
+            cells = [row.label] + [MISSING] * (len(header) - 2) + [row.failure or "no worker found"]
+        else:
+            after = row.worker_after
+            cells = [
+                row.label,
+                str(row.process_count),
+                _mebibytes(idle.rss_kib),
+                _ratio(idle.rss_kib, reference.rss_kib if reference else None),
+                _mebibytes(idle.pss_kib),
+                _mebibytes(idle.uss_kib),
+                _mebibytes(after.rss_kib if after else None),
+                _mebibytes(row.master.rss_kib) if row.master else "no master",
+                _mebibytes(idle.pss_kib + (row.master.pss_kib if row.master else 0)),
+                "; ".join(row.notes),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(
     context: RunContext,
     sections: list[tuple[Scenario, Workload, list[Measurement]]],
+    memory_rows: list[MemoryMeasurement],
     chart_name: str | None,
 ) -> str:
     versions = ", ".join(f"{name} {version}" for name, version in context.versions.items())
@@ -161,7 +215,8 @@ def render(
         f"- Versions: {versions}",
         f"- Each figure is the median of {context.runs} run(s) of {context.seconds:g} s, "
         "min \N{EN DASH} max beside it, after a 1 s warm-up. Server on CPU 0 (`taskset -c 0`), "
-        "`wrk -t1` on CPU 1.",
+        "`wrk -t1` on CPU 1, except in C2: there the server's processes run on both CPUs "
+        "and share CPU 1 with wrk.",
         "- RSS is VmRSS from /proc, summed over the server's process tree (master and "
         "worker both counted where there are two, pages shared after fork twice; the "
         "largest single process, the worker, is given beside the sum). "
@@ -186,6 +241,9 @@ def render(
             current_scenario = scenario
             lines += ["", f"## {scenario.title}", "", scenario.explanation]
         lines += ["", f"### {workload.app}", "", *_table(scenario, workload, rows)]
+    if memory_rows:
+        lines += ["", f"## {memory.TITLE}", "", memory.EXPLANATION, ""]
+        lines += _memory_table(memory_rows)
     return "\n".join(lines) + "\n"
 
 

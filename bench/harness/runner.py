@@ -66,7 +66,7 @@ def _to_run(workload: Workload, result: WrkResult) -> Run:
     )
 
 
-def _last_log_line(log_path: Path) -> str:
+def last_log_line(log_path: Path) -> str:
     try:
         text = log_path.read_text(errors="replace")
         # Lines starting with "$ " are the commands the harness logged, not output.
@@ -84,15 +84,17 @@ def measure_under_load(
     settings: RunSettings,
     port: int,
 ) -> Measurement:
-    """Runs argv pinned to CPU 0, then warm-up and timed wrk runs; always stops it."""
-    log_path = settings.log_dir / f"{scenario.key}-{workload.app}-{_slug(measurement.label)}.log"
+    """Runs argv on the scenario's server CPUs, then warm-up and timed wrk runs; always stops it."""
+    log_path = settings.log_dir / f"{scenario.key}-{workload.app}-{slug(measurement.label)}.log"
     log_path.unlink(missing_ok=True)
-    process = start_pinned(argv, SERVER_CPU, settings.bench_dir, settings.server_env, log_path)
+    process = start_pinned(
+        argv, scenario.server_cpus, settings.bench_dir, settings.server_env, log_path
+    )
     server = ServerProcess(process=process, port=port, log_path=log_path)
     try:
         problem = wait_until_answering(server, START_DEADLINE_SECONDS)
         if problem is not None:
-            last_line = _last_log_line(log_path)
+            last_line = last_log_line(log_path)
             measurement.failure = f"failed to start: {problem}" + (
                 f" ({last_line})" if last_line else ""
             )
@@ -115,6 +117,6 @@ def measure_under_load(
         stop_process_group(process)
 
 
-def _slug(label: str) -> str:
+def slug(label: str) -> str:
     kept = [character if character.isalnum() else "-" for character in label.lower()]
     return "-".join(part for part in "".join(kept).split("-") if part)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.servers import CPU, IO
+from harness.servers import CPU, IO, IO_WORKERS
 
 MEBIBYTE = 1024 * 1024
 SLEEP_SECONDS = 0.020
@@ -41,6 +41,10 @@ class Scenario:
     ideal_requests_per_second: float | None = None
     nginx_ceiling: bool = False
     in_quick: bool = False
+    server_cpus: str = "0"
+    """taskset CPU list for the server; wrk always runs on CPU 1."""
+    compare_with_fastest_peer: bool = False
+    """Adds a column dividing each row by the fastest server that is not corral."""
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -85,6 +89,23 @@ SCENARIOS: tuple[Scenario, ...] = (
         in_quick=True,
     ),
     Scenario(
+        key="C2",
+        title="C2: I/O-bound, 200 connections, 2 worker processes",
+        explanation=(
+            "As C (the app sleeps 20 ms, 200 keep-alive connections, ideal 10,000 req/s), "
+            "served by two worker processes of 100 requests each (gevent: up to 1,000 each). "
+            "The server is not pinned: its master and workers may run on both CPUs, and "
+            "`wrk -t1`, still pinned to CPU 1, shares that CPU with them. Only servers "
+            "with a worker-process count take part."
+        ),
+        profile=IO_WORKERS,
+        workloads=(Workload("sleep20"),),
+        connections=200,
+        ideal_requests_per_second=200 / SLEEP_SECONDS,
+        server_cpus="0,1",
+        compare_with_fastest_peer=True,
+    ),
+    Scenario(
         key="D",
         title="D: 1 MiB download and upload",
         explanation=(
@@ -101,10 +122,14 @@ SCENARIOS: tuple[Scenario, ...] = (
 )
 
 
+MEMORY_KEY = "M"
+"""--scenarios key of the idle memory section, which runs no load (harness/memory.py)."""
+
+
 def select_scenarios(keys: list[str] | None, quick: bool) -> list[Scenario]:
     """Scenarios named by --scenarios, or all (the quick subset with --quick)."""
     if keys is not None:
-        known = {scenario.key for scenario in SCENARIOS}
+        known = {scenario.key for scenario in SCENARIOS} | {MEMORY_KEY}
         unknown = set(keys) - known
         if unknown:
             raise ValueError(f"unknown scenarios {sorted(unknown)}; known: {sorted(known)}")
@@ -114,3 +139,8 @@ def select_scenarios(keys: list[str] | None, quick: bool) -> list[Scenario]:
 
 def select_workloads(scenario: Scenario, quick: bool) -> list[Workload]:
     return [workload for workload in scenario.workloads if workload.in_quick or not quick]
+
+
+def memory_selected(keys: list[str] | None, quick: bool) -> bool:
+    """Whether the idle memory section runs: named by --scenarios, or in a full run."""
+    return MEMORY_KEY in keys if keys is not None else not quick

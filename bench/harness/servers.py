@@ -1,19 +1,24 @@
 """The servers compared, each in the configurations its own documentation gives.
 
-A variant belongs to one or both concurrency profiles:
+A variant belongs to one or more profiles:
 - "cpu": the configuration for fast, CPU-bound apps (scenarios A, B, D);
-- "io": the configuration for apps that wait, sized for 200 connections (scenario C).
-Each variant runs as one server process (plus its master, where the server has
-one) pinned to CPU 0.
+- "io": the configuration for apps that wait, sized for 200 connections (scenario C);
+- "io-workers": as "io", split over two worker processes (scenario C2);
+- "memory": one worker serving the Flask app, for the idle memory section (M).
+In A to D each variant runs as one server process (plus its master, where the
+server has one) pinned to CPU 0; in C2 its master and two workers share both CPUs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 CPU = "cpu"
 IO = "io"
+IO_WORKERS = "io-workers"
+MEMORY = "memory"
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,10 @@ class ServerVariant:
             "app": app,
         }
         return [token.format(**values) for token in self.argv_template]
+
+    def is_installed(self) -> bool:
+        # corral is always tried: a broken corral must show as "failed to start".
+        return self.family == "corral" or importlib.util.find_spec(self.import_name) is not None
 
 
 def _variant(
@@ -68,14 +77,18 @@ _WAITRESS = "{bin}/waitress-serve --listen={host}:{port}"
 _GRANIAN = (
     "{bin}/granian --interface wsgi --host {host} --port {port} --workers 1 --log-level warning"
 )
+_GUNICORN_2 = "{bin}/gunicorn -w 2 -b {host}:{port} --log-level warning"
+_GRANIAN_2 = _GRANIAN.replace("--workers 1", "--workers 2")
 # --die-on-term because uWSGI treats TERM as "reload" by default.
 _UWSGI = "{bin}/uwsgi --processes 1 --disable-logging --die-on-term --listen 1024"
+# With more than one process uWSGI's documentation has a master supervise them.
+_UWSGI_2 = "{bin}/uwsgi --master --processes 2 --disable-logging --die-on-term --listen 1024"
 
 SERVER_VARIANTS: tuple[ServerVariant, ...] = (
     _variant(
         "corral",
         "corral --threads 1",
-        {CPU},
+        {CPU, MEMORY},
         f"{_CORRAL} --threads 1 apps:{{app}}",
         "corral",
         in_quick=True,
@@ -106,7 +119,50 @@ SERVER_VARIANTS: tuple[ServerVariant, ...] = (
         f"{_CORRAL} --process-per-request 4 apps:{{app}}",
         "corral",
     ),
-    _variant("gunicorn", "gunicorn sync", {CPU}, f"{_GUNICORN} apps:{{app}}", "gunicorn"),
+    _variant(
+        "corral",
+        "corral -w 1 (sync worker)",
+        {MEMORY},
+        f"{_CORRAL} -w 1 apps:{{app}}",
+        "corral",
+    ),
+    _variant(
+        "corral",
+        "corral -w 1 -k thread --threads 8",
+        {MEMORY},
+        f"{_CORRAL} -w 1 -k thread --threads 8 apps:{{app}}",
+        "corral",
+    ),
+    _variant(
+        "corral",
+        "corral -w 1 -k gevent",
+        {MEMORY},
+        f"{_CORRAL} -w 1 -k gevent apps:{{app}}",
+        "corral",
+    ),
+    _variant(
+        "corral",
+        "corral -w 2 -k thread --threads 100",
+        {IO_WORKERS},
+        f"{_CORRAL} -w 2 -k thread --threads 100 apps:{{app}}",
+        "corral",
+    ),
+    # --worker-connections left at its default (1000 per worker).
+    _variant(
+        "corral",
+        "corral -w 2 -k gevent",
+        {IO_WORKERS},
+        f"{_CORRAL} -w 2 -k gevent apps:{{app}}",
+        "corral",
+    ),
+    _variant(
+        "gunicorn",
+        "gunicorn sync",
+        {CPU, MEMORY},
+        f"{_GUNICORN} apps:{{app}}",
+        "gunicorn",
+        reference="gunicorn sync",
+    ),
     _variant(
         "gunicorn",
         "gunicorn gthread --threads 8",
@@ -115,6 +171,13 @@ SERVER_VARIANTS: tuple[ServerVariant, ...] = (
         "gunicorn",
         in_quick=True,
         reference="gunicorn gthread",
+    ),
+    _variant(
+        "gunicorn",
+        "gunicorn -w 1 gthread --threads 8",
+        {MEMORY},
+        f"{_GUNICORN} -k gthread --threads 8 apps:{{app}}",
+        "gunicorn",
     ),
     _variant(
         "gunicorn",
@@ -130,6 +193,29 @@ SERVER_VARIANTS: tuple[ServerVariant, ...] = (
         "gunicorn gevent",
         {CPU, IO},
         f"{_GUNICORN} -k gevent --worker-connections 1000 apps:{{app}}",
+        "gevent",
+    ),
+    _variant(
+        "gunicorn",
+        "gunicorn -w 1 gevent",
+        {MEMORY},
+        f"{_GUNICORN} -k gevent apps:{{app}}",
+        "gevent",
+    ),
+    _variant(
+        "gunicorn",
+        "gunicorn -w 2 gthread --threads 100",
+        {IO_WORKERS},
+        f"{_GUNICORN_2} -k gthread --threads 100 apps:{{app}}",
+        "gunicorn",
+        reference="gunicorn gthread",
+    ),
+    # --worker-connections left at its default (1000 per worker), as for corral.
+    _variant(
+        "gunicorn",
+        "gunicorn -w 2 gevent",
+        {IO_WORKERS},
+        f"{_GUNICORN_2} -k gevent apps:{{app}}",
         "gevent",
     ),
     _variant(
@@ -170,6 +256,24 @@ SERVER_VARIANTS: tuple[ServerVariant, ...] = (
         in_quick=True,
         reference="granian",
     ),
+    # granian's README: for WSGI, blocking threads are the most threads running
+    # the app at once, per worker; backpressure (default backlog / workers = 512)
+    # only limits accepted connections, so 100 threads per worker give 200 in flight.
+    _variant(
+        "granian",
+        "granian --workers 2 --blocking-threads 100",
+        {IO_WORKERS},
+        f"{_GRANIAN_2} --blocking-threads 100 apps:{{app}}",
+        "granian",
+        reference="granian",
+    ),
+    _variant(
+        "granian",
+        "granian --workers 1 (default)",
+        {MEMORY},
+        f"{_GRANIAN} apps:{{app}}",
+        "granian",
+    ),
     _variant(
         "cheroot",
         "cheroot (10 threads, default)",
@@ -205,6 +309,13 @@ SERVER_VARIANTS: tuple[ServerVariant, ...] = (
         "uwsgi --threads 200",
         {IO},
         f"{_UWSGI} --http11-socket {{host}}:{{port}} --threads 200 --module apps:{{app}}",
+        "pyuwsgi",
+    ),
+    _variant(
+        "uwsgi",
+        "uwsgi --master --processes 2 --threads 100",
+        {IO_WORKERS},
+        f"{_UWSGI_2} --http11-socket {{host}}:{{port}} --threads 100 --module apps:{{app}}",
         "pyuwsgi",
     ),
     _variant(
