@@ -64,6 +64,7 @@ class Connection:
         "busy",
         "closed",
         "fd",
+        "fresh",
         "idle_since",
         "on_close",
         "peer",
@@ -80,6 +81,8 @@ class Connection:
         self.buffer = bytearray()
         self.scanner = HeadScanner(state.limits)
         self.busy = False
+        # Accepted, its first request not yet handed to the model (see Dispatcher).
+        self.fresh = False
         self.closed = False
         self.idle_since = time.monotonic()
         self.on_close: Any = None

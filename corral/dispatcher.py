@@ -69,6 +69,11 @@ class Dispatcher:
         self.accept_only_when_free = accept_only_when_free
         self.paused_for_slots = False
         self.waiting_for_slot = False
+        # Connections accepted whose first request has not reached the model yet: a
+        # client connects to send a request, so each one holds a slot until it does.
+        # Without this, a burst of connections all lands in whichever worker woke
+        # first, and keep-alive keeps them there.
+        self.fresh = 0
         self.accept_paused_until = 0.0
         # Called on the loop thread about twice a second (the worker's heartbeat).
         self.on_tick: Callable[[], None] | None = None
@@ -167,8 +172,12 @@ class Dispatcher:
             connection = connections.get(fd)
             if connection is not None:
                 connection.busy = True
+                if connection.fresh:
+                    connection.fresh = False
+                    self.fresh -= 1
                 self.model.submit(connection)
-                if self.accept_only_when_free and not self.paused_for_slots:
+                if self.accept_only_when_free:
+                    # Full now, or (served inline, or its fresh slot handed over) free.
                     self._check_slots()
             elif fd in self.listeners:
                 self._accept(fd)
@@ -187,7 +196,7 @@ class Dispatcher:
         is_tcp = listener.family != socket.AF_UNIX
         batch = _ACCEPT_BATCH
         if self.accept_only_when_free:
-            batch = min(batch, self.model.free_slots())
+            batch = min(batch, self._free_slots())
             if batch <= 0:
                 self._check_slots()
                 return
@@ -208,6 +217,9 @@ class Dispatcher:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = Connection(sock, peer, state)
             connection.on_close = self._forget
+            if self.accept_only_when_free:
+                connection.fresh = True
+                self.fresh += 1
             self.connections[connection.fd] = connection
             self.readiness.watch(connection.fd, once=self.rearm)
 
@@ -216,9 +228,12 @@ class Dispatcher:
         for fd in self.listeners:
             self.readiness.pause(fd)
 
+    def _free_slots(self) -> int:
+        return self.model.free_slots() - self.fresh
+
     def _check_slots(self) -> None:
         """Listen while the model has a free slot, and only then."""
-        if self.model.free_slots() > 0:
+        if self._free_slots() > 0:
             self.waiting_for_slot = False
             if self.paused_for_slots:
                 self.paused_for_slots = False
@@ -232,13 +247,18 @@ class Dispatcher:
                 self.readiness.pause(fd)
         self.waiting_for_slot = True
         # A request that ended before the flag was set did not wake the loop.
-        if self.model.free_slots() > 0:
+        if self._free_slots() > 0:
             self._check_slots()
 
     def _forget(self, connection: Connection) -> None:
         if self.connections.get(connection.fd) is connection:
             del self.connections[connection.fd]
         self.readiness.forget(connection.fd)
+        if connection.fresh:
+            connection.fresh = False
+            self.fresh -= 1
+            if self.paused_for_slots:
+                self._check_slots()
 
     def _close_idle(self, now: float) -> None:
         if self.accept_paused_until and now >= self.accept_paused_until:

