@@ -143,7 +143,13 @@ class Master:
         for signum in _HANDLED_SIGNALS:
             signal.signal(signum, self._queue_signal)
         if self.pidfile:
-            _write_pidfile(self.pidfile, self.pid)
+            try:
+                _write_pidfile(self.pidfile, self.pid)
+            except OSError as error:
+                error_log.critical("cannot write the pid file: %s", error)
+                self.pidfile = None
+                self.exit_code = 1
+                self.stopping = True
         error_log.info("corral master (pid %d)", self.pid)
         error_log.info("Concurrency: %s", self.describe(self.cfg))
         self._hook("when_ready", self)
@@ -178,7 +184,8 @@ class Master:
                 error_log.info("Received TERM: stopping gracefully")
                 self._stop(quick=False)
             elif signum in (signal.SIGINT, signal.SIGQUIT):
-                error_log.info("Received %s: stopping quickly", signal.Signals(signum).name)
+                name = signal.Signals(signum).name.removeprefix("SIG")
+                error_log.info("Received %s: stopping quickly", name)
                 self._stop(quick=True)
             elif signum == signal.SIGHUP:
                 self._reload()

@@ -249,3 +249,72 @@ def test_reuse_port_lets_a_second_server_bind_the_same_port() -> None:
         for process in (first, second):
             process.terminate()
             process.wait(15)
+
+
+def test_a_pid_file_that_cannot_be_written_stops_the_master(tmp_path: Path) -> None:
+    pidfile = tmp_path / "no-such-directory" / "corral.pid"
+    result = subprocess.run(
+        [sys.executable, "-m", "corral", "-w", "1", "-b", "127.0.0.1:0", "-p", str(pidfile), APP],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "cannot write the pid file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_every_server_hook_runs_with_gunicorn_arguments(tmp_path: Path) -> None:
+    record = tmp_path / "hooks.log"
+    names = [
+        "on_starting", "on_reload", "when_ready", "pre_fork", "post_fork",
+        "post_worker_init", "worker_int", "worker_abort", "pre_exec", "child_exit",
+        "worker_exit", "on_exit",
+    ]  # fmt: skip
+    lines = [
+        "import os",
+        "def _note(name, *arguments):",
+        f"    with open({str(record)!r}, 'a') as log:",
+        "        log.write(name + ' ' + ' '.join(type(a).__name__ for a in arguments) + '\\n')",
+    ]
+    for name in names:
+        lines += [f"def {name}(*arguments):", f"    _note({name!r}, *arguments)"]
+    lines += [
+        "def nworkers_changed(server, new, old):",
+        "    _note('nworkers_changed', server, new, old)",
+        "def pre_request(worker, req):",
+        "    _note('pre_request', worker, req.method, req.path, req.version)",
+        "def post_request(worker, req, environ, resp):",
+        "    _note('post_request', worker, req, environ, resp.status)",
+    ]
+    config = tmp_path / "hooks.conf.py"
+    config.write_text("\n".join(lines) + "\n")
+    server = start(["-c", str(config), "-w", "1", "--timeout", "2"], 1)
+    try:
+        master = server.process.pid
+        get(server.port)
+        os.kill(master, signal.SIGTTIN)
+        assert wait_until(lambda: server.log.count("Booted worker") >= 2, 10)
+        os.kill(master, signal.SIGHUP)
+        assert wait_until(lambda: "Reload complete" in server.log, 10), server.log
+        with pytest.raises(OSError):
+            get(server.port, "/hang")
+        assert wait_until(lambda: "killed after --timeout" in server.log, 10)
+    finally:
+        assert server.stop(signal.SIGINT) == 0
+    log = record.read_text()
+    assert "on_starting Master\n" in log
+    assert "when_ready Master\n" in log
+    assert "pre_fork Master Worker\n" in log
+    assert "post_fork Master Worker\n" in log
+    assert "post_worker_init Worker\n" in log
+    assert "pre_request Worker str str tuple\n" in log
+    assert "post_request Worker HookRequest dict str\n" in log
+    assert "nworkers_changed Master int int\n" in log
+    assert "on_reload Master\n" in log
+    assert "worker_abort Worker\n" in log
+    assert "child_exit Master Worker\n" in log
+    assert "worker_int Worker\n" in log
+    assert "worker_exit Master Worker\n" in log
+    assert log.endswith("on_exit Master\n")
