@@ -142,7 +142,13 @@ def main(
         print(f"corral: error: {error}", file=sys.stderr)
         return USAGE_ERROR
     if getattr(arguments, "print_config", False):
-        print_config(config)
+        try:
+            print_config(config)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # `corral --print-config | head`: the reader has what it wanted. Point
+            # stdout at nothing so the interpreter's own flush at exit stays quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     spec = getattr(arguments, "app", None)
     if app is None and not spec:

@@ -193,6 +193,25 @@ def test_address_in_use_is_one_line(start_server: Callable[..., RunningServer]) 
     assert "Traceback" not in result.stderr
 
 
+def test_print_config_into_a_pipe_closed_early_is_quiet() -> None:
+    # `corral --print-config | head -1`, with the reader gone before the first write.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "corral", "--print-config"],
+            cwd=ROOT,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=20,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
 def test_environment_variables_and_print_config() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "corral", "--print-config", "--keep-alive", "9"],
