@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from typing import Any
 
 from corral.config import build_config
+from corral.config_file import read_config_file
 
 _RELOADER_CHILD = "WERKZEUG_RUN_MAIN"
 
@@ -36,12 +38,15 @@ def run_simple(
     forks a process per request, at most N at once (`--process-per-request N`); neither
     serves one request at a time. `use_reloader`, `use_debugger`/`use_evalex` and
     `static_files` use Werkzeug's own reloader and middleware. Any other corral setting
-    can be passed by name, e.g. `max_threads=200` or `access_logfile="-"`.
+    can be passed by name, e.g. `max_threads=200`, `access_logfile="-"`, `workers=4`
+    (worker processes under a master, forked with the app already imported) or
+    `config="corral.conf.py"` (a config file, below the keywords in precedence).
 
     Raises ValueError for `threaded` together with `processes > 1` (as Werkzeug does),
     and for what corral cannot honour: `request_handler` (corral is not built on
     http.server), `passthrough_errors=True` (application errors become a 500 response),
-    and `ssl_context` (terminate TLS in a proxy such as nginx or HAProxy). A bad corral
+    and `ssl_context` (terminate TLS in a proxy such as nginx or HAProxy), and for
+    `worker_class="gevent"` and `reload=True`, which need the app not yet imported. A bad corral
     setting raises `corral.config.ConfigError`; an address in use raises
     `corral.sockets.BindError`.
     """
@@ -80,9 +85,23 @@ def run_simple(
         overrides["thread_per_request"] = True
     elif processes > 1:
         overrides["process_per_request"] = processes
-    config = build_config(None, overrides)
+    config_path = settings.get("config")
+    file_values = read_config_file(config_path) if config_path else None
+    config = build_config(None, overrides, file_values)
+    if config.worker_class == "gevent":
+        raise ValueError(
+            "corral.run_simple cannot run gevent workers: gevent must patch before the "
+            "app is imported; use the corral command: corral -k gevent MODULE:APP"
+        )
+    if config.reload:
+        raise ValueError("corral.run_simple restarts on code changes with use_reloader=True")
 
-    from corral.server import serve
+    from corral.server import serve, serve_with_workers
+
+    if config.workers:
+        # The app is already imported here, as with --preload; HUP reloads settings.
+        serve_with_workers(None, application, config, lambda: config, [sys.executable, *sys.argv])
+        return
 
     if use_reloader and os.environ.get(_RELOADER_CHILD) != "true":
         from werkzeug._reloader import run_with_reloader

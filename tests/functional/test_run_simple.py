@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -118,11 +119,51 @@ def test_cannot_be_both_threaded_and_multiprocess() -> None:
 
 @pytest.mark.parametrize(
     "keyword",
-    [{"request_handler": object()}, {"passthrough_errors": True}, {"ssl_context": "adhoc"}],
-    ids=["request_handler", "passthrough_errors", "ssl_context"],
+    [
+        {"request_handler": object()},
+        {"passthrough_errors": True},
+        {"ssl_context": "adhoc"},
+        {"worker_class": "gevent"},
+    ],
+    ids=["request_handler", "passthrough_errors", "ssl_context", "gevent"],
 )
 def test_what_cannot_be_honoured_is_a_clear_error(keyword: dict[str, object]) -> None:
     from corral import run_simple
 
     with pytest.raises(ValueError, match=r"corral\.run_simple"):
         run_simple("127.0.0.1", 0, lambda environ, start_response: [], **keyword)  # type: ignore[arg-type]
+
+
+def _serve_with(tmp_path: Path, *keywords: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    command = [sys.executable, "-m", "tests.apps.run_simple_server", "corral", str(port)]
+    command += keywords
+    with (tmp_path / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    _wait_until_serving(port, process)
+    return process, port
+
+
+def test_a_config_file_and_worker_processes_through_run_simple(tmp_path: Path) -> None:
+    access_log = tmp_path / "access.log"
+    config = tmp_path / "corral.conf.py"
+    config.write_text(
+        f"accesslog = {str(access_log)!r}\naccess_log_format = 'via file %(s)s'\nworkers = 2\n"
+    )
+    process, port = _serve_with(tmp_path, f"config={str(config)!r}")
+    try:
+        assert requests.get(f"http://127.0.0.1:{port}/hello", timeout=10).status_code == 200
+        deadline = time.monotonic() + 10
+        while "via file 200" not in (access_log.read_text() if access_log.exists() else ""):
+            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.05)
+        log = (tmp_path / "server.log").read_text()
+        assert "Concurrency: 2 worker processes" in log
+    finally:
+        process.terminate()
+        assert process.wait(15) == 0
