@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.server import RunningServer, open_idle_connections
+from tests.server import MODELS, RunningServer, open_idle_connections
 
 CLIENTS = 32
 SLEEP_MS = 200
@@ -81,15 +81,16 @@ def test_thread_per_request_ceiling_queues_and_is_logged(
     assert server.wait_for_log("thread ceiling of 8 reached")
 
 
+_WITH_WORKER_PROCESSES = {
+    "sync-workers": ["-w", "2"],
+    "thread-workers": ["-w", "2", "--threads", "4"],
+}
+
+
 @pytest.mark.parametrize(
     "options",
-    [
-        ["--threads", "4"],
-        ["--threads", "1"],
-        ["--thread-per-request"],
-        ["--process-per-request", "4"],
-    ],
-    ids=["thread-pool", "one-at-a-time", "thread-per-request", "process-per-request"],
+    [*MODELS.values(), *_WITH_WORKER_PROCESSES.values()],
+    ids=[*MODELS, *_WITH_WORKER_PROCESSES],
 )
 def test_idle_keep_alive_connections_hold_no_worker(
     start_server: Callable[..., RunningServer], options: list[str]
