@@ -289,7 +289,7 @@ SETTINGS: tuple[Setting, ...] = (
         seconds,
         30.0,
         "Seconds a worker may spend on one request before the master dumps its threads' "
-        "tracebacks to the error log and kills it; 0 for no limit.",
+        "tracebacks to the error log and kills it, or on booting; 0 for no limit.",
         "Worker processes",
         "SECONDS",
     ),

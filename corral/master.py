@@ -85,6 +85,8 @@ class Worker:
         self.retiring = False
         self.deadline = 0.0
         self.aborted = False
+        self.boot_timed_out = False
+        self.spawned_at = time.monotonic()
         self.alive = True
         self.max_requests = 0
 
@@ -295,6 +297,17 @@ class Master:
                 worker.deadline = 0.0
                 _signal(worker.pid, signal.SIGKILL)
                 continue
+            if timeout and not worker.ready and not worker.boot_timed_out:
+                if now - worker.spawned_at > timeout:
+                    # An import that hangs (a database reached at import time, say).
+                    error_log.error(
+                        "Worker %d did not boot within --timeout %g s; killing it",
+                        worker.pid,
+                        timeout,
+                    )
+                    worker.boot_timed_out = True
+                    _signal(worker.pid, signal.SIGKILL)
+                continue
             if not timeout or not worker.ready or worker.retiring or worker.aborted:
                 continue
             # A worker that serves on its loop thread cannot beat during a request, and
@@ -332,7 +345,7 @@ class Master:
             self._log_exit(worker, code)
             self._hook("child_exit", self, worker)
             worker.heartbeat.close()
-            if code == BOOT_ERROR and not worker.ready:
+            if (code == BOOT_ERROR or worker.boot_timed_out) and not worker.ready:
                 self._boot_failed(worker)
 
     def _log_exit(self, worker: Worker, code: int) -> None:

@@ -318,3 +318,22 @@ def test_every_server_hook_runs_with_gunicorn_arguments(tmp_path: Path) -> None:
     assert "worker_int Worker\n" in log
     assert "worker_exit Master Worker\n" in log
     assert log.endswith("on_exit Master\n")
+
+
+def test_a_worker_that_does_not_boot_within_the_timeout_stops_the_master(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "hanging_app.py").write_text("import time\ntime.sleep(100)\n")
+    command = [sys.executable, "-m", "corral", "-w", "1", "-t", "2", "-b", "127.0.0.1:0"]
+    started = time.monotonic()
+    result = subprocess.run(
+        [*command, "hanging_app:app"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 4, result.stderr
+    assert "did not boot within --timeout 2 s" in result.stderr
+    assert time.monotonic() - started < 6
