@@ -233,5 +233,13 @@ class WorkerRun:
 
 
 def _resident_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * _PAGE_SIZE / (1024 * 1024)
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE / (1024 * 1024)
+    except OSError:
+        # No /proc (macOS, the BSDs): the peak instead, which only ever grows, so the
+        # worker is still replaced once it has grown past the limit. macOS gives bytes.
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
