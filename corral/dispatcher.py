@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from corral.connection import Connection, ServingState
-from corral.readiness import make_readiness
+from corral.readiness import make_readiness, make_wake_pipe
 
 if TYPE_CHECKING:
     from corral.workers import WorkerModel
@@ -78,10 +78,7 @@ class Dispatcher:
         # Called on the loop thread about twice a second (the worker's heartbeat).
         self.on_tick: Callable[[], None] | None = None
         self.handle_signals = True
-        self.wake_read, self.wake_write = os.pipe()
-        for fd in (self.wake_read, self.wake_write):
-            os.set_blocking(fd, False)
-            os.set_inheritable(fd, False)
+        self.wake_read, self.wake_write = make_wake_pipe()
         self.readiness = model.make_readiness(self.wake_write) or make_readiness(
             poller, self.wake_write
         )

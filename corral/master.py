@@ -31,6 +31,7 @@ from typing import Any
 
 from corral.config import Config
 from corral.heartbeat import READY, RETIRING, Heartbeat
+from corral.readiness import make_wake_pipe
 from corral.sockets import handover_environment
 
 error_log = logging.getLogger("corral.error")
@@ -137,10 +138,7 @@ class Master:
 
     def run(self) -> int:
         """Supervise until stopped; the exit status for the command."""
-        self.wake_read, self.wake_write = os.pipe()
-        for fd in (self.wake_read, self.wake_write):
-            os.set_blocking(fd, False)
-            os.set_inheritable(fd, False)
+        self.wake_read, self.wake_write = make_wake_pipe()
         signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
         for signum in _HANDLED_SIGNALS:
             signal.signal(signum, self._queue_signal)

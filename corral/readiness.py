@@ -96,6 +96,16 @@ class PollReadiness:
         pass
 
 
+def make_wake_pipe() -> tuple[int, int]:
+    """(read end, write end) of a non-blocking pipe that signal handlers and other
+    threads write a byte to, so that a loop waiting on the read end wakes up."""
+    read_end, write_end = os.pipe()
+    for fd in (read_end, write_end):
+        os.set_blocking(fd, False)
+        os.set_inheritable(fd, False)
+    return read_end, write_end
+
+
 def make_readiness(kind: str, wake_fd: int) -> EpollReadiness | PollReadiness:
     """`kind` is "auto" (epoll where the system has it), "epoll" or "poll"."""
     if kind == "poll" or (kind == "auto" and not hasattr(select, "epoll")):

@@ -66,8 +66,9 @@ class RequestObserver:
         # After `limit` requests (--max-requests), `on_limit` is called once.
         self.limit = limit
         self.on_limit = on_limit
-        # thread ident -> (monotonic start, request line)
-        self.in_flight: dict[int, tuple[float, str]] = {}
+        # thread ident -> (monotonic start, head); the request line is only written out
+        # when the worker is aborted, so it is not formatted per request.
+        self.in_flight: dict[int, tuple[float, RequestHead]] = {}
         self.served = 0
 
     @classmethod
@@ -78,10 +79,7 @@ class RequestObserver:
         return cls(worker, config.pre_request, config.post_request)
 
     def started(self, head: RequestHead) -> HookRequest | None:
-        self.in_flight[threading.get_ident()] = (
-            time.monotonic(),
-            f"{head.method} {head.target} {head.version}",
-        )
+        self.in_flight[threading.get_ident()] = (time.monotonic(), head)
         if self.pre_request is None:
             return None
         request = HookRequest(head)
@@ -107,13 +105,17 @@ class RequestObserver:
         except Exception:
             error_log.exception("post_request hook failed")
 
-    def oldest(self) -> tuple[float, str] | None:
-        """The start and request line of the longest-running request in flight."""
+    def oldest_start(self) -> float:
+        """When the longest-running request in flight began; 0.0 when none is."""
         try:
-            return min(self.in_flight.values(), default=None)
+            return min((started for started, _ in self.in_flight.values()), default=0.0)
         except RuntimeError:
             # Another thread changed the dict mid-iteration; the next tick asks again.
-            return None
+            return 0.0
 
-    def describe_in_flight(self) -> dict[int, tuple[float, str]]:
-        return dict(self.in_flight)
+    def requests_in_flight(self) -> dict[int, tuple[float, str]]:
+        """Thread ident -> (start, request line), for the traceback dump."""
+        return {
+            ident: (started, f"{head.method} {head.target} {head.version}")
+            for ident, (started, head) in list(self.in_flight.items())
+        }

@@ -127,7 +127,7 @@ class WorkerRun:
     def _tick(self) -> None:
         observer = self.observer
         assert observer is not None and self.dispatcher is not None
-        oldest = observer.oldest()
+        oldest = observer.oldest_start()
         served = observer.served
         if not self.retiring:
             if self.memory_limit and served:
@@ -139,9 +139,7 @@ class WorkerRun:
             if os.getppid() != self.worker.ppid:
                 error_log.error("Worker %d: the master is gone; stopping", os.getpid())
                 self._retire("the master is gone")
-        self.worker.heartbeat.beat(
-            RETIRING if self.retiring else READY, oldest[0] if oldest else 0.0, served
-        )
+        self.worker.heartbeat.beat(RETIRING if self.retiring else READY, oldest, served)
 
     def _served_enough(self) -> None:
         """Called by the observer, on the thread that finished the last request."""
@@ -184,7 +182,7 @@ class WorkerRun:
 
     def _abort(self, _signum: int, frame: Any) -> None:
         observer = self.observer
-        in_flight = observer.describe_in_flight() if observer is not None else {}
+        in_flight = observer.requests_in_flight() if observer is not None else {}
         now = time.monotonic()
         names = {thread.ident: thread.name for thread in threading.enumerate()}
         lines = [f"Worker {os.getpid()} aborted by --timeout; its threads:"]
