@@ -18,6 +18,20 @@ from tests.functional.test_master import APP, get, start, wait_until, workers_of
 from tests.server import ROOT, free_port
 
 
+def run_to_exit(*arguments: str, modules: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`corral -b 127.0.0.1:0 ARGUMENTS`, expected to exit by itself; `modules` is put on
+    the path for an app written by the test."""
+    path = f"{modules}{os.pathsep}{ROOT}" if modules else str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "corral", "-b", "127.0.0.1:0", *arguments],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def test_max_requests_recycles_the_worker_gracefully() -> None:
     with start(["-w", "1", "--max-requests", "5"], 1) as server:
         pids = [get(server.port).split()[0] for _ in range(12)]
@@ -59,13 +73,7 @@ def _resident_mib(pid: int) -> float:
 
 
 def test_an_app_that_cannot_import_stops_the_master_with_one_line() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "corral", "-w", "2", "-b", "127.0.0.1:0", "no_such_module:app"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_to_exit("-w", "2", "no_such_module:app")
     assert result.returncode == 4
     assert result.stderr.strip() == (
         "corral: error: no module named 'no_such_module' (from 'no_such_module:app')"
@@ -74,14 +82,7 @@ def test_an_app_that_cannot_import_stops_the_master_with_one_line() -> None:
 
 def test_an_app_that_fails_in_its_workers_stops_the_master(tmp_path: Path) -> None:
     (tmp_path / "broken_app.py").write_text("raise RuntimeError('database unreachable')\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "corral", "-w", "2", "-b", "127.0.0.1:0", "broken_app:app"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_to_exit("-w", "2", "broken_app:app", modules=tmp_path)
     assert result.returncode == 4, result.stderr
     assert "RuntimeError: database unreachable" in result.stderr
     assert "Worker failed to boot; stopping" in result.stderr
@@ -253,13 +254,7 @@ def test_reuse_port_lets_a_second_server_bind_the_same_port() -> None:
 
 def test_a_pid_file_that_cannot_be_written_stops_the_master(tmp_path: Path) -> None:
     pidfile = tmp_path / "no-such-directory" / "corral.pid"
-    result = subprocess.run(
-        [sys.executable, "-m", "corral", "-w", "1", "-b", "127.0.0.1:0", "-p", str(pidfile), APP],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_to_exit("-w", "1", "-p", str(pidfile), APP)
     assert result.returncode == 1
     assert "cannot write the pid file" in result.stderr
     assert "Traceback" not in result.stderr
@@ -324,16 +319,24 @@ def test_a_worker_that_does_not_boot_within_the_timeout_stops_the_master(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "hanging_app.py").write_text("import time\ntime.sleep(100)\n")
-    command = [sys.executable, "-m", "corral", "-w", "1", "-t", "2", "-b", "127.0.0.1:0"]
     started = time.monotonic()
-    result = subprocess.run(
-        [*command, "hanging_app:app"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_to_exit("-w", "1", "-t", "2", "hanging_app:app", modules=tmp_path)
     assert result.returncode == 4, result.stderr
     assert "did not boot within --timeout 2 s" in result.stderr
     assert time.monotonic() - started < 6
+
+
+def test_a_new_master_that_fails_gives_the_pid_file_back(tmp_path: Path) -> None:
+    pidfile, marker = tmp_path / "corral.pid", tmp_path / "pre_exec"
+    config = tmp_path / "corral.conf.py"
+    config.write_text(f"def pre_exec(server):\n    open({str(marker)!r}, 'w').close()\n")
+    with start(["-w", "1", "-p", str(pidfile), "-c", str(config)], 1) as server:
+        # The new master runs the same command, so reads this file, and stops at once.
+        config.write_text("workers = 'many'\n")
+        os.kill(server.process.pid, signal.SIGUSR2)
+        assert wait_until(lambda: "The new master" in server.log, 10), server.log
+        assert marker.exists()
+        assert wait_until(lambda: pidfile.exists(), 5)
+        assert pidfile.read_text().strip() == str(server.process.pid)
+        assert not (tmp_path / "corral.pid.oldbin").exists()
+        get(server.port)
