@@ -15,21 +15,12 @@ from dataclasses import dataclass, field
 from harness.processes import (
     LOOPBACK,
     ProcessMemory,
-    ServerProcess,
     children_by_parent,
     find_free_port,
     measure_process,
-    start_pinned,
     stop_process_group,
-    wait_until_answering,
 )
-from harness.runner import (
-    SERVER_CPU,
-    START_DEADLINE_SECONDS,
-    RunSettings,
-    last_log_line,
-    slug,
-)
+from harness.runner import SERVER_CPU, RunSettings, slug, start_failure, start_server
 from harness.scenarios import MEMORY_KEY
 from harness.servers import MEMORY, ServerVariant, select_variants
 
@@ -99,16 +90,10 @@ def measure_variant_memory(variant: ServerVariant, settings: RunSettings) -> Mem
     port = find_free_port()
     argv = variant.argv(settings.python, LOOPBACK, port, APP)
     log_path = settings.log_dir / f"{MEMORY_KEY}-{APP}-{slug(variant.label)}.log"
-    log_path.unlink(missing_ok=True)
-    process = start_pinned(argv, str(SERVER_CPU), settings.bench_dir, settings.server_env, log_path)
-    server = ServerProcess(process=process, port=port, log_path=log_path)
+    server = start_server(argv, str(SERVER_CPU), settings, port, log_path)
     try:
-        problem = wait_until_answering(server, START_DEADLINE_SECONDS)
-        if problem is not None:
-            last_line = last_log_line(log_path)
-            measurement.failure = f"failed to start: {problem}" + (
-                f" ({last_line})" if last_line else ""
-            )
+        measurement.failure = start_failure(server)
+        if measurement.failure is not None:
             return measurement
         time.sleep(SETTLE_SECONDS)
         master, worker, count = _master_and_worker(server.pid)
@@ -123,7 +108,7 @@ def measure_variant_memory(variant: ServerVariant, settings: RunSettings) -> Mem
             measurement.notes.append("worker replaced between samples")
         return measurement
     finally:
-        stop_process_group(process)
+        stop_process_group(server.process)
 
 
 def run_memory_section(families: set[str] | None, settings: RunSettings) -> list[MemoryMeasurement]:

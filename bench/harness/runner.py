@@ -86,18 +86,11 @@ def measure_under_load(
 ) -> Measurement:
     """Runs argv on the scenario's server CPUs, then warm-up and timed wrk runs; always stops it."""
     log_path = settings.log_dir / f"{scenario.key}-{workload.app}-{slug(measurement.label)}.log"
-    log_path.unlink(missing_ok=True)
-    process = start_pinned(
-        argv, scenario.server_cpus, settings.bench_dir, settings.server_env, log_path
-    )
-    server = ServerProcess(process=process, port=port, log_path=log_path)
+    server = start_server(argv, scenario.server_cpus, settings, port, log_path)
+    process = server.process
     try:
-        problem = wait_until_answering(server, START_DEADLINE_SECONDS)
-        if problem is not None:
-            last_line = last_log_line(log_path)
-            measurement.failure = f"failed to start: {problem}" + (
-                f" ({last_line})" if last_line else ""
-            )
+        measurement.failure = start_failure(server)
+        if measurement.failure is not None:
             return measurement
         measurement.rss_idle = measure_tree_rss(server.pid)
         url = f"http://{LOOPBACK}:{port}/"
@@ -115,6 +108,24 @@ def measure_under_load(
         return measurement
     finally:
         stop_process_group(process)
+
+
+def start_server(
+    argv: list[str], cpus: str, settings: RunSettings, port: int, log_path: Path
+) -> ServerProcess:
+    """Starts argv on `cpus`, its output in a fresh `log_path`; the caller stops it."""
+    log_path.unlink(missing_ok=True)
+    process = start_pinned(argv, cpus, settings.bench_dir, settings.server_env, log_path)
+    return ServerProcess(process=process, port=port, log_path=log_path)
+
+
+def start_failure(server: ServerProcess) -> str | None:
+    """None once the server answers; else why not, with its log's last line."""
+    problem = wait_until_answering(server, START_DEADLINE_SECONDS)
+    if problem is None:
+        return None
+    last_line = last_log_line(server.log_path)
+    return f"failed to start: {problem}" + (f" ({last_line})" if last_line else "")
 
 
 def slug(label: str) -> str:
