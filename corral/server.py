@@ -216,13 +216,14 @@ def reopen_logs(config: Config, dispatcher: Dispatcher) -> None:
             access_log.reopen()
 
 
-def set_process_title(config: Config, role: str) -> None:
-    """ "corral: master [name]" in ps and top, when setproctitle is installed."""
+def set_process_title(config: Config, role: str, spec: str | None) -> None:
+    """Titles such as `corral: master [myapp:app]` in ps and top, when setproctitle is
+    installed; the name is --name, else the application's."""
     try:
         from setproctitle import setproctitle
     except ImportError:
         return
-    setproctitle(f"corral: {role} [{config.proc_name or 'corral'}]")
+    setproctitle(f"corral: {role} [{config.proc_name or spec or 'corral'}]")
 
 
 def serve_with_workers(
@@ -262,5 +263,5 @@ def serve_with_workers(
     # Frozen objects are never written by a collection, so the pages the workers
     # inherit stay shared instead of being copied by each worker's first collection.
     freeze_heap()
-    set_process_title(config, "master")
+    set_process_title(config, "master", spec)
     return master.run()

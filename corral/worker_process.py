@@ -69,7 +69,7 @@ class WorkerRun:
 
     def run(self) -> int:
         config = self.config
-        set_process_title(config, "worker")
+        set_process_title(config, "worker", self.boot.spec)
         self._hook("post_fork", self.master, self.worker)
         try:
             drop_privileges(config)

@@ -340,3 +340,15 @@ def test_a_new_master_that_fails_gives_the_pid_file_back(tmp_path: Path) -> None
         assert pidfile.read_text().strip() == str(server.process.pid)
         assert not (tmp_path / "corral.pid.oldbin").exists()
         get(server.port)
+
+
+def test_process_titles_name_the_app_or_the_name_given() -> None:
+    def title(pid: int) -> str:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
+
+    with start(["-w", "1"], 1) as server:
+        (worker,) = workers_of(server.process.pid)
+        assert title(server.process.pid) == f"corral: master [{APP}]"
+        assert title(worker) == f"corral: worker [{APP}]"
+    with start(["-w", "1", "-n", "shop"], 1) as server:
+        assert title(server.process.pid) == "corral: master [shop]"
