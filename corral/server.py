@@ -54,21 +54,9 @@ def prepare_process(config: Config) -> None:
 
 
 def describe_concurrency(config: Config) -> str:
-    """The start-up line for worker processes, from the settings alone: the master
-    never builds a worker model (nor imports gevent)."""
-    workers = config.workers
-    processes = f"{workers} worker process{'es' if workers != 1 else ''}"
-    if config.worker_class == "gevent":
-        each, per = f"{config.worker_connections} coroutines (gevent)", config.worker_connections
-    elif config.thread_per_request:
-        each, per = f"a thread per request (ceiling {config.max_threads})", config.max_threads
-    elif config.worker_class == "thread":
-        each, per = f"{config.threads} threads (thread pool)", config.threads
-    else:
-        each, per = "1 thread", 1
-    upto = "up to " if config.thread_per_request else ""
-    total = workers * per
-    return f"{processes} × {each} = {upto}{total} request{'s' if total != 1 else ''} at a time"
+    """The start-up line for worker processes. Building a model starts nothing (nor
+    imports gevent), so the master can ask the workers' model to describe itself."""
+    return make_worker_model(config).describe(config.workers)
 
 
 def make_worker_model(config: Config) -> WorkerModel:

@@ -17,6 +17,8 @@ class WorkerModel:
     # True when `submit` serves the connection before it returns, on the dispatcher's
     # thread: the dispatcher then never needs to disarm a connection while it is served.
     serves_inline = False
+    # True when `concurrency()` is a ceiling, reached only when that many requests come.
+    ceiling_only = False
 
     def __init__(self) -> None:
         self.dispatcher: Dispatcher | None = None
@@ -48,9 +50,21 @@ class WorkerModel:
         """How many requests can be inside the application at once."""
         raise NotImplementedError
 
-    def describe(self) -> str:
-        """The start-up line's account of the model, e.g. '8 threads (thread pool)'."""
+    def each(self) -> str:
+        """What serves requests in one process, e.g. '8 threads (thread pool)'."""
         raise NotImplementedError
+
+    def describe(self, workers: int = 0) -> str:
+        """The start-up line's account, e.g. '1 process × 8 threads (thread pool) = 8
+        requests at a time'; for `workers` worker processes when given."""
+        if workers:
+            processes = f"{workers} worker process{'es' if workers != 1 else ''}"
+        else:
+            processes = "1 process"
+        total = max(workers, 1) * self.concurrency()
+        upto = "up to " if self.ceiling_only else ""
+        requests = f"{total} request{'s' if total != 1 else ''}"
+        return f"{processes} × {self.each()} = {upto}{requests} at a time"
 
 
 def serve_and_release(dispatcher: Dispatcher, connection: Connection) -> None:

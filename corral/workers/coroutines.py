@@ -213,7 +213,5 @@ class Coroutines(WorkerModel):
     def concurrency(self) -> int:
         return self.size
 
-    def describe(self) -> str:
-        if self.size == 1:
-            return "1 process × 1 coroutine (gevent) = 1 request at a time"
-        return f"1 process × {self.size} coroutines (gevent) = {self.size} requests at a time"
+    def each(self) -> str:
+        return f"{self.size} coroutine{'s' if self.size != 1 else ''} (gevent)"

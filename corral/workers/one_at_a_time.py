@@ -25,5 +25,5 @@ class OneAtATime(WorkerModel):
     def concurrency(self) -> int:
         return 1
 
-    def describe(self) -> str:
-        return "1 process × 1 thread = 1 request at a time"
+    def each(self) -> str:
+        return "1 thread"

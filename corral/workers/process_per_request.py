@@ -91,7 +91,8 @@ class ProcessPerRequest(WorkerModel):
     def concurrency(self) -> int:
         return self.max_processes
 
-    def describe(self) -> str:
+    def describe(self, workers: int = 0) -> str:
+        # Forks of its own, never inside worker processes (config refuses the pair).
         return (
             f"a new process per request, at most {self.max_processes} at once = "
             f"{self.max_processes} requests at a time"

@@ -28,6 +28,7 @@ _LINGER_SECONDS = 2.0
 
 class ThreadPerRequest(WorkerModel):
     multithread = True
+    ceiling_only = True
 
     def __init__(self, max_threads: int) -> None:
         super().__init__()
@@ -93,8 +94,5 @@ class ThreadPerRequest(WorkerModel):
     def concurrency(self) -> int:
         return self.max_threads
 
-    def describe(self) -> str:
-        return (
-            f"1 process, a new thread per request (ceiling {self.max_threads}) = up to "
-            f"{self.max_threads} requests at a time"
-        )
+    def each(self) -> str:
+        return f"a new thread per request (ceiling {self.max_threads})"

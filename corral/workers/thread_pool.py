@@ -62,5 +62,5 @@ class ThreadPool(WorkerModel):
     def concurrency(self) -> int:
         return self.size
 
-    def describe(self) -> str:
-        return f"1 process × {self.size} threads (thread pool) = {self.size} requests at a time"
+    def each(self) -> str:
+        return f"{self.size} thread{'s' if self.size != 1 else ''} (thread pool)"
