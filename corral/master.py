@@ -267,7 +267,7 @@ class Master:
                 if worker.generation < self.generation and not worker.retiring:
                     self._retire(worker, "replaced by a reloaded worker")
             self.previous_generation = 0
-            error_log.info("Reload complete: %d new workers serve", self.num_workers)
+            error_log.info("Reload complete: the new workers serve (%d)", self.num_workers)
 
     def _retire(self, worker: Worker, reason: str) -> None:
         error_log.info("Retiring worker %d: %s", worker.pid, reason)

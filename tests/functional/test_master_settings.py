@@ -296,6 +296,10 @@ def test_every_server_hook_runs_with_gunicorn_arguments(tmp_path: Path) -> None:
         with pytest.raises(OSError):
             get(server.port, "/hang")
         assert wait_until(lambda: "killed after --timeout" in server.log, 10)
+        # worker_int runs in a booted worker: wait for the aborted one's replacement.
+        assert wait_until(
+            lambda: "Booted worker" in server.log.split("killed after --timeout", 1)[1], 10
+        ), server.log
     finally:
         assert server.stop(signal.SIGINT) == 0
     log = record.read_text()
