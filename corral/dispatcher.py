@@ -36,6 +36,10 @@ QUICK_STOP_SECONDS = 1.0
 # While draining, a keep-alive connection is left open until it has been idle this long:
 # a client about to reuse it gets its answer with "Connection: close" instead of a reset.
 _DRAIN_IDLE_SECONDS = 1.0
+# Served inline, a finished response is held (`Connection.send_last`) until the ready
+# connections are served, but no longer than this after its request started: a slow
+# request's response goes out as soon as it ends.
+_HOLD_SECONDS = 0.001
 
 
 class Dispatcher:
@@ -56,6 +60,10 @@ class Dispatcher:
         # thread or child serves it; served inline, it cannot be, and staying armed saves
         # a system call per request.
         self.rearm = not model.serves_inline
+        self.holds = model.serves_inline
+        self.holding: list[Connection] = []
+        self.hold_started = 0.0
+        self.submitted_at = 0.0
         self.keep_alive = keep_alive
         self.client_timeout = client_timeout
         self.graceful_timeout = graceful_timeout
@@ -172,7 +180,13 @@ class Dispatcher:
                 if connection.fresh:
                     connection.fresh = False
                     self.fresh -= 1
-                self.model.submit(connection)
+                if self.holds:
+                    self.submitted_at = time.monotonic()
+                    self.model.submit(connection)
+                    if self.holding and time.monotonic() - self.hold_started > _HOLD_SECONDS:
+                        self._send_held()
+                else:
+                    self.model.submit(connection)
                 if self.accept_only_when_free:
                     # Full now, or (served inline, or its fresh slot handed over) free.
                     self._check_slots()
@@ -187,6 +201,19 @@ class Dispatcher:
                 callback = self.watched.get(fd)
                 if callback is not None:
                     callback()
+        if self.holding:
+            self._send_held()
+
+    def _hold(self, connection: Connection) -> None:
+        if not self.holding:
+            self.hold_started = self.submitted_at
+        self.holding.append(connection)
+
+    def _send_held(self) -> None:
+        holding = self.holding
+        self.holding = []
+        for connection in holding:
+            connection.flush()
 
     def _accept(self, fd: int) -> None:
         listener, state = self.listeners[fd]
@@ -209,11 +236,18 @@ class Dispatcher:
                     error_log.error("cannot accept a connection: %s; pausing accepts", error)
                     self._pause_accepting()
                 return
-            sock.settimeout(state.client_timeout)
+            if self.model.cooperative_sockets:
+                sock.settimeout(state.client_timeout)
+            else:
+                # Connection waits itself when a read or write would block; a socket
+                # with a timeout would poll before every recv and send.
+                sock.setblocking(False)
             if is_tcp:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = Connection(sock, peer, state)
             connection.on_close = self._forget
+            if self.holds:
+                connection.on_hold = self._hold
             if self.accept_only_when_free:
                 connection.fresh = True
                 self.fresh += 1

@@ -130,6 +130,10 @@ class Output(Protocol):
 
     def send(self, data: bytes) -> None: ...
 
+    def send_last(self, data: bytes) -> None:
+        """Send the bytes that complete a response; they may go out a little later,
+        together with other connections' responses."""
+
     def sendfile(self, fd: int, offset: int, count: int) -> None: ...
 
 
@@ -271,7 +275,11 @@ class Response:
 
     def _send_body(self, head: bytes, data: bytes) -> None:
         if self.no_body or not data:
-            if head:
+            if not head:
+                return
+            if self.no_body or self.remaining == 0:
+                self.output.send_last(head)
+            else:
                 self.output.send(head)
             return
         remaining = self.remaining
@@ -282,16 +290,19 @@ class Response:
                 data = data[:remaining]
                 self.keep_alive = False
             self.remaining = remaining - len(data)
-            self._send(head, data)
+            self._send(head, data, last=not self.remaining)
         elif self.chunked:
             self._send(head + chunk_size_line(len(data)), data, b"\r\n")
         else:
             self._send(head, data)
         self.bytes_sent += len(data)
 
-    def _send(self, prefix: bytes, data: bytes, suffix: bytes = b"") -> None:
+    def _send(self, prefix: bytes, data: bytes, suffix: bytes = b"", last: bool = False) -> None:
         if len(data) <= _JOIN_LIMIT:
-            self.output.send(prefix + data + suffix)
+            if last:
+                self.output.send_last(prefix + data + suffix)
+            else:
+                self.output.send(prefix + data + suffix)
             return
         if prefix:
             self.output.send(prefix)
@@ -321,11 +332,11 @@ class Response:
         if not self.head_sent:
             if self.remaining and not self.no_body:
                 self.keep_alive = False
-            self.output.send(self._head(0))
+            self.output.send_last(self._head(0))
             return
         if self.chunked:
             if not self.no_body:
-                self.output.send(LAST_CHUNK)
+                self.output.send_last(LAST_CHUNK)
         elif self.remaining and not self.no_body:
             self.keep_alive = False
 

@@ -19,6 +19,9 @@ class WorkerModel:
     serves_inline = False
     # True when `concurrency()` is a ceiling, reached only when that many requests come.
     ceiling_only = False
+    # True when connection sockets keep a timeout, for a library (gevent) that waits on
+    # them cooperatively; otherwise they are non-blocking and Connection waits itself.
+    cooperative_sockets = False
 
     def __init__(self) -> None:
         self.dispatcher: Dispatcher | None = None

@@ -151,6 +151,7 @@ class Coroutines(WorkerModel):
     # patched: to the application, the same as threads (gunicorn's gevent worker says so
     # too).
     multithread = True
+    cooperative_sockets = True
 
     def __init__(self, connections: int) -> None:
         super().__init__()

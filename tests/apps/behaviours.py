@@ -225,6 +225,16 @@ def log_error(environ: dict[str, Any], start_response: StartResponse) -> list[by
     return _text(start_response, b"logged")
 
 
+def big(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    """`kib` KiB in one piece, a pattern a client can check."""
+    query = dict(p.partition("=")[::2] for p in environ["QUERY_STRING"].split("&") if p)
+    return _text(start_response, big_body(int(query.get("kib", "1024"))))
+
+
+def big_body(kib: int) -> bytes:
+    return bytes(range(256)) * 4 * kib
+
+
 def ignore_body(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
     return _text(start_response, b"body not read")
 
@@ -251,6 +261,7 @@ ROUTES: dict[str, Callable[..., Any]] = {
     "/not-modified": not_modified,
     "/connection-close": connection_close,
     "/ignore-body": ignore_body,
+    "/big": big,
     "/one-piece": one_piece,
     "/respond-then-read": respond_then_read,
     "/raise-os-error": raise_os_error,

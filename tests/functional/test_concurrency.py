@@ -53,6 +53,38 @@ def test_one_at_a_time_serves_requests_one_after_another(
     assert len({result["thread"] for result in results}) == 1
 
 
+def test_one_at_a_time_sends_a_slow_requests_response_when_it_ends(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    """Responses to fast requests wait for the other ready connections to be served
+    and go out together; a slow one's must not wait for the next request as well."""
+    server = start_server(options=["--threads", "1"])
+    busy, first, second = (
+        http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for _ in range(3)
+    )
+    with ThreadPoolExecutor(3) as pool:
+        started = time.monotonic()
+        # While the server is busy, the next two arrive and are seen ready together.
+        busy.request("GET", "/slow?ms=300")
+        time.sleep(0.1)
+        first.request("GET", "/slow?ms=300")
+        second.request("GET", "/slow?ms=300")
+
+        def answered_after(connection: http.client.HTTPConnection) -> float:
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+            return time.monotonic() - started
+
+        times = list(pool.map(answered_after, [busy, first, second]))
+    for connection in (busy, first, second):
+        connection.close()
+    assert times[0] < 0.5, times
+    # Served from 0.3 s to 0.6 s; held until the next request ended, it would be 0.9 s.
+    assert times[1] < 0.8, times
+    assert times[2] >= 0.85, times
+
+
 def test_process_per_request_runs_at_most_n_at_once(
     start_server: Callable[..., RunningServer],
 ) -> None:

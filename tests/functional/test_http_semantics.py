@@ -190,6 +190,36 @@ def test_pipelined_requests_are_answered_in_order(server: RunningServer) -> None
         assert bodies == [b"first", b"second", b"third"]
 
 
+def test_a_client_that_waits_for_a_response_before_sending_the_next_body_gets_it(
+    server: RunningServer,
+) -> None:
+    """The next request's head arrives with the first request; its body only once the
+    client has read the first response. The first response must not wait for it."""
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/") + b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 4\r\n\r\n")
+        assert read_response(stream).body == b"hello\n"
+        sock.sendall(b"late")
+        assert read_response(stream).body == b"late"
+
+
+def test_a_bad_request_after_a_good_one_is_answered_after_it(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/") + get("/") + b"NOT A REQUEST\r\n\r\n")
+        assert [read_response(stream).status for _ in range(3)] == [200, 200, 400]
+        assert server_closed(stream)
+
+
+def test_an_app_failure_after_a_good_request_is_answered_after_it(server: RunningServer) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/") + get("/raise-before-start"))
+        first = read_response(stream)
+        assert (first.status, first.body) == (200, b"hello\n")
+        assert read_response(stream).status == 500
+
+
 # Expect: 100-continue (RFC 9110 section 10.1.1).
 
 
