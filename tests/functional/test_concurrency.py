@@ -85,6 +85,34 @@ def test_one_at_a_time_sends_a_slow_requests_response_when_it_ends(
     assert times[2] >= 0.85, times
 
 
+def test_thread_pool_sends_a_slow_requests_response_when_it_ends(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    """A pool thread takes the next ready connection itself and may hold the response
+    it has just finished; a slow request's response must go out when it ends."""
+    server = start_server(options=["--threads", "2"])
+    connections = [
+        http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for _ in range(4)
+    ]
+    with ThreadPoolExecutor(4) as pool:
+        started = time.monotonic()
+        for connection in connections:
+            connection.request("GET", "/slow?ms=300")
+
+        def answered_after(connection: http.client.HTTPConnection) -> float:
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+            return time.monotonic() - started
+
+        times = sorted(pool.map(answered_after, connections))
+    for connection in connections:
+        connection.close()
+    # Two rounds of two; held behind the next request, the first round would end at 0.6 s.
+    assert times[1] < 0.5, times
+    assert times[3] >= 0.55, times
+
+
 def test_process_per_request_runs_at_most_n_at_once(
     start_server: Callable[..., RunningServer],
 ) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import ROOT, RunningServer, fetch, free_port
+from tests.server import MODELS, ROOT, RunningServer, fetch, free_port
 
 
 def _run_cli(*arguments: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -62,6 +62,26 @@ def test_signal_lets_requests_in_flight_finish_then_exits_0(
     # Once stopping, no new connection is accepted.
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_term_after_every_kind_of_ending_exits_at_once(
+    start_server: Callable[..., RunningServer], model: str
+) -> None:
+    """Once every request has ended, whether the connection was kept, closed by the
+    client's request or by an app failure, nothing is counted as still in flight."""
+    server = start_server(options=[*MODELS[model], "--graceful-timeout", "20"])
+    for headers in ({}, {"Connection": "close"}):
+        for path in ("/", "/raise-before-start", "/echo"):
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            connection.request("POST" if path == "/echo" else "GET", path, b"x", headers)
+            connection.getresponse().read()
+            connection.close()
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(20) == 0
+    # Idle connections are closed after a second of drain; nothing else to wait for.
+    assert time.monotonic() - started < 3
 
 
 def test_graceful_timeout_bounds_the_wait(start_server: Callable[..., RunningServer]) -> None:
