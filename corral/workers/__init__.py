@@ -72,14 +72,18 @@ class WorkerModel:
 
 def serve_and_release(dispatcher: Dispatcher, connection: Connection) -> None:
     """Serve a ready connection and hand it back to the dispatcher if it stays open."""
+    if serve_safely(connection):
+        dispatcher.release(connection)
+
+
+def serve_safely(connection: Connection) -> bool:
+    """Serve a ready connection; True if it stays open."""
     try:
-        keep = connection.serve()
+        return connection.serve()
     except Exception:
         # Connection.serve answers every request error itself; anything here is our bug.
         import logging
 
         logging.getLogger("corral.error").exception("unexpected error serving a connection")
         connection.close()
-        return
-    if keep:
-        dispatcher.release(connection)
+        return False

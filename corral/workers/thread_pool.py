@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
 from typing import TYPE_CHECKING
 
-from corral.workers import WorkerModel
-
-error_log = logging.getLogger("corral.error")
+from corral.workers import WorkerModel, serve_safely
 
 # A thread that has just served a request takes the next ready connection itself, and
 # holds its finished responses until the queue is empty (`Connection.send_last`): each
@@ -78,13 +75,7 @@ class ThreadPool(WorkerModel):
             connection.on_hold = hold if average < _HOLD_WHEN_FASTER else None
             if not held:
                 hold_started = started
-            try:
-                keep = connection.serve()
-            except Exception:
-                # Connection.serve answers every request error itself; this is a bug.
-                error_log.exception("unexpected error serving a connection")
-                connection.close()
-                keep = False
+            keep = serve_safely(connection)
             connection.on_hold = None
             now = time.monotonic()
             average += (now - started - average) / 8
