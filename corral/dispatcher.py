@@ -176,20 +176,7 @@ class Dispatcher:
         for fd in ready:
             connection = connections.get(fd)
             if connection is not None:
-                connection.busy = True
-                if connection.fresh:
-                    connection.fresh = False
-                    self.fresh -= 1
-                if self.holds:
-                    self.submitted_at = time.monotonic()
-                    self.model.submit(connection)
-                    if self.holding and time.monotonic() - self.hold_started > _HOLD_SECONDS:
-                        self._send_held()
-                else:
-                    self.model.submit(connection)
-                if self.accept_only_when_free:
-                    # Full now, or (served inline, or its fresh slot handed over) free.
-                    self._check_slots()
+                self.submit(connection)
             elif fd in self.listeners:
                 self._accept(fd)
             elif fd == self.wake_read:
@@ -203,6 +190,24 @@ class Dispatcher:
                     callback()
         if self.holding:
             self._send_held()
+
+    def submit(self, connection: Connection) -> None:
+        """Hand a connection with bytes to read to the model. Called by the loop, or by a
+        readiness set that delivers ready connections itself (gevent's)."""
+        connection.busy = True
+        if connection.fresh:
+            connection.fresh = False
+            self.fresh -= 1
+        if self.holds:
+            self.submitted_at = time.monotonic()
+            self.model.submit(connection)
+            if self.holding and time.monotonic() - self.hold_started > _HOLD_SECONDS:
+                self._send_held()
+        else:
+            self.model.submit(connection)
+        if self.accept_only_when_free:
+            # Full now, or (served inline, or its fresh slot handed over) free.
+            self._check_slots()
 
     def _hold(self, connection: Connection) -> None:
         if not self.holding:

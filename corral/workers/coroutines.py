@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from corral.config import ConfigError
@@ -70,6 +71,9 @@ class LoopReadiness:
         self.ready: list[int] = []
         self.waiter: Any = None
         self.wake_scheduled = False
+        # Set by the model: takes a ready one-shot fd (a connection) straight from the
+        # loop, sparing a switch to the dispatcher and back for every request.
+        self.deliver: Callable[[int], bool] | None = None
 
     def watch(self, fd: int, once: bool = False) -> None:
         watcher = self.loop.io(fd, 1)
@@ -129,6 +133,8 @@ class LoopReadiness:
     def _readable(self, fd: int) -> None:
         if fd in self.once:
             self.watchers[fd].stop()
+            if self.deliver is not None and self.deliver(fd):
+                return
         self.ready.append(fd)
         if self.waiter is not None and not self.wake_scheduled:
             # Resume the dispatcher once the loop has run every watcher due in this turn,
@@ -168,6 +174,18 @@ class Coroutines(WorkerModel):
 
         super().start(dispatcher)
         self.hub = get_hub()
+        readiness = dispatcher.readiness
+        if isinstance(readiness, LoopReadiness):
+            connections = dispatcher.connections
+
+            def deliver(fd: int) -> bool:
+                connection = connections.get(fd)
+                if connection is None:
+                    return False
+                dispatcher.submit(connection)
+                return True
+
+            readiness.deliver = deliver
 
     def submit(self, connection: Connection) -> None:
         if self.in_flight >= self.size:
@@ -179,7 +197,12 @@ class Coroutines(WorkerModel):
         # A bare greenlet under the hub: gevent.spawn's Greenlet (links, exception
         # reporting) costs more than the rest of a small request's scheduling.
         serving = greenlet(self._serve, self.hub)
-        self.hub.loop.run_callback(serving.switch, connection)
+        if greenlet.getcurrent() is self.hub:
+            # Delivered by the loop itself: start serving now; the loop resumes when
+            # the request first waits.
+            serving.switch(connection)
+        else:
+            self.hub.loop.run_callback(serving.switch, connection)
 
     def _serve(self, connection: Connection) -> None:
         dispatcher = self.dispatcher
