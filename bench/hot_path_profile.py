@@ -2,8 +2,12 @@
 
     bench/.venv/bin/python bench/hot_path_profile.py
 
-Each app is served by one corral `Connection` over a socket pair in this process: the
-client writes a request, `Connection.serve()` parses it, calls the app and sends the
+First, each app is served by a real `corral --threads 1` on CPU 0 under `wrk -t1 -c32`
+on CPU 1, as in scenario A, with probes around the app and around every send
+(`server_split.py`): what the app, the sends and the rest of the server cost there.
+
+Then each app is served by one corral `Connection` over a socket pair in this process:
+the client writes a request, `Connection.serve()` parses it, calls the app and sends the
 response, the client reads it. No event loop or thread hand-off is involved, so the
 figures are the per-request cost of corral's own code, the app and the two system calls
 that move the bytes. A cProfile run then splits that time by function.
@@ -13,11 +17,16 @@ from __future__ import annotations
 
 import cProfile
 import io
+import json
 import platform
 import pstats
+import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +52,9 @@ def serve_loop(app: Any) -> Any:
         app, HeadLimits(), base_environ("127.0.0.1", "8000", "", False, False), 30.0, None
     )
     server_side, client_side = socket.socketpair()
-    server_side.settimeout(30)
+    # As the dispatcher leaves them: CPython polls before each call on a socket with a
+    # timeout.
+    server_side.setblocking(False)
     connection = Connection(server_side, ("127.0.0.1", 50000), state)
 
     def run(count: int) -> None:
@@ -101,7 +112,42 @@ def app_alone(app: Any) -> float:
     return (time.perf_counter() - started) / TIMED_REQUESTS * 1e6
 
 
+def in_server(name: str, seconds: int = 5) -> dict[str, float]:
+    """Serve `name` with a real corral under wrk, as in scenario A; the probes' report."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "report.json"
+        server = subprocess.Popen(
+            ["taskset", "-c", "0", sys.executable, str(HERE / "server_split.py"), name,
+             str(port), str(report)]
+        )  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            for _ in range(100):
+                try:
+                    urllib.request.urlopen(url, timeout=1).read()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            wrk = ["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{seconds}s", url]
+            output = subprocess.run(wrk, capture_output=True, text=True, check=True).stdout
+            server.send_signal(signal.SIGUSR2)
+            server.wait(10)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+        result: dict[str, float] = json.loads(report.read_text())
+    for line in output.splitlines():
+        if line.startswith("Requests/sec:"):
+            result["requests_per_second"] = float(line.split()[1])
+    return result
+
+
 def profile(name: str, app: Any) -> list[str]:
+    served = in_server(name)
     run = serve_loop(app)
     run(2000)
     started = time.perf_counter()
@@ -118,6 +164,17 @@ def profile(name: str, app: Any) -> list[str]:
     rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)  # type: ignore[attr-defined]
     lines = [
         f"## {name}",
+        "",
+        f"In a real server under wrk: {served['requests_per_second']:,.0f} requests/s, "
+        f"{served['wall_us']:.1f} µs per request on the server's core:",
+        "",
+        f"- the app: {served['app_us']:.1f} µs (called alone, below: {alone:.1f} µs)",
+        f"- sending responses: {served['send_us']:.1f} µs "
+        f"({served['sends_per_request']:.2f} sends per request)",
+        f"- the rest of the server (event loop, receive, parsing, environ, head): "
+        f"{served['rest_us']:.1f} µs",
+        "",
+        "Over a socket pair, one connection, no event loop:",
         "",
         f"- served through corral: **{per_request:.1f} µs** per request "
         f"({1e6 / per_request:,.0f} requests/s on one core, client included)",
@@ -146,9 +203,18 @@ def main() -> None:
     header = [
         "# Where corral's time per request goes",
         "",
-        "Written by `bench/hot_path_profile.py`; edits are lost. One `Connection` serves",
-        "a keep-alive client over a socket pair in one process: parsing, the environ, the",
-        "app, the response and the two system calls, without the event loop.",
+        "Written by `bench/hot_path_profile.py`; edits are lost. First a real `corral",
+        "--threads 1` under `wrk -t1 -c32` (server on CPU 0, wrk on CPU 1) with probes",
+        "around the app and the sends; then one `Connection` serving a keep-alive client",
+        "over a socket pair in one process: parsing, the environ, the app, the response and",
+        "the two system calls, without the event loop, split by function under cProfile.",
+        "",
+        "A send to a client waiting in wrk wakes it; one at a time sends the responses of",
+        "the connections ready together in one go after serving them (`Connection.send_last`),",
+        "so the wake-ups overlap. The app runs slower inside the server than alone; the",
+        "likely cause, not measurable on this virtual machine (no hardware counters), is",
+        "the CPU's caches: the server's work between two calls evicts the app's, and the",
+        "app's evicts the server's.",
         "",
         f"- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"Python {platform.python_version()}, {platform.machine()}",
