@@ -68,6 +68,12 @@ class LoopReadiness:
         self.loop = self.hub.loop
         self.watchers: dict[int, Any] = {}
         self.once: set[int] = set()
+        # One-shot fds reported and not yet rearmed. Their watchers keep running, and are
+        # stopped only if the fd turns readable again before the rearm (a pipelined
+        # request, a close): stopping and restarting every time costs libev a system
+        # call per request.
+        self.reported: set[int] = set()
+        self.stopped: set[int] = set()
         self.ready: list[int] = []
         self.waiter: Any = None
         self.wake_scheduled = False
@@ -86,7 +92,10 @@ class LoopReadiness:
         watcher = self.watchers.get(fd)
         if watcher is None:
             raise OSError(errno.EBADF, "fd is not watched")
-        watcher.start(self._readable, fd)
+        self.reported.discard(fd)
+        if fd in self.stopped:
+            self.stopped.discard(fd)
+            watcher.start(self._readable, fd)
 
     def pause(self, fd: int) -> None:
         self.watchers[fd].stop()
@@ -101,6 +110,8 @@ class LoopReadiness:
         watcher.stop()
         watcher.close()
         self.once.discard(fd)
+        self.reported.discard(fd)
+        self.stopped.discard(fd)
         if fd in self.ready:
             # Reported but not yet collected: the number may be reused before it is.
             self.ready.remove(fd)
@@ -127,12 +138,18 @@ class LoopReadiness:
             watcher.close()
         self.watchers.clear()
         self.once.clear()
+        self.reported.clear()
+        self.stopped.clear()
 
     # On the hub.
 
     def _readable(self, fd: int) -> None:
         if fd in self.once:
-            self.watchers[fd].stop()
+            if fd in self.reported:
+                self.watchers[fd].stop()
+                self.stopped.add(fd)
+                return
+            self.reported.add(fd)
             if self.deliver is not None and self.deliver(fd):
                 return
         self.ready.append(fd)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -201,6 +202,36 @@ def test_a_client_that_waits_for_a_response_before_sending_the_next_body_gets_it
         assert read_response(stream).body == b"hello\n"
         sock.sendall(b"late")
         assert read_response(stream).body == b"late"
+
+
+def test_a_request_sent_while_the_previous_one_is_served_is_answered_after_it(
+    server: RunningServer,
+) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/slow?ms=300"))
+        time.sleep(0.1)
+        sock.sendall(get("/"))
+        first = read_response(stream)
+        assert first.status == 200 and b"thread" in first.body
+        assert read_response(stream).body == b"hello\n"
+        # And the connection still carries requests after both.
+        sock.sendall(get("/"))
+        assert read_response(stream).body == b"hello\n"
+
+
+def test_a_client_gone_while_its_request_is_served_leaves_the_others_served(
+    server: RunningServer,
+) -> None:
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/slow?ms=200"))
+        time.sleep(0.05)
+    time.sleep(0.3)
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get("/"))
+        assert read_response(stream).body == b"hello\n"
 
 
 def test_a_bad_request_after_a_good_one_is_answered_after_it(server: RunningServer) -> None:
