@@ -155,6 +155,7 @@ class Response:
         "head_sent",
         "keep_alive",
         "no_body",
+        "no_framing",
         "output",
         "remaining",
         "request",
@@ -175,6 +176,8 @@ class Response:
         self.keep_alive = request.keep_alive and not stopping
         self.chunked = False
         self.no_body = False
+        # True when corral adds no Content-Length or chunked coding of its own.
+        self.no_framing = False
         self.remaining: int | None = None
         self.bytes_sent = 0
 
@@ -199,8 +202,19 @@ class Response:
         elif self._status is not None:
             raise AssertionError("start_response called twice without exc_info")
         code = status_code(status)
+        if code < 200:
+            # PEP 3333 has no interim responses: a 1xx sent as the response would leave
+            # the client waiting for the final one (RFC 9110 section 15.2).
+            raise InvalidResponse(f"a 1xx status ({status!r}) cannot be the final response")
+        # RFC 9110 sections 8.6 and 6.4.1, RFC 9112 section 6.1: a 204, or a 2xx to
+        # CONNECT, has no content and must carry neither Content-Length nor
+        # Transfer-Encoding. (A 304's or a HEAD response's Content-Length describes the
+        # content a GET would get, and is kept.)
+        connect = self.request.method == "CONNECT" and code < 300
+        no_length = code == 204 or connect
         remaining = None
         given = set()
+        kept = []
         for name, value in headers:
             check_header(name, value)
             lowered = name.lower()
@@ -209,17 +223,25 @@ class Response:
             if lowered == "content-length":
                 if not value.isdigit() or not value.isascii():
                     raise InvalidResponse(f"invalid Content-Length {value!r}")
+                if no_length:
+                    continue
                 remaining = int(value)
             elif lowered == "transfer-encoding":
                 raise InvalidResponse("the application may not set Transfer-Encoding")
             elif lowered == "connection" and "close" in value.lower():
                 self.keep_alive = False
+            kept.append((name, value))
+        if connect:
+            # A 2xx to CONNECT turns the connection into a tunnel, which corral does not
+            # offer: the connection ends with the head (RFC 9110 section 9.3.6).
+            self.keep_alive = False
         self._status = status
-        self._headers = list(headers)
+        self._headers = kept
         self._given = given
         self.code = code
         self.remaining = remaining
-        self.no_body = code < 200 or code == 204 or code == 304 or self.request.method == "HEAD"
+        self.no_body = code == 204 or code == 304 or self.request.method == "HEAD" or connect
+        self.no_framing = no_length or code == 304
         return self.write
 
     def _head(self, body_length: int | None) -> bytes:
@@ -228,7 +250,7 @@ class Response:
             raise InvalidResponse("the application returned without calling start_response")
         headers = self._headers
         names = self._given
-        if self.remaining is None and not (self.code < 200 or self.code in (204, 304)):
+        if self.remaining is None and not self.no_framing:
             if body_length is not None:
                 self.remaining = body_length
                 headers.append(("Content-Length", str(body_length)))

@@ -74,8 +74,17 @@ def read_api(environ: dict[str, Any], start_response: StartResponse) -> list[byt
     return _text(start_response, body)
 
 
+def _query(environ: dict[str, Any]) -> dict[str, str]:
+    return dict(p.partition("=")[::2] for p in environ["QUERY_STRING"].split("&") if p)
+
+
 def slow(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-    query = dict(p.partition("=")[::2] for p in environ["QUERY_STRING"].split("&") if p)
+    query = _query(environ)
+    if "announce" in query:
+        # A line in the server's log once the request is inside the app, for tests that
+        # act while it runs.
+        environ["wsgi.errors"].write(f"app: started {query['announce']}\n")
+        environ["wsgi.errors"].flush()
     time.sleep(int(query.get("ms", "100")) / 1000)
     body = json.dumps({"pid": os.getpid(), "thread": threading.current_thread().name}).encode()
     return _text(start_response, body)
@@ -190,6 +199,20 @@ def not_modified(environ: dict[str, Any], start_response: StartResponse) -> list
     return []
 
 
+def framing(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    """The status, Content-Length and one-piece body the query asks for, e.g.
+    `?status=204&length=4&body=data`, or the same in an X-Framing header (for CONNECT,
+    whose target is no path)."""
+    if "HTTP_X_FRAMING" in environ:
+        environ = {"QUERY_STRING": environ["HTTP_X_FRAMING"]}
+    query = _query(environ)
+    headers = [("Content-Type", "text/plain")]
+    if "length" in query:
+        headers.append(("Content-Length", query["length"]))
+    start_response(query.get("status", "200") + " Status", headers)
+    return [query.get("body", "").encode()]
+
+
 def connection_close(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
     start_response("200 OK", [("Connection", "close"), ("Content-Length", "3")])
     return [b"bye"]
@@ -227,7 +250,7 @@ def log_error(environ: dict[str, Any], start_response: StartResponse) -> list[by
 
 def big(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
     """`kib` KiB in one piece, a pattern a client can check."""
-    query = dict(p.partition("=")[::2] for p in environ["QUERY_STRING"].split("&") if p)
+    query = _query(environ)
     return _text(start_response, big_body(int(query.get("kib", "1024"))))
 
 
@@ -258,6 +281,7 @@ ROUTES: dict[str, Callable[..., Any]] = {
     "/close-called": close_called,
     "/file": file_wrapper,
     "/no-content": no_content,
+    "/framing": framing,
     "/not-modified": not_modified,
     "/connection-close": connection_close,
     "/ignore-body": ignore_body,
@@ -274,6 +298,8 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Any:
     if "HTTP_X_SHOW_ENVIRON" in environ:
         # Any path can show its environ, for tests of how paths are decoded and split.
         return environ_json(environ, start_response)
+    if "HTTP_X_FRAMING" in environ:
+        return framing(environ, start_response)
     route = ROUTES.get(environ["PATH_INFO"])
     if route is None:
         return _text(start_response, b"hello\n")

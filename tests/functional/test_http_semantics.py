@@ -403,3 +403,63 @@ def test_date_and_server_headers_are_present(server: RunningServer) -> None:
         response = read_response(stream)
         assert response.headers["date"].endswith(" GMT")
         assert response.headers["server"] == "corral"
+
+
+# RFC 9110 sections 6.4.1, 8.6 and 9.3.6, RFC 9112 section 6.1: which responses carry no
+# content, and which of them may still say how long the content would have been.
+# (method, target, app's status, app's Content-Length or None, app's body) ->
+# (Content-Length sent or None, connection kept)
+NO_CONTENT_FRAMING = {
+    "204 with the app's length 4": ("GET", "/framing?status=204&length=4&body=data", None, True),
+    "204 with the app's length 0": ("GET", "/framing?status=204&length=0", None, True),
+    "204 without a length": ("GET", "/framing?status=204&body=data", None, True),
+    "304 keeps the app's length": ("GET", "/framing?status=304&length=4&body=data", "4", True),
+    "304 without a length": ("GET", "/framing?status=304&body=data", None, True),
+    "HEAD keeps the app's length": ("HEAD", "/framing?length=4&body=data", "4", True),
+    "HEAD counts a one-piece body": ("HEAD", "/framing?body=data", "4", True),
+    "HEAD of a 204": ("HEAD", "/framing?status=204&length=4&body=data", None, True),
+    "2xx to CONNECT": ("CONNECT", "/framing?status=200&length=4&body=data", None, False),
+}
+
+
+@pytest.mark.parametrize("case", list(NO_CONTENT_FRAMING))
+def test_responses_without_content_are_framed_by_status_and_method(
+    server: RunningServer, case: str
+) -> None:
+    method, target, length, kept = NO_CONTENT_FRAMING[case]
+    if method == "CONNECT":
+        request = _connect(target)
+    else:
+        request = f"{method} {target} HTTP/1.1\r\nHost: test\r\n\r\n".encode()
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(request + get("/"))
+        response = read_response(stream, has_body=False)
+        assert response.headers.get("content-length") == length, response.headers
+        assert "transfer-encoding" not in response.headers
+        if kept:
+            # Had any body been sent, it would sit where this response's status line is.
+            assert read_response(stream).body == b"hello\n"
+        else:
+            assert response.headers["connection"] == "close"
+            assert server_closed(stream)
+
+
+def _connect(target: str) -> bytes:
+    """A CONNECT (its target is an authority, not a path) whose answer the test app takes
+    from `target`'s query, given in a header."""
+    query = target.partition("?")[2]
+    return (
+        f"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n"
+        f"X-Framing: {query}\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("status", ["100", "103"])
+def test_an_interim_status_as_the_response_is_a_500(server: RunningServer, status: str) -> None:
+    """PEP 3333 has no 1xx responses; sent as final, the client would wait for ever."""
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(get(f"/framing?status={status}&body=data"))
+        response = read_response(stream)
+        assert response.status == 500
