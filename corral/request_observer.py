@@ -36,7 +36,9 @@ class HookRequest:
 
 
 def _wire_name(name: str) -> str:
-    return name.removeprefix("HTTP_").replace("_", "-")
+    # The parser's names are the wire names upper-cased with "-" turned into "_", and
+    # names that held "_" were dropped, so the turn can be undone exactly.
+    return name.replace("_", "-")
 
 
 class HookResponse:

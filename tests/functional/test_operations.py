@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import http.client
 import os
 import re
@@ -151,6 +152,50 @@ def test_access_log_uses_gunicorn_atoms(start_server: Callable[..., RunningServe
     assert re.fullmatch(
         r'ACCESS 127\.0\.0\.1 "GET /echo\?x=1 HTTP/1\.1" 200 - \d+\.\d{6} probe/1\n', line
     ), line
+
+
+def test_access_log_request_header_atoms_find_every_header(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    """Content-Type and Content-Length are request headers too, though the environ
+    names them without HTTP_."""
+    server = start_server(
+        options=[
+            "--access-logfile",
+            "-",
+            "--access-logformat",
+            "ACCESS %({content-type}i)s %({Content-Length}i)s %({x-missing}i)s",
+        ]
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("POST", "/echo", body=b"abc", headers={"Content-Type": "text/x-probe"})
+    connection.getresponse().read()
+    connection.close()
+    assert server.wait_for_log("ACCESS ")
+    line = next(line for line in server.lines if line.startswith("ACCESS "))
+    assert line == "ACCESS text/x-probe 3 -\n", line
+
+
+def test_request_hooks_see_header_names_as_sent(
+    start_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    """gunicorn's req.headers: upper-cased wire names, HTTP-Version included."""
+    record = tmp_path / "headers.log"
+    config = tmp_path / "hooks.conf.py"
+    config.write_text(
+        "def pre_request(worker, req):\n"
+        f"    with open({str(record)!r}, 'w') as log:\n"
+        "        log.write(repr(req.headers))\n"
+    )
+    server = start_server(options=["-c", str(config)])
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", "/", headers={"HTTP-Version": "x", "Content-Type": "a/b"})
+    connection.getresponse().read()
+    connection.close()
+    headers = dict(ast.literal_eval(record.read_text()))
+    assert headers["HTTP-VERSION"] == "x"
+    assert headers["CONTENT-TYPE"] == "a/b"
+    assert headers["HOST"] == f"127.0.0.1:{server.port}"
 
 
 def test_error_log_file(start_server: Callable[..., RunningServer], tmp_path: Path) -> None:
