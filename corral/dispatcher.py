@@ -9,6 +9,7 @@ connection costs a file descriptor only.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
@@ -30,16 +31,22 @@ if TYPE_CHECKING:
 error_log = logging.getLogger("corral.error")
 
 _ACCEPT_BATCH = 64
+# A connection accepted among several worker processes holds a slot of its worker until
+# its first request arrives, or for this long: a client connects to send a request at
+# once, but a browser's preconnect (or an attacker) may send nothing for seconds, and a
+# slot held for it would leave real requests waiting while the worker sits idle.
+_FRESH_SECONDS = 0.02
 _SWEEP_INTERVAL = 0.5
 # A quick stop (INT, QUIT) still lets requests already running finish, for this long.
 QUICK_STOP_SECONDS = 1.0
 # While draining, a keep-alive connection is left open until it has been idle this long:
 # a client about to reuse it gets its answer with "Connection: close" instead of a reset.
 _DRAIN_IDLE_SECONDS = 1.0
-# Served inline, a finished response is held (`Connection.send_last`) until the ready
-# connections are served, but no longer than this after its request started: a slow
-# request's response goes out as soon as it ends.
-_HOLD_SECONDS = 0.001
+
+
+class RequestsCut(BaseException):
+    """Raised into a request served on the loop's thread when a stop's time has run out;
+    a BaseException, so that the application's `except Exception` does not keep it."""
 
 
 class Dispatcher:
@@ -60,10 +67,6 @@ class Dispatcher:
         # thread or child serves it; served inline, it cannot be, and staying armed saves
         # a system call per request.
         self.rearm = not model.serves_inline
-        self.holds = model.serves_inline
-        self.holding: list[Connection] = []
-        self.hold_started = 0.0
-        self.submitted_at = 0.0
         self.keep_alive = keep_alive
         self.client_timeout = client_timeout
         self.graceful_timeout = graceful_timeout
@@ -73,6 +76,11 @@ class Dispatcher:
         self.stop_requested = False
         self.force_stop = False
         self.quick_stop = False
+        self.stop_deadline = float("inf")
+        # True while the model serves a request on the loop's own thread (one at a time).
+        self.serving_inline = False
+        # True when a timer may cut a request served on the loop's thread at the deadline.
+        self.inline_timer = False
         # Among several worker processes, take a connection only with a slot free for it.
         self.accept_only_when_free = accept_only_when_free
         self.paused_for_slots = False
@@ -82,6 +90,8 @@ class Dispatcher:
         # Without this, a burst of connections all lands in whichever worker woke
         # first, and keep-alive keeps them there.
         self.fresh = 0
+        # (deadline, connection) for each fresh connection, oldest first.
+        self.fresh_deadlines: collections.deque[tuple[float, Connection]] = collections.deque()
         self.accept_paused_until = 0.0
         # Called on the loop thread about twice a second (the worker's heartbeat).
         self.on_tick: Callable[[], None] | None = None
@@ -100,15 +110,71 @@ class Dispatcher:
     def request_stop(self, *_: object) -> None:
         """Drain: finish requests in flight for up to the graceful timeout; a second
         request stops at once."""
+        self._stop(self.graceful_timeout)
+
+    def request_quick_stop(self, *_: object) -> None:
+        """Drain for at most `QUICK_STOP_SECONDS`; a second request stops at once."""
+        self.quick_stop = True
+        self._stop(QUICK_STOP_SECONDS)
+
+    def _stop(self, limit: float) -> None:
         if self.stop_requested:
             self.force_stop = True
         self.stop_requested = True
+        deadline = time.monotonic() + limit
+        if deadline < self.stop_deadline:
+            self.stop_deadline = deadline
+            if self.inline_timer:
+                # The loop does not run while a request is served on its thread: a timer
+                # cuts that request when the time is up (`_on_deadline`).
+                signal.setitimer(signal.ITIMER_REAL, max(limit, 0.001))
         self._wake()
+        if self.force_stop and self.inline_timer:
+            self._cut_inline_request()
 
-    def request_quick_stop(self, *_: object) -> None:
-        """Drain for at most `QUICK_STOP_SECONDS`."""
-        self.quick_stop = True
-        self.request_stop()
+    def _cut_inline_request(self) -> None:
+        """In a signal handler on the loop's thread: end the request served there now."""
+        if self.serving_inline and threading.current_thread() is threading.main_thread():
+            raise RequestsCut
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        """TERM drains within --graceful-timeout; INT and QUIT within about a second; a
+        second signal stops at once. Each is logged as it arrives, as the master does."""
+        name = signal.Signals(signum).name.removeprefix("SIG")
+        busy = self.requests_in_flight()
+        running = f"; {len(busy)} request{'s' if len(busy) != 1 else ''} in flight" if busy else ""
+        if self.stop_requested:
+            error_log.info("Received %s again: stopping at once%s", name, running)
+        elif signum == signal.SIGTERM:
+            error_log.info(
+                "Received TERM: stopping gracefully within %g s%s", self.graceful_timeout, running
+            )
+        else:
+            error_log.info("Received %s: stopping within %g s%s", name, QUICK_STOP_SECONDS, running)
+        if signum == signal.SIGTERM:
+            self.request_stop()
+        else:
+            self.request_quick_stop()
+
+    def _on_deadline(self, _signum: int, _frame: object) -> None:
+        if self.stop_requested and time.monotonic() >= self.stop_deadline - 0.001:
+            self._cut_inline_request()
+
+    def requests_in_flight(self) -> list[str]:
+        """'METHOD target (running N s)' for each request being served, oldest first;
+        a connection served by another process counts without its request line."""
+        now = time.monotonic()
+        lines = []
+        for connection in list(self.connections.values()):
+            if not connection.busy:
+                continue
+            head = connection.request
+            if head is None:
+                lines.append((0.0, "a request served by a child process"))
+            else:
+                running = now - connection.request_started
+                lines.append((-running, f"{head.method} {head.target} (running {running:.1f} s)"))
+        return [line for _, line in sorted(lines)]
 
     def slot_freed(self) -> None:
         """A model calls this when a request ends, from any thread."""
@@ -148,24 +214,42 @@ class Dispatcher:
         if in_main_thread:
             signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
             if self.handle_signals:
-                signal.signal(signal.SIGTERM, self.request_stop)
-                signal.signal(signal.SIGINT, self.request_stop)
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                    signal.signal(signum, self._on_signal)
+            if self.model.serves_inline:
+                self.inline_timer = True
+                signal.signal(signal.SIGALRM, self._on_deadline)
         self.model.start(self)
-        next_sweep = time.monotonic() + _SWEEP_INTERVAL
         try:
-            while not self.stop_requested:
-                self._poll_once(_SWEEP_INTERVAL)
-                now = time.monotonic()
-                if now >= next_sweep:
-                    self._close_idle(now)
-                    if self.on_tick is not None:
-                        self.on_tick()
-                    next_sweep = now + _SWEEP_INTERVAL
-            self._drain()
+            self._loop()
+        except RequestsCut:
+            # Raised into the request served on this thread when the stop's time ran out.
+            self._log_cut()
+            self.model.stop()
         finally:
+            if self.inline_timer:
+                self.inline_timer = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
             if in_main_thread:
                 signal.set_wakeup_fd(-1)
             self._close_everything()
+
+    def _loop(self) -> None:
+        next_sweep = time.monotonic() + _SWEEP_INTERVAL
+        while not self.stop_requested:
+            timeout = _SWEEP_INTERVAL
+            if self.fresh_deadlines:
+                timeout = max(0.0, min(timeout, self.fresh_deadlines[0][0] - time.monotonic()))
+            self._poll_once(timeout)
+            now = time.monotonic()
+            if self.fresh_deadlines:
+                self._expire_fresh(now)
+            if now >= next_sweep:
+                self._close_idle(now)
+                if self.on_tick is not None:
+                    self.on_tick()
+                next_sweep = now + _SWEEP_INTERVAL
+        self._drain()
 
     def _poll_once(self, timeout: float) -> None:
         try:
@@ -188,8 +272,6 @@ class Dispatcher:
                 callback = self.watched.get(fd)
                 if callback is not None:
                     callback()
-        if self.holding:
-            self._send_held()
 
     def submit(self, connection: Connection) -> None:
         """Hand a connection with bytes to read to the model. Called by the loop, or by a
@@ -198,27 +280,15 @@ class Dispatcher:
         if connection.fresh:
             connection.fresh = False
             self.fresh -= 1
-        if self.holds:
-            self.submitted_at = time.monotonic()
+        if self.inline_timer:
+            self.serving_inline = True
             self.model.submit(connection)
-            if self.holding and time.monotonic() - self.hold_started > _HOLD_SECONDS:
-                self._send_held()
+            self.serving_inline = False
         else:
             self.model.submit(connection)
         if self.accept_only_when_free:
             # Full now, or (served inline, or its fresh slot handed over) free.
             self._check_slots()
-
-    def _hold(self, connection: Connection) -> None:
-        if not self.holding:
-            self.hold_started = self.submitted_at
-        self.holding.append(connection)
-
-    def _send_held(self) -> None:
-        holding = self.holding
-        self.holding = []
-        for connection in holding:
-            connection.flush()
 
     def _accept(self, fd: int) -> None:
         listener, state = self.listeners[fd]
@@ -251,13 +321,25 @@ class Dispatcher:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = Connection(sock, peer, state)
             connection.on_close = self._forget
-            if self.holds:
-                connection.on_hold = self._hold
             if self.accept_only_when_free:
                 connection.fresh = True
                 self.fresh += 1
+                self.fresh_deadlines.append((time.monotonic() + _FRESH_SECONDS, connection))
             self.connections[connection.fd] = connection
             self.readiness.watch(connection.fd, once=self.rearm)
+
+    def _expire_fresh(self, now: float) -> None:
+        """Fresh connections silent past `_FRESH_SECONDS` give their slot back."""
+        deadlines = self.fresh_deadlines
+        expired = False
+        while deadlines and deadlines[0][0] <= now:
+            connection = deadlines.popleft()[1]
+            if connection.fresh:
+                connection.fresh = False
+                self.fresh -= 1
+                expired = True
+        if expired and self.paused_for_slots:
+            self._check_slots()
 
     def _pause_accepting(self) -> None:
         self.accept_paused_until = time.monotonic() + 0.5
@@ -318,11 +400,9 @@ class Dispatcher:
             self.readiness.forget(fd)
             sock.close()
         self.listeners.clear()
-        started = time.monotonic()
         while not self.force_stop:
             now = time.monotonic()
-            limit = QUICK_STOP_SECONDS if self.quick_stop else self.graceful_timeout
-            if now >= started + limit:
+            if now >= self.stop_deadline:
                 break
             for connection in list(self.connections.values()):
                 if (
@@ -334,7 +414,18 @@ class Dispatcher:
             if not self.connections and self.model.idle():
                 break
             self._poll_once(0.05)
+        self._log_cut()
         self.model.stop()
+
+    def _log_cut(self) -> None:
+        cut = self.requests_in_flight()
+        if cut:
+            error_log.warning(
+                "Stopped with %d request%s unfinished: %s",
+                len(cut),
+                "s" if len(cut) != 1 else "",
+                "; ".join(cut),
+            )
 
     def _close_everything(self) -> None:
         for connection in list(self.connections.values()):
@@ -348,7 +439,9 @@ class Dispatcher:
     def close_in_child(self, keep: Connection) -> None:
         """In a forked child: let go of everything inherited except one connection."""
         signal.set_wakeup_fd(-1)
+        # Ctrl-C and Ctrl-\ reach the whole process group: the parent decides.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for connection in list(self.connections.values()):
             if connection is not keep:

@@ -26,6 +26,13 @@ MODELS: dict[str, list[str]] = {
     "process-per-request": ["--process-per-request", "4"],
     "gevent": ["-k", "gevent"],
 }
+# Worker processes under a master, with each worker class.
+WORKER_MODELS: dict[str, list[str]] = {
+    "workers-sync": ["-w", "2"],
+    "workers-thread": ["-w", "2", "--threads", "4"],
+    "workers-gevent": ["-w", "2", "-k", "gevent"],
+}
+ALL_MODELS: dict[str, list[str]] = {**MODELS, **WORKER_MODELS}
 
 
 def free_port() -> int:

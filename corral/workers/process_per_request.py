@@ -2,7 +2,10 @@
 
 The child serves the requests that have arrived and exits; its exit code tells the
 parent whether the connection stays open, and the parent watches it again, so an idle
-keep-alive connection holds no process.
+keep-alive connection holds no process. Bytes of a next request that had only partly
+arrived go back to the parent through the child's exit pipe: the child never waits for
+the rest of a head (a client that stops mid-head would hold a process), and the parent
+closes the connection when --client-timeout passes without it.
 """
 
 from __future__ import annotations
@@ -49,11 +52,10 @@ class ProcessPerRequest(WorkerModel):
             code = _CLOSED
             try:
                 dispatcher.close_in_child(keep=connection)
-                keep = connection.serve()
-                # A half-received next request would be lost with this process: finish it.
-                while keep and connection.buffer:
-                    keep = connection.serve()
-                code = _KEEP_OPEN if keep else _CLOSED
+                if connection.serve():
+                    code = _KEEP_OPEN
+                    if connection.buffer:
+                        _write_all(exit_write, bytes(connection.buffer))
             except BaseException:
                 error_log.exception("unexpected error in request process")
             finally:
@@ -66,10 +68,14 @@ class ProcessPerRequest(WorkerModel):
         dispatcher = self.dispatcher
         assert dispatcher is not None
         dispatcher.unwatch(exit_read)
+        # Readable means the child has exited or is writing the start of a next request
+        # and then exits: read to the end either way.
+        pending = _read_all(exit_read)
         os.close(exit_read)
         pid, connection = self.children.pop(exit_read)
         _, status = os.waitpid(pid, 0)
         if os.waitstatus_to_exitcode(status) == _KEEP_OPEN:
+            connection.restore(pending)
             dispatcher.release(connection)
         else:
             connection.close()
@@ -97,3 +103,18 @@ class ProcessPerRequest(WorkerModel):
             f"a new process per request, at most {self.max_processes} at once = "
             f"{self.max_processes} requests at a time"
         )
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_all(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)

@@ -450,8 +450,7 @@ def _connect(target: str) -> bytes:
     from `target`'s query, given in a header."""
     query = target.partition("?")[2]
     return (
-        f"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n"
-        f"X-Framing: {query}\r\n\r\n"
+        f"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nX-Framing: {query}\r\n\r\n"
     ).encode()
 
 

@@ -1,0 +1,154 @@
+"""No request waits while the server could serve it: not behind a silent connection, a
+half-sent head, or another client's slow request. Every test runs under every model,
+single process and worker processes alike."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.server import ALL_MODELS, RunningServer
+
+# Model -> (options, how many requests it serves at once): as many silent connections
+# as it has slots.
+SLOTS: dict[str, tuple[list[str], int]] = {
+    "one-at-a-time": (["--threads", "1"], 1),
+    "thread-pool-2": (["--threads", "2"], 2),
+    "thread-per-request-2": (["--thread-per-request", "--max-threads", "2"], 2),
+    "process-per-request-2": (["--process-per-request", "2"], 2),
+    "gevent-2": (["-k", "gevent", "--worker-connections", "2"], 2),
+    "workers-sync-1": (["-w", "1"], 1),
+    "workers-sync-2": (["-w", "2"], 2),
+    "workers-thread-1x2": (["-w", "1", "--threads", "2"], 2),
+    "workers-gevent-1x2": (["-w", "1", "-k", "gevent", "--worker-connections", "2"], 2),
+}
+
+
+@contextlib.contextmanager
+def silent_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
+    """`count` connections that send nothing, as a browser's preconnect does."""
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+    try:
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def answered_after(port: int, path: str = "/", timeout: float = 10) -> float:
+    started = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    with contextlib.closing(connection):
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("model", list(SLOTS))
+def test_silent_connections_hold_no_slot(
+    start_server: Callable[..., RunningServer], model: str
+) -> None:
+    """A request is answered at once, though every slot's worth of connections is open
+    and silent; before, it waited for the keep-alive timeout to close them."""
+    options, slots = SLOTS[model]
+    server = start_server(options=[*options, "--keep-alive", "60"])
+    # Accepted in order (the kernel's accept queue is first in, first out), so the
+    # silent ones reach the workers before the request does.
+    with silent_connections(server.port, slots):
+        assert answered_after(server.port) < 1.0
+
+
+@pytest.mark.parametrize("model", list(SLOTS))
+def test_silent_connections_do_not_stop_a_burst_from_being_served(
+    start_server: Callable[..., RunningServer], model: str
+) -> None:
+    options, slots = SLOTS[model]
+    server = start_server(options=[*options, "--keep-alive", "60"])
+    with silent_connections(server.port, slots):
+        connections = [
+            http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            for _ in range(2 * slots)
+        ]
+        started = time.monotonic()
+        for connection in connections:
+            connection.request("GET", "/slow?ms=100")
+        for connection in connections:
+            with contextlib.closing(connection):
+                assert connection.getresponse().status == 200
+        # Two rounds of 100 ms at most; waiting on the silent ones would take 60 s.
+        assert time.monotonic() - started < 2.0
+
+
+def _models_with_one_slot() -> dict[str, list[str]]:
+    """Every model; process per request with a single process, where a child held by a
+    half-sent head would leave no one to serve the others."""
+    return {**ALL_MODELS, "process-per-request": ["--process-per-request", "1"]}
+
+
+HALF_SENT = {
+    "a head without its end": b"GET / HTTP/1.1\r\nHost: x\r\n",
+    "a request then half of the next": (
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /slow?ms=1 HTTP/1.1\r\nHo"
+    ),
+}
+
+
+@pytest.mark.parametrize("sent", list(HALF_SENT))
+@pytest.mark.parametrize("model", list(_models_with_one_slot()))
+def test_a_half_sent_head_holds_nothing_and_is_closed_at_the_client_timeout(
+    start_server: Callable[..., RunningServer], model: str, sent: str
+) -> None:
+    """The others are served meanwhile, and the connection is closed once
+    --client-timeout passes; before, a child process spun on it for ever."""
+    options = _models_with_one_slot()[model]
+    server = start_server(options=[*options, "--client-timeout", "1", "--keep-alive", "60"])
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled:
+        stalled.sendall(HALF_SENT[sent])
+        started = time.monotonic()
+        if sent == "a request then half of the next":
+            stream = stalled.makefile("rb")
+            assert stream.readline().startswith(b"HTTP/1.1 200 ")
+            while stream.readline() not in (b"\r\n", b""):
+                pass
+            assert stream.read(len(b"hello\n")) == b"hello\n"
+        for _ in range(3):
+            assert answered_after(server.port) < 1.0
+        # The server closes it: end of stream, not the 10 s socket timeout.
+        assert stalled.recv(4096) == b""
+        closed_after = time.monotonic() - started
+        assert 0.9 <= closed_after < 4.0, closed_after
+    # Still serving, and nothing was spent spinning meanwhile.
+    assert answered_after(server.port) < 1.0
+
+
+@pytest.mark.parametrize("model", list(ALL_MODELS))
+def test_a_finished_response_is_not_held_for_another_clients_request(
+    start_server: Callable[..., RunningServer], model: str
+) -> None:
+    """Client A's fast request and client B's slow one become ready together while the
+    server is busy; A's response leaves when A's app call ends, not after B's."""
+    server = start_server(options=ALL_MODELS[model])
+    busy, fast, slow = (
+        http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for _ in range(3)
+    )
+    started = time.monotonic()
+    busy.request("GET", "/slow?ms=300")
+    fast.request("GET", "/slow?ms=0")
+    slow.request("GET", "/slow?ms=800")
+    with contextlib.closing(fast):
+        response = fast.getresponse()
+        response.read()
+        fast_answered = time.monotonic() - started
+    for connection in (busy, slow):
+        with contextlib.closing(connection):
+            assert connection.getresponse().status == 200
+    # One at a time: served at 0.3 s, and B's request ends at 1.1 s.
+    assert response.status == 200
+    assert fast_answered < 0.8, fast_answered
