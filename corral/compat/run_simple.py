@@ -11,6 +11,24 @@ from corral.config import build_config
 from corral.config_file import read_config_file
 
 _RELOADER_CHILD = "WERKZEUG_RUN_MAIN"
+_UNIX_PREFIX = "unix://"
+
+
+def _bind_address(hostname: str, port: int) -> str:
+    """The corral bind address for Werkzeug's `hostname` and `port`.
+
+    As `werkzeug.serving.select_address_family` and `get_sockaddr`: `unix://PATH` is a
+    unix socket at the absolute form of PATH; an IPv6 address gets its brackets.
+    Raises ValueError for `unix://` without a path.
+    """
+    if hostname.startswith(_UNIX_PREFIX):
+        path = hostname[len(_UNIX_PREFIX) :]
+        if not path:
+            raise ValueError(f"corral.run_simple: {hostname!r} needs a socket path after unix://")
+        return "unix:" + os.path.abspath(path)
+    if ":" in hostname and not hostname.startswith("["):
+        return f"[{hostname}]:{port}"
+    return f"{hostname}:{port}"
 
 
 def run_simple(
@@ -41,6 +59,10 @@ def run_simple(
     can be passed by name, e.g. `max_threads=200`, `access_logfile="-"`, `workers=4`
     (worker processes under a master, forked with the app already imported) or
     `config="corral.conf.py"` (a config file, below the keywords in precedence).
+
+    A `hostname` of `unix://PATH` serves on a unix socket at PATH (made absolute, as
+    Werkzeug does) and ignores `port`; a socket file left there by an earlier run is
+    replaced.
 
     Raises ValueError for `threaded` together with `processes > 1` (as Werkzeug does),
     and for what corral cannot honour: `request_handler` (corral is not built on
@@ -76,10 +98,7 @@ def run_simple(
         from werkzeug.debug import DebuggedApplication
 
         application = DebuggedApplication(application, evalex=use_evalex)
-    if ":" in hostname and not hostname.startswith("["):
-        address = f"[{hostname}]:{port}"
-    else:
-        address = f"{hostname}:{port}"
+    address = _bind_address(hostname, port)
     overrides: dict[str, Any] = {"bind": [address], **settings}
     if threaded:
         overrides["thread_per_request"] = True

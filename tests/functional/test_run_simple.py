@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.dev_server import DevServer
 from tests.server import ROOT, free_port
 
 # Headers that name the server or the moment, or that are framing a server may choose.
@@ -167,3 +169,50 @@ def test_a_config_file_and_worker_processes_through_run_simple(tmp_path: Path) -
     finally:
         process.terminate()
         assert process.wait(15) == 0
+
+
+def _short_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # A unix socket path must fit in sun_path (108 bytes on Linux).
+    return tmp_path_factory.mktemp("sock")
+
+
+def test_a_unix_hostname_serves_on_that_unix_socket(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    path = _short_directory(tmp_path_factory) / "app.sock"
+    with DevServer(hostname=f"unix://{path}") as server:
+        assert server.unix_path == str(path)
+        response, body = server.request("/hello?x=1")
+    assert response.status == 200
+    environ = json.loads(body)
+    assert (environ["PATH_INFO"], environ["QUERY_STRING"]) == ("/hello", "x=1")
+
+
+def test_a_relative_unix_path_is_taken_from_the_working_directory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # werkzeug.serving.get_sockaddr makes the path absolute before binding.
+    directory = _short_directory(tmp_path_factory)
+    with DevServer(hostname="unix://app.sock", cwd=directory) as server:
+        assert server.unix_path == str(directory / "app.sock")
+        response, _ = server.request("/")
+    assert response.status == 200
+
+
+def test_a_socket_file_left_by_an_earlier_run_is_replaced(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    path = _short_directory(tmp_path_factory) / "app.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as earlier:
+        earlier.bind(str(path))
+    assert path.is_socket()
+    with DevServer(hostname=f"unix://{path}") as server:
+        response, _ = server.request("/")
+    assert response.status == 200
+
+
+def test_a_unix_hostname_without_a_path_is_a_clear_error() -> None:
+    from corral import run_simple
+
+    with pytest.raises(ValueError, match="needs a socket path"):
+        run_simple("unix://", 0, lambda environ, start_response: [])
