@@ -62,7 +62,8 @@ def run_simple(
 
     A `hostname` of `unix://PATH` serves on a unix socket at PATH (made absolute, as
     Werkzeug does) and ignores `port`; a socket file left there by an earlier run is
-    replaced.
+    replaced. Unlike Werkzeug, which deletes whatever is at PATH, corral refuses a PATH
+    that exists and is not a socket (`corral.sockets.BindError`).
 
     Raises ValueError for `threaded` together with `processes > 1` (as Werkzeug does),
     and for what corral cannot honour: `request_handler` (corral is not built on

@@ -216,3 +216,15 @@ def test_a_unix_hostname_without_a_path_is_a_clear_error() -> None:
 
     with pytest.raises(ValueError, match="needs a socket path"):
         run_simple("unix://", 0, lambda environ, start_response: [])
+
+
+def test_a_file_that_is_not_a_socket_is_refused_and_kept(tmp_path: Path) -> None:
+    # Werkzeug deletes whatever is at the path; corral replaces only a socket file.
+    from corral import run_simple
+    from corral.sockets import BindError
+
+    path = tmp_path / "notes.txt"
+    path.write_text("keep me")
+    with pytest.raises(BindError, match="is not a socket"):
+        run_simple(f"unix://{path}", 0, lambda environ, start_response: [])
+    assert path.read_text() == "keep me"
