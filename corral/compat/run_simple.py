@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from corral.access_log import DEFAULT_FORMAT, WERKZEUG_FORMAT
 from corral.config import build_config
 from corral.config_file import read_config_file
 
@@ -60,6 +61,11 @@ def run_simple(
     (worker processes under a master, forked with the app already imported) or
     `config="corral.conf.py"` (a config file, below the keywords in precedence).
 
+    Each request is logged on standard error as Werkzeug logs it,
+    `127.0.0.1 - - [30/Nov/2026 15:20:00] "GET / HTTP/1.1" 200 -` (the target as sent,
+    where Werkzeug decodes it), unless `access_logfile` is given: a path, "-" for
+    standard output, or "" for no request log.
+
     A `hostname` of `unix://PATH` serves on a unix socket at PATH (made absolute, as
     Werkzeug does) and ignores `port`; a socket file left there by an earlier run is
     replaced. Unlike Werkzeug, which deletes whatever is at PATH, corral refuses a PATH
@@ -108,6 +114,13 @@ def run_simple(
     config_path = settings.get("config")
     file_values = read_config_file(config_path) if config_path else None
     config = build_config(None, overrides, file_values)
+    if not config.access_logfile and "access_logfile" not in settings:
+        # Werkzeug logs every request on standard error; so does this, in its layout,
+        # unless an access log was asked for (access_logfile="" asks for none).
+        overrides["access_logfile"] = "/dev/stderr"
+        if config.access_logformat == DEFAULT_FORMAT:
+            overrides["access_logformat"] = WERKZEUG_FORMAT
+        config = build_config(None, overrides, file_values)
     if config.worker_class == "gevent":
         raise ValueError(
             "corral.run_simple cannot run gevent workers: gevent must patch before the "
