@@ -71,7 +71,8 @@ def run_simple(
     replaced. Unlike Werkzeug, which deletes whatever is at PATH, corral refuses a PATH
     that exists and is not a socket (`corral.sockets.BindError`).
 
-    Raises ValueError for `threaded` together with `processes > 1` (as Werkzeug does),
+    Raises TypeError for a `port` that is not an int, and ValueError for `threaded`
+    together with `processes > 1` (both as Werkzeug does),
     and for what corral cannot honour: `request_handler` (corral is not built on
     http.server), `passthrough_errors=True` (application errors become a 500 response),
     and `ssl_context` (terminate TLS in a proxy such as nginx or HAProxy), and for
@@ -79,6 +80,8 @@ def run_simple(
     setting raises `corral.config.ConfigError`; an address in use raises
     `corral.sockets.BindError`.
     """
+    if not isinstance(port, int):
+        raise TypeError("port must be an integer")
     if threaded and processes > 1:
         raise ValueError("cannot have a multi-threaded and multi-process server.")
     if request_handler is not None:

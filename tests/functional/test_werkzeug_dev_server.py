@@ -137,6 +137,16 @@ def test_content_type_and_length_only_when_sent(environ_server: DevServer) -> No
     assert environ["CONTENT_LENGTH"] == "2"
 
 
+# test_port_is_int
+
+
+def test_the_port_must_be_an_int() -> None:
+    from corral import run_simple
+
+    with pytest.raises(TypeError, match="port must be an integer"):
+        run_simple("127.0.0.1", "5000", None)  # type: ignore[arg-type]
+
+
 # test_chunked_request
 
 
