@@ -12,6 +12,11 @@ if TYPE_CHECKING:
     from corral.wsgi import Response
 
 DEFAULT_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+# werkzeug.serving's request line: `127.0.0.1 - - [30/Nov/2026 15:20:00] "GET / HTTP/1.1"
+# 200 -` (the size is always "-" there, as http.server's send_response logs it).
+WERKZEUG_FORMAT = '%(h)s - - [%({%d/%b/%Y %H:%M:%S}t)s] "%(r)s" %(s)s -'
+# Paths that name a standard stream: written to directly, never opened or reopened.
+_STANDARD_STREAMS = ("-", "/dev/stderr")
 
 
 class _Atoms:
@@ -41,9 +46,12 @@ class _Atoms:
                 return "-"
             if kind == "e":
                 return str(environ.get(name, os.environ.get(name, "-")))
+            if kind == "t":
+                # Apache's %{format}t: the local time in a strftime format.
+                return time.strftime(name)
         response = self.response
         if key == "h":
-            return str(environ.get("REMOTE_ADDR", "-"))
+            return str(environ.get("REMOTE_ADDR") or "-")
         if key in ("l", "u"):
             return "-"
         if key == "t":
@@ -93,12 +101,13 @@ class AccessLog:
 
     @classmethod
     def open(cls, path: str, log_format: str) -> AccessLog:
-        """'-' is standard output; anything else a file opened for appending."""
+        """'-' is standard output, '/dev/stderr' standard error; anything else a file
+        opened for appending."""
         return cls(_open_stream(path), log_format, path)
 
     def reopen(self) -> None:
         """Open the file again by name (USR1), after a log rotation moved it."""
-        if self.path == "-":
+        if self.path in _STANDARD_STREAMS:
             return
         stream = _open_stream(self.path)
         with self.lock:
@@ -116,4 +125,10 @@ class AccessLog:
 
 
 def _open_stream(path: str) -> IO[str]:
-    return sys.stdout if path == "-" else open(path, "a", buffering=1)
+    if path == "-":
+        return sys.stdout
+    if path == "/dev/stderr":
+        # The process's own stream: opening the device again would write at a second
+        # file offset, over lines sent to a redirected standard error.
+        return sys.stderr
+    return open(path, "a", buffering=1)

@@ -86,8 +86,11 @@ def listen(address: str, backlog: int, reuse_port: bool = False) -> socket.socke
         if kind == "unix":
             assert isinstance(where, str)
             with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISSOCK(os.stat(where).st_mode):
-                    os.unlink(where)
+                # A socket file is what an earlier server left behind; any other file
+                # is someone's data, which binding over would need deleting.
+                if not stat.S_ISSOCK(os.stat(where).st_mode):
+                    raise BindError(f"cannot listen on {address}: {where} is not a socket")
+                os.unlink(where)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(where)
             sock.listen(backlog)

@@ -7,10 +7,29 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from corral.access_log import DEFAULT_FORMAT, WERKZEUG_FORMAT
 from corral.config import build_config
 from corral.config_file import read_config_file
 
 _RELOADER_CHILD = "WERKZEUG_RUN_MAIN"
+_UNIX_PREFIX = "unix://"
+
+
+def _bind_address(hostname: str, port: int) -> str:
+    """The corral bind address for Werkzeug's `hostname` and `port`.
+
+    As `werkzeug.serving.select_address_family` and `get_sockaddr`: `unix://PATH` is a
+    unix socket at the absolute form of PATH; an IPv6 address gets its brackets.
+    Raises ValueError for `unix://` without a path.
+    """
+    if hostname.startswith(_UNIX_PREFIX):
+        path = hostname[len(_UNIX_PREFIX) :]
+        if not path:
+            raise ValueError(f"corral.run_simple: {hostname!r} needs a socket path after unix://")
+        return "unix:" + os.path.abspath(path)
+    if ":" in hostname and not hostname.startswith("["):
+        return f"[{hostname}]:{port}"
+    return f"{hostname}:{port}"
 
 
 def run_simple(
@@ -42,7 +61,18 @@ def run_simple(
     (worker processes under a master, forked with the app already imported) or
     `config="corral.conf.py"` (a config file, below the keywords in precedence).
 
-    Raises ValueError for `threaded` together with `processes > 1` (as Werkzeug does),
+    Each request is logged on standard error as Werkzeug logs it,
+    `127.0.0.1 - - [30/Nov/2026 15:20:00] "GET / HTTP/1.1" 200 -` (the target as sent,
+    where Werkzeug decodes it), unless `access_logfile` is given: a path, "-" for
+    standard output, or "" for no request log.
+
+    A `hostname` of `unix://PATH` serves on a unix socket at PATH (made absolute, as
+    Werkzeug does) and ignores `port`; a socket file left there by an earlier run is
+    replaced. Unlike Werkzeug, which deletes whatever is at PATH, corral refuses a PATH
+    that exists and is not a socket (`corral.sockets.BindError`).
+
+    Raises TypeError for a `port` that is not an int, and ValueError for `threaded`
+    together with `processes > 1` (both as Werkzeug does),
     and for what corral cannot honour: `request_handler` (corral is not built on
     http.server), `passthrough_errors=True` (application errors become a 500 response),
     and `ssl_context` (terminate TLS in a proxy such as nginx or HAProxy), and for
@@ -50,6 +80,8 @@ def run_simple(
     setting raises `corral.config.ConfigError`; an address in use raises
     `corral.sockets.BindError`.
     """
+    if not isinstance(port, int):
+        raise TypeError("port must be an integer")
     if threaded and processes > 1:
         raise ValueError("cannot have a multi-threaded and multi-process server.")
     if request_handler is not None:
@@ -76,10 +108,7 @@ def run_simple(
         from werkzeug.debug import DebuggedApplication
 
         application = DebuggedApplication(application, evalex=use_evalex)
-    if ":" in hostname and not hostname.startswith("["):
-        address = f"[{hostname}]:{port}"
-    else:
-        address = f"{hostname}:{port}"
+    address = _bind_address(hostname, port)
     overrides: dict[str, Any] = {"bind": [address], **settings}
     if threaded:
         overrides["thread_per_request"] = True
@@ -88,6 +117,13 @@ def run_simple(
     config_path = settings.get("config")
     file_values = read_config_file(config_path) if config_path else None
     config = build_config(None, overrides, file_values)
+    if not config.access_logfile and "access_logfile" not in settings:
+        # Werkzeug logs every request on standard error; so does this, in its layout,
+        # unless an access log was asked for (access_logfile="" asks for none).
+        overrides["access_logfile"] = "/dev/stderr"
+        if config.access_logformat == DEFAULT_FORMAT:
+            overrides["access_logformat"] = WERKZEUG_FORMAT
+        config = build_config(None, overrides, file_values)
     if config.worker_class == "gevent":
         raise ValueError(
             "corral.run_simple cannot run gevent workers: gevent must patch before the "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,7 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.server import ROOT, free_port
+from tests.dev_server import DevServer
+from tests.server import ROOT, free_port, wait_until
 
 # Headers that name the server or the moment, or that are framing a server may choose.
 _SERVER_SPECIFIC = {"server", "date", "connection", "keep-alive"}
@@ -167,3 +170,130 @@ def test_a_config_file_and_worker_processes_through_run_simple(tmp_path: Path) -
     finally:
         process.terminate()
         assert process.wait(15) == 0
+
+
+def _short_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # A unix socket path must fit in sun_path (108 bytes on Linux).
+    return tmp_path_factory.mktemp("sock")
+
+
+def test_a_unix_hostname_serves_on_that_unix_socket(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    path = _short_directory(tmp_path_factory) / "app.sock"
+    with DevServer(hostname=f"unix://{path}") as server:
+        assert server.unix_path == str(path)
+        response, body = server.request("/hello?x=1")
+    assert response.status == 200
+    environ = json.loads(body)
+    assert (environ["PATH_INFO"], environ["QUERY_STRING"]) == ("/hello", "x=1")
+
+
+def test_a_relative_unix_path_is_taken_from_the_working_directory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # werkzeug.serving.get_sockaddr makes the path absolute before binding.
+    directory = _short_directory(tmp_path_factory)
+    with DevServer(hostname="unix://app.sock", cwd=directory) as server:
+        assert server.unix_path == str(directory / "app.sock")
+        response, _ = server.request("/")
+    assert response.status == 200
+
+
+def test_a_socket_file_left_by_an_earlier_run_is_replaced(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    path = _short_directory(tmp_path_factory) / "app.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as earlier:
+        earlier.bind(str(path))
+    assert path.is_socket()
+    with DevServer(hostname=f"unix://{path}") as server:
+        response, _ = server.request("/")
+    assert response.status == 200
+
+
+def test_a_unix_hostname_without_a_path_is_a_clear_error() -> None:
+    from corral import run_simple
+
+    with pytest.raises(ValueError, match="needs a socket path"):
+        run_simple("unix://", 0, lambda environ, start_response: [])
+
+
+def test_a_file_that_is_not_a_socket_is_refused_and_kept(tmp_path: Path) -> None:
+    # Werkzeug deletes whatever is at the path; corral replaces only a socket file.
+    from corral import run_simple
+    from corral.sockets import BindError
+
+    path = tmp_path / "notes.txt"
+    path.write_text("keep me")
+    with pytest.raises(BindError, match="is not a socket"):
+        run_simple(f"unix://{path}", 0, lambda environ, start_response: [])
+    assert path.read_text() == "keep me"
+
+
+# werkzeug.serving.WSGIRequestHandler.log_request: peer, two dashes, local time as
+# http.server's log_date_time_string writes it, the request line, status, and "-".
+_WERKZEUG_REQUEST_LINE = re.compile(
+    r"127\.0\.0\.1 - - \[\d\d/[A-Z][a-z][a-z]/\d{4} \d\d:\d\d:\d\d\] "
+    r'"GET /hello\?x=1 HTTP/1\.1" 200 -\n'
+)
+
+
+def test_each_request_is_logged_on_standard_error_as_werkzeug_logs_it() -> None:
+    with DevServer() as server:
+        response, _ = server.request("/hello?x=1")
+        assert response.status == 200
+        assert server.wait_for_stderr('"GET /hello')
+    logged = [line for line in server.stderr if '"GET /hello' in line]
+    assert len(logged) == 1
+    assert _WERKZEUG_REQUEST_LINE.fullmatch(logged[0]), logged
+    assert not any("/hello" in line for line in server.stdout)
+
+
+def test_werkzeug_logs_its_request_line_in_the_same_shape() -> None:
+    # The shape asserted above, checked against Werkzeug's own run_simple.
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.apps.run_simple_server", "werkzeug", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_until_serving(port, process)
+        requests.get(f"http://127.0.0.1:{port}/hello?x=1", timeout=10)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+    logged = [line + "\n" for line in stderr.splitlines() if '"GET /hello' in line]
+    assert len(logged) == 1
+    assert _WERKZEUG_REQUEST_LINE.fullmatch(logged[0]), logged
+
+
+def test_an_access_logfile_replaces_the_werkzeug_request_line(tmp_path: Path) -> None:
+    access_log = tmp_path / "access.log"
+    with DevServer(access_logfile=str(access_log)) as server:
+        server.request("/hello?x=1")
+        assert wait_until(lambda: access_log.exists() and "/hello" in access_log.read_text())
+    # corral's own default layout, gunicorn's: ... "GET /hello?x=1 HTTP/1.1" 200 ...
+    assert '"GET /hello?x=1 HTTP/1.1" 200' in access_log.read_text()
+    assert not any("/hello" in line for line in server.stderr + server.stdout)
+
+
+def test_an_empty_access_logfile_logs_no_requests() -> None:
+    with DevServer(access_logfile="") as server:
+        response, _ = server.request("/hello?x=1")
+        assert response.status == 200
+    assert not any("/hello" in line for line in server.stderr + server.stdout)
+
+
+def test_a_unix_socket_peer_is_logged_as_a_dash(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # A unix socket peer has no address: the line starts with "-", as a missing atom does.
+    path = _short_directory(tmp_path_factory) / "app.sock"
+    with DevServer(hostname=f"unix://{path}") as server:
+        server.request("/hello")
+        logged = server.wait_for_stderr('"GET /hello')
+    assert logged and logged[0].startswith("- - - ["), logged
