@@ -80,25 +80,33 @@ def _add_option(
         parser.add_argument(*flags, dest=setting.name, metavar=setting.metavar, help=text)
 
 
+# Extra command-line options from the environment, the later winning: gunicorn's
+# variable, read as gunicorn reads it, and corral's own.
+_CMD_ARGS_VARIABLES = ("GUNICORN_CMD_ARGS", "CORRAL_CMD_ARGS")
+
+
 def parse_config(
     argv: Sequence[str], environ: Mapping[str, str] | None = None
 ) -> tuple[argparse.Namespace, Config]:
     """The command's arguments and the settings in effect, from every source.
 
     Precedence: defaults < config file < `CORRAL_*` variables < the options in
-    `CORRAL_CMD_ARGS` < `argv`. The config file is the one `--config` names (in `argv`,
-    else `CORRAL_CMD_ARGS`, else `CORRAL_CONFIG`), run afresh on every call: the master
-    calls this again on HUP. `environ` defaults to `os.environ`. Raises ConfigError, one
-    line, for anything wrong in any source.
+    `GUNICORN_CMD_ARGS` < those in `CORRAL_CMD_ARGS` < `argv`. The config file is the
+    one `--config` names (in `argv`, else `CORRAL_CMD_ARGS`, else `GUNICORN_CMD_ARGS`,
+    else `CORRAL_CONFIG`), run afresh on every call: the master calls this again on HUP.
+    `environ` defaults to `os.environ`. Raises ConfigError, one line, for anything wrong
+    in any source, naming the variable when the fault is in one.
     """
     environ = os.environ if environ is None else environ
     parser = make_parser()
-    try:
-        extra = shlex.split(environ.get("CORRAL_CMD_ARGS", ""))
-    except ValueError as error:
-        raise ConfigError(f"CORRAL_CMD_ARGS: {error}") from None
-    from_environment = _parse_arguments(parser, extra, "CORRAL_CMD_ARGS: ")
-    given = {**vars(from_environment), **vars(_parse_arguments(parser, argv, ""))}
+    given: dict[str, Any] = {}
+    for variable in _CMD_ARGS_VARIABLES:
+        try:
+            extra = shlex.split(environ.get(variable, ""))
+        except ValueError as error:
+            raise ConfigError(f"{variable}: {error}") from None
+        given.update(vars(_parse_arguments(parser, extra, f"{variable}: ")))
+    given.update(vars(_parse_arguments(parser, argv, "")))
     overrides = {setting.name: given[setting.name] for setting in SETTINGS if setting.name in given}
     path = overrides.get("config", environ.get(SETTINGS_BY_NAME["config"].environment_name))
     file_values = read_config_file(path) if path else None
@@ -150,7 +158,10 @@ def main(
             # stdout at nothing so the interpreter's own flush at exit stays quiet.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    spec = getattr(arguments, "app", None)
+    from corral.server import set_environment
+
+    set_environment(config)
+    spec = getattr(arguments, "app", None) or config.wsgi_app
     if app is None and not spec:
         print("corral: error: name the application, e.g. corral myapp:app", file=sys.stderr)
         return USAGE_ERROR

@@ -46,8 +46,13 @@ def test_threads_imply_the_thread_worker_and_gunicorn_names_are_understood() -> 
 
 def test_every_setting_has_a_flag_and_help() -> None:
     for setting in SETTINGS:
-        # Hooks are functions: only a config file can give them.
-        assert setting.is_hook or (setting.flags and setting.flags[-1].startswith("--"))
+        # Hooks are functions: only a config file can give them; so is the app's name
+        # (wsgi_app), which the command line gives as its argument.
+        assert (
+            setting.is_hook
+            or setting.name == "wsgi_app"
+            or (setting.flags and setting.flags[-1].startswith("--"))
+        )
         assert setting.help.endswith(".")
         # The default itself passes the setting's own validation.
         assert setting.type(setting.default) == setting.default
