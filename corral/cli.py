@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import shlex
 import sys
@@ -58,13 +59,26 @@ def make_parser() -> argparse.ArgumentParser:
         if group is None:
             group = groups[setting.section] = parser.add_argument_group(setting.section)
         # argparse expands %-atoms in help; the access log format is full of them.
-        text = setting.help.replace("%", "%%")
-        if not setting.is_flag:
-            text += f" (default: {setting.default!r})".replace("%", "%%")
+        text = (setting.help + _default_note(setting)).replace("%", "%%")
         _add_option(group, setting, setting.flags, text)
     for flag, name in gunicorn_flag_aliases().items():
         _add_option(parser, SETTINGS_BY_NAME[name], (flag,), argparse.SUPPRESS)
     return parser
+
+
+def _default_note(setting: Setting) -> str:
+    """' (default: X)', unless there is nothing to show (a switch, None, empty) or the
+    help already says what happens by default."""
+    default = setting.default
+    if setting.is_flag or default in (None, "", []) or "default" in setting.help.lower():
+        return ""
+    if isinstance(default, list):
+        shown = ", ".join(default)
+    elif isinstance(default, float) and default.is_integer():
+        shown = str(int(default))
+    else:
+        shown = repr(default)
+    return f" (default: {shown})"
 
 
 def _add_option(
@@ -120,14 +134,37 @@ def _parse_arguments(
         arguments, unknown = parser.parse_known_args(argv)
     except ConfigError as error:
         raise ConfigError(f"{source}{error}") from None
+    # An unknown option comes first: argparse takes the value after it (`--wokers 2`)
+    # as the application, so the leftover arguments alone would mislead.
     for argument in unknown:
-        flag = argument.split("=", 1)[0]
-        entry = GUNICORN_BY_FLAG.get(flag)
-        if entry is not None and entry.corral is None:
-            raise ConfigError(f"{source}{unsupported_message(entry, flag)}")
+        if argument.startswith("-") and argument != "-":
+            flag = argument.split("=", 1)[0]
+            entry = GUNICORN_BY_FLAG.get(flag)
+            if entry is not None and entry.corral is None:
+                raise ConfigError(f"{source}{unsupported_message(entry, flag)}")
+            raise ConfigError(f"{source}{_unknown_option(parser, flag)}")
     if unknown:
-        raise ConfigError(f"{source}unrecognized arguments: {' '.join(unknown)}")
+        raise ConfigError(f"{source}unexpected argument {unknown[0]!r}: give one APP")
     return arguments
+
+
+def _unknown_option(parser: argparse.ArgumentParser, flag: str) -> str:
+    """One line for an option no setting has, with the closest one there is."""
+    # Only the options --help shows: gunicorn's spellings are accepted, not suggested.
+    shown = [
+        option
+        for option, action in parser._option_string_actions.items()
+        if action.help != argparse.SUPPRESS
+    ]
+    if len(flag) == 2 and flag.swapcase() in shown:
+        # Too short for difflib: -W for -w.
+        close = [flag.swapcase()]
+    else:
+        known = [option for option in shown if option.startswith("--")]
+        close = difflib.get_close_matches(flag, known, n=1)
+    if close:
+        return f"unknown option {flag}; did you mean {close[0]}?"
+    return f"unknown option {flag} (corral --help lists the options)"
 
 
 def print_config(config: Config) -> None:

@@ -303,3 +303,15 @@ def test_gunicorn_cmd_args_are_read_below_corral_cmd_args() -> None:
     ) as server:
         assert "1 process × 2 threads (thread pool)" in server.log
         assert get(server.port, "/SPAM") == (200, b"eggs eggs")
+
+
+def test_a_mistyped_option_is_one_line_naming_the_closest_and_exit_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "corral", "--wokers", "2", APP],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert result.stderr == "corral: error: unknown option --wokers; did you mean --workers?\n"

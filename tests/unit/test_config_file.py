@@ -355,6 +355,14 @@ def test_cmd_args_are_options_like_the_command_line() -> None:
         ({"CORRAL_CMD_ARGS": "--daemon"}, r"^CORRAL_CMD_ARGS: --daemon is a gunicorn setting"),
         ({"CORRAL_CMD_ARGS": "--threads 0"}, r"^--threads: must be at least 1$"),
         ({"GUNICORN_CMD_ARGS": "--daemon"}, r"^GUNICORN_CMD_ARGS: --daemon is a gunicorn"),
+        (
+            {"GUNICORN_CMD_ARGS": "--wokers 2"},
+            r"^GUNICORN_CMD_ARGS: unknown option --wokers; did you mean --workers\?$",
+        ),
+        (
+            {"CORRAL_CMD_ARGS": "--keep-alvie=2"},
+            r"^CORRAL_CMD_ARGS: unknown option --keep-alvie; did you mean --keep-alive\?$",
+        ),
         ({"GUNICORN_CMD_ARGS": "-b 'x"}, r"^GUNICORN_CMD_ARGS: No closing quotation$"),
     ],
 )
@@ -370,7 +378,18 @@ def test_bad_cmd_args_say_so(environ: dict[str, str], message: str) -> None:
         (["--certfile=a.pem", "app:x"], r"^--certfile is a gunicorn setting .* TLS"),
         (["-e", "A", "app:x"], r"^--env: 'A' is not NAME=value$"),
         (["--env==1", "app:x"], r"^--env: '=1' is not NAME=value$"),
-        (["--no-such-option", "app:x"], r"^unrecognized arguments: --no-such-option$"),
+        (["--no-such-option", "app:x"], r"^unknown option --no-such-option \(corral --help"),
+        (["--wokers", "2", "app:x"], r"^unknown option --wokers; did you mean --workers\?$"),
+        (["app:x", "--wokers=2"], r"^unknown option --wokers; did you mean --workers\?$"),
+        (["--treads", "2", "app:x"], r"^unknown option --treads; did you mean --threads\?$"),
+        (["-W", "2", "app:x"], r"^unknown option -W; did you mean -w\?$"),
+        # gunicorn's spelling is accepted, but the one suggested is corral's.
+        (
+            ["--limit-request-fieldsize", "9", "app:x"],
+            r"^unknown option --limit-request-fieldsize; did you mean --limit-request-field-size",
+        ),
+        (["--max", "2", "app:x"], r"^ambiguous option: --max could match --max-threads, "),
+        (["app:x", "extra"], r"^unexpected argument 'extra': give one APP$"),
         (["--workers", "many", "app:x"], r"^--workers: 'many' is not a whole number$"),
     ],
 )
@@ -378,6 +397,23 @@ def test_command_line_errors_are_one_line(argv: list[str], message: str) -> None
     with pytest.raises(ConfigError, match=message) as caught:
         parse_config(argv, {})
     assert "\n" not in str(caught.value)
+
+
+def test_unique_prefixes_of_options_still_work() -> None:
+    _, config = parse_config(["--keep", "3", "--max-worker", "64", "--limit-request-li=99"], {})
+    assert (config.keep_alive, config.max_worker_memory, config.limit_request_line) == (3, 64, 99)
+
+
+def test_help_notes_a_default_only_where_it_says_something() -> None:
+    help_text = " ".join(make_parser().format_help().split())
+    for empty in ("None", "''", "[]"):
+        assert f"(default: {empty})" not in help_text
+    # Help that says what happens by default needs no note contradicting it.
+    for option in ("--umask MASK", "--name NAME"):
+        line = help_text.split(option)[-1].split(" -", 1)[0]
+        assert "default:" in line.lower() and "(default:" not in line, line
+    assert "(default: 127.0.0.1:8000)" in help_text
+    assert "(default: 30)" in help_text and "(default: 1000)" in help_text
 
 
 def test_gunicorn_spelling_of_a_flag_is_accepted_but_not_shown() -> None:
