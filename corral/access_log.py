@@ -12,6 +12,13 @@ if TYPE_CHECKING:
     from corral.wsgi import Response
 
 DEFAULT_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+# The layout of Werkzeug's development server (`flask run`), with corral's atoms:
+# 127.0.0.1 - - [date] "GET / HTTP/1.1" 200 -
+WERKZEUG_FORMAT = '%(h)s - - %(t)s "%(r)s" %(s)s %(b)s'
+# The access log paths that name this process's own streams: written through them, never
+# opened or reopened.
+STDOUT = "-"
+STDERR = "/dev/stderr"
 
 
 class _Atoms:
@@ -90,12 +97,13 @@ class AccessLog:
 
     @classmethod
     def open(cls, path: str, log_format: str) -> AccessLog:
-        """'-' is standard output; anything else a file opened for appending."""
+        """'-' is standard output, /dev/stderr standard error; anything else a file
+        opened for appending."""
         return cls(_open_stream(path), log_format, path)
 
     def reopen(self) -> None:
         """Open the file again by name (USR1), after a log rotation moved it."""
-        if self.path == "-":
+        if self.path in (STDOUT, STDERR):
             return
         stream = _open_stream(self.path)
         with self.lock:
@@ -113,4 +121,8 @@ class AccessLog:
 
 
 def _open_stream(path: str) -> IO[str]:
-    return sys.stdout if path == "-" else open(path, "a", buffering=1)
+    if path == STDOUT:
+        return sys.stdout
+    if path == STDERR:
+        return sys.stderr
+    return open(path, "a", buffering=1)

@@ -100,7 +100,9 @@ _CMD_ARGS_VARIABLES = ("GUNICORN_CMD_ARGS", "CORRAL_CMD_ARGS")
 
 
 def parse_config(
-    argv: Sequence[str], environ: Mapping[str, str] | None = None
+    argv: Sequence[str],
+    environ: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> tuple[argparse.Namespace, Config]:
     """The command's arguments and the settings in effect, from every source.
 
@@ -108,8 +110,9 @@ def parse_config(
     `GUNICORN_CMD_ARGS` < those in `CORRAL_CMD_ARGS` < `argv`. The config file is the
     one `--config` names (in `argv`, else `CORRAL_CMD_ARGS`, else `GUNICORN_CMD_ARGS`,
     else `CORRAL_CONFIG`), run afresh on every call: the master calls this again on HUP.
-    `environ` defaults to `os.environ`. Raises ConfigError, one line, for anything wrong
-    in any source, naming the variable when the fault is in one.
+    `environ` defaults to `os.environ`; `defaults` replace the table's defaults (a
+    command's own, below everything else). Raises ConfigError, one line, for anything
+    wrong in any source, naming the variable when the fault is in one.
     """
     environ = os.environ if environ is None else environ
     parser = make_parser()
@@ -124,7 +127,8 @@ def parse_config(
     overrides = {setting.name: given[setting.name] for setting in SETTINGS if setting.name in given}
     path = overrides.get("config", environ.get(SETTINGS_BY_NAME["config"].environment_name))
     file_values = read_config_file(path) if path else None
-    return argparse.Namespace(**given), build_config(environ, overrides, file_values)
+    config = build_config(environ, overrides, file_values, defaults)
+    return argparse.Namespace(**given), config
 
 
 def _parse_arguments(
@@ -176,15 +180,26 @@ def print_config(config: Config) -> None:
 
 
 def main(
-    argv: Sequence[str] | None = None, app: Any = None, exec_argv: list[str] | None = None
+    argv: Sequence[str] | None = None,
+    app: Any = None,
+    exec_argv: list[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> int:
     """Run the command line; `app` is given when a caller (the Flask command) loaded it,
-    `exec_argv` says how to start the same command again (USR2)."""
+    `exec_argv` says how to start the same command again (USR2), `defaults` are the
+    caller's own defaults for settings (see `parse_config`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        arguments, config = parse_config(argv)
+        arguments, config = parse_config(argv, defaults=defaults)
     except ConfigError as error:
         print(f"corral: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    if app is not None and getattr(arguments, "app", None):
+        print(
+            f"corral: error: unexpected argument {arguments.app!r}: the application is "
+            "already given",
+            file=sys.stderr,
+        )
         return USAGE_ERROR
     if getattr(arguments, "print_config", False):
         try:
@@ -236,7 +251,7 @@ def main(
         if supervised:
 
             def reload_config() -> Config:
-                return _with_a_worker(parse_config(argv)[1])
+                return _with_a_worker(parse_config(argv, defaults=defaults)[1])
 
             return serve_with_workers(
                 spec,

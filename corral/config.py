@@ -507,7 +507,8 @@ SETTINGS: tuple[Setting, ...] = (
         ("--access-logfile",),
         string,
         "",
-        "Where the access log goes: '-' for standard output; empty for none.",
+        "Where the access log goes: '-' for standard output, /dev/stderr for standard "
+        "error; none unless named.",
         "Logging",
         "FILE",
     ),
@@ -567,9 +568,11 @@ def build_config(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     file_values: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Defaults, then `file_values`, then `CORRAL_*` variables from `environ`, then
-    `overrides`; all checked.
+    """Defaults (the table's, replaced by `defaults`, a command's own such as the Flask
+    command's port 5000), then `file_values`, then `CORRAL_*` variables from `environ`,
+    then `overrides`; all checked.
 
     `file_values` are a config file's settings by corral's names, as
     `corral.config_file.read_config_file` returns them; the `config` setting itself is
@@ -577,6 +580,8 @@ def build_config(
     unknown name or a bad value or combination.
     """
     values = {setting.name: setting.default for setting in SETTINGS}
+    for name, value in (defaults or {}).items():
+        values[name] = convert_value(_known_setting(name), value, name)
     for name, value in (file_values or {}).items():
         setting = _known_setting(name)
         if setting.name == "config":

@@ -80,3 +80,13 @@ def test_config_is_read_only() -> None:
     config = build_config()
     with pytest.raises(AttributeError):
         config.threads = 4
+
+
+def test_a_commands_own_defaults_rank_below_everything_else() -> None:
+    defaults = {"bind": ["127.0.0.1:5000"], "threads": 2, "keep_alive": 9}
+    config = build_config(None, None, None, defaults)
+    assert (config.bind, config.threads, config.keep_alive) == (["127.0.0.1:5000"], 2, 9.0)
+    config = build_config(
+        {"CORRAL_THREADS": "3"}, {"keep_alive": 4}, {"bind": ["unix:/run/app.sock"]}, defaults
+    )
+    assert (config.bind, config.threads, config.keep_alive) == (["unix:/run/app.sock"], 3, 4.0)
