@@ -227,6 +227,11 @@ def main(
     check_only = getattr(arguments, "check_config", False)
     supervised = bool(config.workers or config.reload)
     try:
+        if config.worker_class == "gevent":
+            from corral.workers.coroutines import check_gevent_installed
+
+            # Before anything is bound or announced.
+            check_gevent_installed()
         if app is None and (check_only or not supervised or config.preload):
             from corral.server import prepare_process
 
