@@ -15,8 +15,10 @@ DEFAULT_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 # werkzeug.serving's request line: `127.0.0.1 - - [30/Nov/2026 15:20:00] "GET / HTTP/1.1"
 # 200 -` (the size is always "-" there, as http.server's send_response logs it).
 WERKZEUG_FORMAT = '%(h)s - - [%({%d/%b/%Y %H:%M:%S}t)s] "%(r)s" %(s)s -'
-# Paths that name a standard stream: written to directly, never opened or reopened.
-_STANDARD_STREAMS = ("-", "/dev/stderr")
+# The access log paths that name this process's own streams: written through them, never
+# opened or reopened.
+STDOUT = "-"
+STDERR = "/dev/stderr"
 
 
 class _Atoms:
@@ -107,7 +109,7 @@ class AccessLog:
 
     def reopen(self) -> None:
         """Open the file again by name (USR1), after a log rotation moved it."""
-        if self.path in _STANDARD_STREAMS:
+        if self.path in (STDOUT, STDERR):
             return
         stream = _open_stream(self.path)
         with self.lock:
@@ -125,9 +127,9 @@ class AccessLog:
 
 
 def _open_stream(path: str) -> IO[str]:
-    if path == "-":
+    if path == STDOUT:
         return sys.stdout
-    if path == "/dev/stderr":
+    if path == STDERR:
         # The process's own stream: opening the device again would write at a second
         # file offset, over lines sent to a redirected standard error.
         return sys.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import shlex
 import sys
@@ -58,13 +59,26 @@ def make_parser() -> argparse.ArgumentParser:
         if group is None:
             group = groups[setting.section] = parser.add_argument_group(setting.section)
         # argparse expands %-atoms in help; the access log format is full of them.
-        text = setting.help.replace("%", "%%")
-        if not setting.is_flag:
-            text += f" (default: {setting.default!r})".replace("%", "%%")
+        text = (setting.help + _default_note(setting)).replace("%", "%%")
         _add_option(group, setting, setting.flags, text)
     for flag, name in gunicorn_flag_aliases().items():
         _add_option(parser, SETTINGS_BY_NAME[name], (flag,), argparse.SUPPRESS)
     return parser
+
+
+def _default_note(setting: Setting) -> str:
+    """' (default: X)', unless there is nothing to show (a switch, None, empty) or the
+    help already says what happens by default."""
+    default = setting.default
+    if setting.is_flag or default in (None, "", []) or "default" in setting.help.lower():
+        return ""
+    if isinstance(default, list):
+        shown = ", ".join(default)
+    elif isinstance(default, float) and default.is_integer():
+        shown = str(int(default))
+    else:
+        shown = repr(default)
+    return f" (default: {shown})"
 
 
 def _add_option(
@@ -80,29 +94,41 @@ def _add_option(
         parser.add_argument(*flags, dest=setting.name, metavar=setting.metavar, help=text)
 
 
+# Extra command-line options from the environment, the later winning: gunicorn's
+# variable, read as gunicorn reads it, and corral's own.
+_CMD_ARGS_VARIABLES = ("GUNICORN_CMD_ARGS", "CORRAL_CMD_ARGS")
+
+
 def parse_config(
-    argv: Sequence[str], environ: Mapping[str, str] | None = None
+    argv: Sequence[str],
+    environ: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> tuple[argparse.Namespace, Config]:
     """The command's arguments and the settings in effect, from every source.
 
     Precedence: defaults < config file < `CORRAL_*` variables < the options in
-    `CORRAL_CMD_ARGS` < `argv`. The config file is the one `--config` names (in `argv`,
-    else `CORRAL_CMD_ARGS`, else `CORRAL_CONFIG`), run afresh on every call: the master
-    calls this again on HUP. `environ` defaults to `os.environ`. Raises ConfigError, one
-    line, for anything wrong in any source.
+    `GUNICORN_CMD_ARGS` < those in `CORRAL_CMD_ARGS` < `argv`. The config file is the
+    one `--config` names (in `argv`, else `CORRAL_CMD_ARGS`, else `GUNICORN_CMD_ARGS`,
+    else `CORRAL_CONFIG`), run afresh on every call: the master calls this again on HUP.
+    `environ` defaults to `os.environ`; `defaults` replace the table's defaults (a
+    command's own, below everything else). Raises ConfigError, one line, for anything
+    wrong in any source, naming the variable when the fault is in one.
     """
     environ = os.environ if environ is None else environ
     parser = make_parser()
-    try:
-        extra = shlex.split(environ.get("CORRAL_CMD_ARGS", ""))
-    except ValueError as error:
-        raise ConfigError(f"CORRAL_CMD_ARGS: {error}") from None
-    from_environment = _parse_arguments(parser, extra, "CORRAL_CMD_ARGS: ")
-    given = {**vars(from_environment), **vars(_parse_arguments(parser, argv, ""))}
+    given: dict[str, Any] = {}
+    for variable in _CMD_ARGS_VARIABLES:
+        try:
+            extra = shlex.split(environ.get(variable, ""))
+        except ValueError as error:
+            raise ConfigError(f"{variable}: {error}") from None
+        given.update(vars(_parse_arguments(parser, extra, f"{variable}: ")))
+    given.update(vars(_parse_arguments(parser, argv, "")))
     overrides = {setting.name: given[setting.name] for setting in SETTINGS if setting.name in given}
     path = overrides.get("config", environ.get(SETTINGS_BY_NAME["config"].environment_name))
     file_values = read_config_file(path) if path else None
-    return argparse.Namespace(**given), build_config(environ, overrides, file_values)
+    config = build_config(environ, overrides, file_values, defaults)
+    return argparse.Namespace(**given), config
 
 
 def _parse_arguments(
@@ -112,14 +138,37 @@ def _parse_arguments(
         arguments, unknown = parser.parse_known_args(argv)
     except ConfigError as error:
         raise ConfigError(f"{source}{error}") from None
+    # An unknown option comes first: argparse takes the value after it (`--wokers 2`)
+    # as the application, so the leftover arguments alone would mislead.
     for argument in unknown:
-        flag = argument.split("=", 1)[0]
-        entry = GUNICORN_BY_FLAG.get(flag)
-        if entry is not None and entry.corral is None:
-            raise ConfigError(f"{source}{unsupported_message(entry, flag)}")
+        if argument.startswith("-") and argument != "-":
+            flag = argument.split("=", 1)[0]
+            entry = GUNICORN_BY_FLAG.get(flag)
+            if entry is not None and entry.corral is None:
+                raise ConfigError(f"{source}{unsupported_message(entry, flag)}")
+            raise ConfigError(f"{source}{_unknown_option(parser, flag)}")
     if unknown:
-        raise ConfigError(f"{source}unrecognized arguments: {' '.join(unknown)}")
+        raise ConfigError(f"{source}unexpected argument {unknown[0]!r}: give one APP")
     return arguments
+
+
+def _unknown_option(parser: argparse.ArgumentParser, flag: str) -> str:
+    """One line for an option no setting has, with the closest one there is."""
+    # Only the options --help shows: gunicorn's spellings are accepted, not suggested.
+    shown = [
+        option
+        for option, action in parser._option_string_actions.items()
+        if action.help != argparse.SUPPRESS
+    ]
+    if len(flag) == 2 and flag.swapcase() in shown:
+        # Too short for difflib: -W for -w.
+        close = [flag.swapcase()]
+    else:
+        known = [option for option in shown if option.startswith("--")]
+        close = difflib.get_close_matches(flag, known, n=1)
+    if close:
+        return f"unknown option {flag}; did you mean {close[0]}?"
+    return f"unknown option {flag} (corral --help lists the options)"
 
 
 def print_config(config: Config) -> None:
@@ -131,15 +180,26 @@ def print_config(config: Config) -> None:
 
 
 def main(
-    argv: Sequence[str] | None = None, app: Any = None, exec_argv: list[str] | None = None
+    argv: Sequence[str] | None = None,
+    app: Any = None,
+    exec_argv: list[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> int:
     """Run the command line; `app` is given when a caller (the Flask command) loaded it,
-    `exec_argv` says how to start the same command again (USR2)."""
+    `exec_argv` says how to start the same command again (USR2), `defaults` are the
+    caller's own defaults for settings (see `parse_config`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        arguments, config = parse_config(argv)
+        arguments, config = parse_config(argv, defaults=defaults)
     except ConfigError as error:
         print(f"corral: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    if app is not None and getattr(arguments, "app", None):
+        print(
+            f"corral: error: unexpected argument {arguments.app!r}: the application is "
+            "already given",
+            file=sys.stderr,
+        )
         return USAGE_ERROR
     if getattr(arguments, "print_config", False):
         try:
@@ -150,7 +210,10 @@ def main(
             # stdout at nothing so the interpreter's own flush at exit stays quiet.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    spec = getattr(arguments, "app", None)
+    from corral.server import set_environment
+
+    set_environment(config)
+    spec = getattr(arguments, "app", None) or config.wsgi_app
     if app is None and not spec:
         print("corral: error: name the application, e.g. corral myapp:app", file=sys.stderr)
         return USAGE_ERROR
@@ -164,6 +227,11 @@ def main(
     check_only = getattr(arguments, "check_config", False)
     supervised = bool(config.workers or config.reload)
     try:
+        if config.worker_class == "gevent":
+            from corral.workers.coroutines import check_gevent_installed
+
+            # Before anything is bound or announced.
+            check_gevent_installed()
         if app is None and (check_only or not supervised or config.preload):
             from corral.server import prepare_process
 
@@ -188,7 +256,7 @@ def main(
         if supervised:
 
             def reload_config() -> Config:
-                return _with_a_worker(parse_config(argv)[1])
+                return _with_a_worker(parse_config(argv, defaults=defaults)[1])
 
             return serve_with_workers(
                 spec,

@@ -66,6 +66,20 @@ def string_list(text: Any) -> list[str]:
     raise ValueError(f"{text!r} is not a list of strings")
 
 
+def environment_assignments(value: Any) -> list[str]:
+    """NAME=value strings; one string is one assignment, as in gunicorn's raw_env."""
+    assignments = [value] if isinstance(value, str) else value
+    if not isinstance(assignments, (list, tuple)) or not all(
+        isinstance(assignment, str) for assignment in assignments
+    ):
+        raise ValueError(f"{value!r} is not a list of NAME=value strings")
+    for assignment in assignments:
+        name, equals, _ = assignment.partition("=")
+        if not equals or not name.strip():
+            raise ValueError(f"{assignment!r} is not NAME=value")
+    return list(assignments)
+
+
 def log_level(text: Any) -> str:
     lowered = str(text).lower()
     if lowered not in ("debug", "info", "warning", "error", "critical"):
@@ -163,7 +177,8 @@ class Setting:
 
     @property
     def is_list(self) -> bool:
-        return self.type is string_list
+        """Repeatable on the command line, each use adding one item."""
+        return self.type in (string_list, environment_assignments)
 
     @property
     def is_hook(self) -> bool:
@@ -198,6 +213,11 @@ _HOOKS = (
     ("worker_exit", "worker_exit(server, worker): in the worker, as it exits."),
     ("nworkers_changed", "nworkers_changed(server, new_value, old_value): in the master."),
     ("on_exit", "on_exit(server): in the master, as it exits."),
+    (
+        "ssl_context",
+        "ssl_context(conf, default_ssl_context_factory): returns the SSLContext for TLS; "
+        "stored, and used once corral serves TLS itself.",
+    ),
 )
 
 SETTINGS: tuple[Setting, ...] = (
@@ -210,6 +230,14 @@ SETTINGS: tuple[Setting, ...] = (
         "named, so a file left in the working directory never changes a server.",
         "Config file",
         "FILE",
+    ),
+    Setting(
+        "wsgi_app",
+        (),
+        optional_string,
+        None,
+        "The application, MODULE:NAME, when the command line names none; the command line wins.",
+        "Config file",
     ),
     Setting(
         "bind",
@@ -343,7 +371,7 @@ SETTINGS: tuple[Setting, ...] = (
         ("-p", "--pid"),
         optional_string,
         None,
-        "File the master writes its PID to.",
+        "File the master writes its PID to; none unless named.",
         "Worker processes",
         "FILE",
     ),
@@ -352,7 +380,7 @@ SETTINGS: tuple[Setting, ...] = (
         ("-u", "--user"),
         user_or_group,
         None,
-        "User (name or id) the workers run as.",
+        "User (name or id) the workers run as; unset, the one that started corral.",
         "Worker processes",
         "USER",
     ),
@@ -361,7 +389,7 @@ SETTINGS: tuple[Setting, ...] = (
         ("-g", "--group"),
         user_or_group,
         None,
-        "Group (name or id) the workers run as.",
+        "Group (name or id) the workers run as; unset, --user's own groups, else unchanged.",
         "Worker processes",
         "GROUP",
     ),
@@ -439,6 +467,15 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="PATH",
     ),
     Setting(
+        "raw_env",
+        ("-e", "--env"),
+        environment_assignments,
+        [],
+        "Environment variable NAME=value set in the serving processes before the app is "
+        "imported; repeatable.",
+        metavar="NAME=VALUE",
+    ),
+    Setting(
         "limit_request_line",
         ("--limit-request-line",),
         positive_int,
@@ -470,7 +507,8 @@ SETTINGS: tuple[Setting, ...] = (
         ("--access-logfile",),
         string,
         "",
-        "Where the access log goes: '-' for standard output; empty for none.",
+        "Where the access log goes: '-' for standard output, /dev/stderr for standard "
+        "error; none unless named.",
         "Logging",
         "FILE",
     ),
@@ -530,9 +568,11 @@ def build_config(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     file_values: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Defaults, then `file_values`, then `CORRAL_*` variables from `environ`, then
-    `overrides`; all checked.
+    """Defaults (the table's, replaced by `defaults`, a command's own such as the Flask
+    command's port 5000), then `file_values`, then `CORRAL_*` variables from `environ`,
+    then `overrides`; all checked.
 
     `file_values` are a config file's settings by corral's names, as
     `corral.config_file.read_config_file` returns them; the `config` setting itself is
@@ -540,6 +580,8 @@ def build_config(
     unknown name or a bad value or combination.
     """
     values = {setting.name: setting.default for setting in SETTINGS}
+    for name, value in (defaults or {}).items():
+        values[name] = convert_value(_known_setting(name), value, name)
     for name, value in (file_values or {}).items():
         setting = _known_setting(name)
         if setting.name == "config":
@@ -606,10 +648,10 @@ def settings_markdown() -> str:
         "",
         "Every setting can be given in a config file (`-c FILE`, a Python file assigning",
         "settings by name, e.g. `workers = 4`), as an environment variable `CORRAL_<NAME>`,",
-        "in `CORRAL_CMD_ARGS` (extra command-line options), or on the command line; each",
-        "wins over the ones before it. Server hooks can only be given in a config file.",
-        "`corral.run_simple` takes settings as keywords. gunicorn's names are in",
-        "[From gunicorn](from-gunicorn.md). This page is generated from `corral/config.py`.",
+        "in `GUNICORN_CMD_ARGS` or `CORRAL_CMD_ARGS` (extra command-line options), or on the",
+        "command line; each wins over the ones before it. Server hooks can only be given in",
+        "a config file. `corral.run_simple` takes settings as keywords. gunicorn's names are",
+        "in [From gunicorn](from-gunicorn.md). This page is generated from `corral/config.py`.",
     ]
     sections = list(dict.fromkeys(setting.section for setting in SETTINGS))
     for section in sections:

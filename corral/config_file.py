@@ -4,9 +4,10 @@ The file is run, and each top-level name it leaves is a setting: corral's names
 (`keep_alive = 10`), gunicorn's names for the same settings (`keepalive = 10`), and the
 server hooks as functions (`def post_fork(server, worker): ...`). Names starting with
 `_`, imported modules, and functions or classes not named after a setting are the file's
-own helpers and are left alone; any other name must be a setting. gunicorn settings
-corral lacks are refused with what to do instead, so none is silently dropped. A value
-of None leaves any setting, even one corral lacks, at its default, as in gunicorn.
+own helpers and are left alone; any other name must be a setting. A gunicorn setting
+corral lacks is accepted at gunicorn's default value (`spew = False`), which asks for
+nothing corral does not do; any other value is refused with what to do instead, so none
+is silently dropped. A value of None leaves any setting at its default, as in gunicorn.
 
 The file is run afresh on every read, so a HUP that reloads the configuration sees the
 file as it is now.
@@ -38,6 +39,8 @@ class GunicornSetting:
     corral: str | None
     # For a setting corral lacks: what to do instead.
     instead: str = ""
+    # For a setting corral lacks: gunicorn's default, accepted since it asks for nothing.
+    default: Any = None
 
 
 _TLS = "terminate TLS in a proxy (nginx, HAProxy) in front of corral"
@@ -58,7 +61,7 @@ _STRICT = "corral parses requests strictly, with no switch to relax it"
 
 GUNICORN_SETTINGS: tuple[GunicornSetting, ...] = (
     GunicornSetting("config", ("-c", "--config"), "config"),
-    GunicornSetting("wsgi_app", (), None, "name the application on the command line"),
+    GunicornSetting("wsgi_app", (), "wsgi_app"),
     GunicornSetting("bind", ("-b", "--bind"), "bind"),
     GunicornSetting("backlog", ("--backlog",), "backlog"),
     GunicornSetting("workers", ("-w", "--workers"), "workers"),
@@ -77,20 +80,29 @@ GUNICORN_SETTINGS: tuple[GunicornSetting, ...] = (
     ),
     GunicornSetting("reload", ("--reload",), "reload"),
     GunicornSetting(
-        "reload_engine", ("--reload-engine",), None, "drop it; --reload picks its own way"
+        "reload_engine", ("--reload-engine",), None, "drop it; --reload picks its own way", "auto"
     ),
     GunicornSetting(
         "reload_extra_files",
         ("--reload-extra-file",),
         None,
         "send HUP to the master when those files change",
+        [],
     ),
-    GunicornSetting("spew", ("--spew",), None, "trace the app with a debugger"),
+    GunicornSetting("spew", ("--spew",), None, "trace the app with a debugger", False),
     GunicornSetting(
-        "check_config", ("--check-config",), None, "give --check-config on the command line"
+        "check_config",
+        ("--check-config",),
+        None,
+        "give --check-config on the command line",
+        False,
     ),
     GunicornSetting(
-        "print_config", ("--print-config",), None, "give --print-config on the command line"
+        "print_config",
+        ("--print-config",),
+        None,
+        "give --print-config on the command line",
+        False,
     ),
     GunicornSetting("preload_app", ("--preload",), "preload"),
     GunicornSetting(
@@ -106,13 +118,8 @@ GUNICORN_SETTINGS: tuple[GunicornSetting, ...] = (
         None,
         "start corral in that directory (systemd: WorkingDirectory=)",
     ),
-    GunicornSetting("daemon", ("-D", "--daemon"), None, _FOREGROUND),
-    GunicornSetting(
-        "raw_env",
-        ("-e", "--env"),
-        None,
-        "set the variables in corral's own environment (systemd: Environment=)",
-    ),
+    GunicornSetting("daemon", ("-D", "--daemon"), None, _FOREGROUND, False),
+    GunicornSetting("raw_env", ("-e", "--env"), "raw_env"),
     GunicornSetting("pidfile", ("-p", "--pid"), "pid"),
     GunicornSetting(
         "worker_tmp_dir",
@@ -123,17 +130,38 @@ GUNICORN_SETTINGS: tuple[GunicornSetting, ...] = (
     GunicornSetting("user", ("-u", "--user"), "user"),
     GunicornSetting("group", ("-g", "--group"), "group"),
     GunicornSetting("umask", ("-m", "--umask"), "umask"),
-    GunicornSetting("initgroups", ("--initgroups",), None, "give the group to run as with --group"),
+    GunicornSetting(
+        "initgroups", ("--initgroups",), None, "give the group to run as with --group", False
+    ),
     GunicornSetting("tmp_upload_dir", (), None, "drop it; request bodies are streamed to the app"),
-    GunicornSetting("secure_scheme_headers", (), None, _PROXY_HEADERS),
-    GunicornSetting("forwarded_allow_ips", ("--forwarded-allow-ips",), None, _PROXY_HEADERS),
-    GunicornSetting("forwarder_headers", ("--forwarder-headers",), None, _PROXY_HEADERS),
+    GunicornSetting(
+        "secure_scheme_headers",
+        (),
+        None,
+        _PROXY_HEADERS,
+        {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
+    ),
+    GunicornSetting(
+        "forwarded_allow_ips",
+        ("--forwarded-allow-ips",),
+        None,
+        _PROXY_HEADERS,
+        "127.0.0.1,::1",
+    ),
+    GunicornSetting(
+        "forwarder_headers",
+        ("--forwarder-headers",),
+        None,
+        _PROXY_HEADERS,
+        "SCRIPT_NAME,PATH_INFO",
+    ),
     GunicornSetting("accesslog", ("--access-logfile",), "access_logfile"),
     GunicornSetting(
         "disable_redirect_access_to_syslog",
         ("--disable-redirect-access-to-syslog",),
         None,
         _SYSLOG,
+        False,
     ),
     GunicornSetting("access_log_format", ("--access-logformat",), "access_logformat"),
     GunicornSetting("errorlog", ("--error-logfile", "--log-file"), "error_logfile"),
@@ -143,54 +171,60 @@ GUNICORN_SETTINGS: tuple[GunicornSetting, ...] = (
         ("--capture-output",),
         None,
         "let the service manager collect standard output and error",
+        False,
     ),
-    GunicornSetting("logger_class", ("--logger-class",), None, _LOGGING),
-    GunicornSetting("logconfig", ("--log-config",), None, _LOGGING),
-    GunicornSetting("logconfig_dict", (), None, _LOGGING),
-    GunicornSetting("logconfig_json", ("--log-config-json",), None, _LOGGING),
-    GunicornSetting("syslog_addr", ("--log-syslog-to",), None, _SYSLOG),
-    GunicornSetting("syslog", ("--log-syslog",), None, _SYSLOG),
-    GunicornSetting("syslog_prefix", ("--log-syslog-prefix",), None, _SYSLOG),
-    GunicornSetting("syslog_facility", ("--log-syslog-facility",), None, _SYSLOG),
     GunicornSetting(
-        "enable_stdio_inheritance", ("-R", "--enable-stdio-inheritance"), None, _FOREGROUND
+        "logger_class", ("--logger-class",), None, _LOGGING, "gunicorn.glogging.Logger"
+    ),
+    GunicornSetting("logconfig", ("--log-config",), None, _LOGGING),
+    GunicornSetting("logconfig_dict", (), None, _LOGGING, {}),
+    GunicornSetting("logconfig_json", ("--log-config-json",), None, _LOGGING),
+    GunicornSetting("syslog_addr", ("--log-syslog-to",), None, _SYSLOG, "udp://localhost:514"),
+    GunicornSetting("syslog", ("--log-syslog",), None, _SYSLOG, False),
+    GunicornSetting("syslog_prefix", ("--log-syslog-prefix",), None, _SYSLOG),
+    GunicornSetting("syslog_facility", ("--log-syslog-facility",), None, _SYSLOG, "user"),
+    GunicornSetting(
+        "enable_stdio_inheritance", ("-R", "--enable-stdio-inheritance"), None, _FOREGROUND, False
     ),
     GunicornSetting("statsd_host", ("--statsd-host",), None, _STATSD),
-    GunicornSetting("dogstatsd_tags", ("--dogstatsd-tags",), None, _STATSD),
-    GunicornSetting("statsd_prefix", ("--statsd-prefix",), None, _STATSD),
+    GunicornSetting("dogstatsd_tags", ("--dogstatsd-tags",), None, _STATSD, ""),
+    GunicornSetting("statsd_prefix", ("--statsd-prefix",), None, _STATSD, ""),
     GunicornSetting("proc_name", ("-n", "--name"), "proc_name"),
-    GunicornSetting("default_proc_name", (), None, "set proc_name"),
+    GunicornSetting("default_proc_name", (), None, "set proc_name", "gunicorn"),
     GunicornSetting("pythonpath", ("--pythonpath",), None, "set PYTHONPATH"),
     GunicornSetting("paste", ("--paste", "--paster"), None, _PASTE),
-    GunicornSetting("raw_paste_global_conf", ("--paste-global",), None, _PASTE),
-    GunicornSetting("proxy_protocol", ("--proxy-protocol",), None, _PROXY_PROTOCOL),
-    GunicornSetting("proxy_allow_ips", ("--proxy-allow-from",), None, _PROXY_PROTOCOL),
+    GunicornSetting("raw_paste_global_conf", ("--paste-global",), None, _PASTE, []),
+    GunicornSetting("proxy_protocol", ("--proxy-protocol",), None, _PROXY_PROTOCOL, False),
+    GunicornSetting(
+        "proxy_allow_ips", ("--proxy-allow-from",), None, _PROXY_PROTOCOL, "127.0.0.1,::1"
+    ),
     GunicornSetting("keyfile", ("--keyfile",), None, _TLS),
     GunicornSetting("certfile", ("--certfile",), None, _TLS),
-    GunicornSetting("ssl_version", ("--ssl-version",), None, _TLS),
-    GunicornSetting("cert_reqs", ("--cert-reqs",), None, _TLS),
+    # ssl.PROTOCOL_TLS and ssl.CERT_NONE, by value: naming them would import ssl here.
+    GunicornSetting("ssl_version", ("--ssl-version",), None, _TLS, 2),
+    GunicornSetting("cert_reqs", ("--cert-reqs",), None, _TLS, 0),
     GunicornSetting("ca_certs", ("--ca-certs",), None, _TLS),
-    GunicornSetting("suppress_ragged_eofs", ("--suppress-ragged-eofs",), None, _TLS),
-    GunicornSetting("do_handshake_on_connect", ("--do-handshake-on-connect",), None, _TLS),
+    GunicornSetting("suppress_ragged_eofs", ("--suppress-ragged-eofs",), None, _TLS, True),
+    GunicornSetting("do_handshake_on_connect", ("--do-handshake-on-connect",), None, _TLS, False),
     GunicornSetting("ciphers", ("--ciphers",), None, _TLS),
-    GunicornSetting("ssl_context", (), None, _TLS),
-    GunicornSetting("strip_header_spaces", ("--strip-header-spaces",), None, _STRICT),
+    GunicornSetting("strip_header_spaces", ("--strip-header-spaces",), None, _STRICT, False),
     GunicornSetting(
         "permit_unconventional_http_method",
         ("--permit-unconventional-http-method",),
         None,
         _STRICT,
+        False,
     ),
     GunicornSetting(
         "permit_unconventional_http_version",
         ("--permit-unconventional-http-version",),
         None,
         _STRICT,
+        False,
     ),
-    GunicornSetting("casefold_http_method", ("--casefold-http-method",), None, _STRICT),
-    GunicornSetting("header_map", ("--header-map",), None, _STRICT),
+    GunicornSetting("casefold_http_method", ("--casefold-http-method",), None, _STRICT, False),
+    GunicornSetting("header_map", ("--header-map",), None, _STRICT, "drop"),
 )
-
 GUNICORN_BY_NAME = {entry.name: entry for entry in GUNICORN_SETTINGS}
 GUNICORN_BY_FLAG = {flag: entry for entry in GUNICORN_SETTINGS for flag in entry.flags}
 
@@ -282,8 +316,9 @@ def _setting_name(path: str, name: str, value: Any) -> str | None:
     entry = GUNICORN_BY_NAME.get(name)
     if entry is not None:
         if entry.corral is None:
-            if value is None:
-                # gunicorn's "not set"; sample configs list every setting so.
+            if value is None or value == entry.default:
+                # gunicorn's "not set", or its default: sample configs list every
+                # setting so, and neither asks for anything corral does not do.
                 return None
             raise ConfigError(f"{path}: {unsupported_message(entry, name)}")
         return entry.corral
@@ -334,6 +369,9 @@ def gunicorn_markdown() -> str:
         if entry.corral is None:
             corral = "not supported"
             notes = entry.instead + "."
+            if entry.default is not None:
+                shown = f"`{entry.default!r}`".replace("|", "\\|")
+                notes += f" gunicorn's default, {shown}, is accepted."
         else:
             setting = SETTINGS_BY_NAME[entry.corral]
             corral = " ".join(f"`{name}`" for name in (setting.name, *setting.flags))

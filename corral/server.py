@@ -45,8 +45,19 @@ def configure_logging(config: Config) -> None:
     logger.propagate = False
 
 
+def set_environment(config: Config) -> None:
+    """Put --env's NAME=value assignments in this process's environment, which the
+    processes it forks inherit."""
+    for assignment in config.raw_env:
+        name, _, value = assignment.partition("=")
+        os.environ[name] = value
+
+
 def prepare_process(config: Config) -> None:
-    """What must happen before the application is imported: gevent's monkey-patching."""
+    """What must happen before the application is imported: --env's variables set, and
+    gevent's monkey-patching."""
+    # Again in each worker: after a HUP its config may name other variables.
+    set_environment(config)
     if config.worker_class == "gevent":
         from corral.workers.coroutines import patch_process
 

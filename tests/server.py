@@ -87,17 +87,20 @@ def _limit_fds(count: int) -> None:
 
 
 class RunningServer:
-    """`corral -b 127.0.0.1:0 OPTIONS APP` and what it logged; stop() sends a signal."""
+    """`corral -b 127.0.0.1:0 OPTIONS APP` and what it logged; stop() sends a signal.
+    With `app=None` no APP is given (a config file or the environment names it)."""
 
     def __init__(
         self,
-        app: str = "tests.apps.behaviours:app",
+        app: str | None = "tests.apps.behaviours:app",
         options: Sequence[str] = (),
         env: dict[str, str] | None = None,
         start_timeout: float = 15.0,
         fd_limit: int | None = None,
     ) -> None:
-        command = [sys.executable, "-m", "corral", "-b", "127.0.0.1:0", *options, app]
+        command = [sys.executable, "-m", "corral", "-b", "127.0.0.1:0", *options]
+        if app is not None:
+            command.append(app)
         self.process = subprocess.Popen(
             command,
             cwd=ROOT,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import importlib.util
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,18 @@ _MISSING_GEVENT = "-k gevent needs gevent: pip install 'corral[gevent]'"
 
 class GeventMissing(ConfigError):
     """`-k gevent` was asked for where gevent is not installed."""
+
+
+def check_gevent_installed() -> None:
+    """Raise `GeventMissing` unless gevent can be found, without importing it: the
+    master checks before it binds, so that a missing gevent is a usage error at once
+    rather than workers failing to boot."""
+    try:
+        found = importlib.util.find_spec("gevent") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise GeventMissing(_MISSING_GEVENT)
 
 
 def patch_process() -> None:

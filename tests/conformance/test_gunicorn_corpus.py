@@ -1,9 +1,11 @@
 """Replays gunicorn's request corpus against a real corral over raw sockets.
 
-The corpus lives outside the repository, in `../shared/conformance/gunicorn-requests`; its
-README says how a `.http` file becomes wire bytes and which files depend on gunicorn's
-settings. Every file is sent twice per concurrency model: in one write, and in pieces of
-1 to 7 bytes so that the server sees each head split at many places.
+The corpus lives outside the repository, in `../shared/conformance/gunicorn-requests`;
+without it these tests are skipped, or fail under CORRAL_REQUIRE_ALL=1 (see
+tests/requirements.py). Its README says how a `.http` file becomes wire bytes and which
+files depend on gunicorn's settings. Every file is sent twice per concurrency model: in
+one write, and in pieces of 1 to 7 bytes so that the server sees each head split at many
+places.
 
 A valid file must get a 2xx for every request the connection carries; an invalid one an
 error status, then a closed connection, and never a response to a second request. Where
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.requirements import require
 from tests.server import MODELS, RunningServer
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "gunicorn-requests"
@@ -199,12 +202,11 @@ def list_corpus() -> list[str]:
 
 
 def require_corpus() -> None:
-    if not CORPUS.is_dir():
-        pytest.fail(
-            f"the gunicorn request corpus is missing: expected it at {CORPUS} "
-            "(the shared folder beside the repository)",
-            pytrace=False,
-        )
+    require(
+        CORPUS.is_dir(),
+        f"the gunicorn request corpus is missing: expected it at {CORPUS} "
+        "(the shared folder beside the repository)",
+    )
 
 
 def wire_bytes(text: bytes) -> bytes:
@@ -437,11 +439,19 @@ def check_replay(name: str, result: Replay, expected: list[int]) -> None:
 
 
 @pytest.fixture(scope="module", params=list(MODELS), ids=list(MODELS))
-def corpus_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
-    """One server per concurrency model for the whole module."""
-    server = RunningServer(app=APP, options=MODELS[request.param])
+def corpus_server(request: pytest.FixtureRequest) -> Iterator[Callable[[], RunningServer]]:
+    """One server per concurrency model for the whole module, started by the first test
+    that asks for it: without the corpus, none is."""
+    started: list[RunningServer] = []
+
+    def server() -> RunningServer:
+        if not started:
+            started.append(RunningServer(app=APP, options=MODELS[request.param]))
+        return started[0]
+
     yield server
-    server.stop()
+    for running in started:
+        running.stop()
 
 
 def test_corpus_is_present() -> None:
@@ -485,13 +495,14 @@ def test_host_is_added_only_where_missing() -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", list_corpus() or ["(corpus missing)"])
-def test_corpus_file(corpus_server: RunningServer, name: str, mode: str) -> None:
+def test_corpus_file(corpus_server: Callable[[], RunningServer], name: str, mode: str) -> None:
     require_corpus()
+    port = corpus_server().port
     if name in INCOMPLETE:
-        check_incomplete(corpus_server.port, name, mode)
+        check_incomplete(port, name, mode)
         return
     expected = expected_statuses(name)
-    check_replay(name, replay(corpus_server.port, name, mode, expected), expected)
+    check_replay(name, replay(port, name, mode, expected), expected)
 
 
 def check_incomplete(port: int, name: str, mode: str) -> None:
@@ -510,6 +521,7 @@ def check_incomplete(port: int, name: str, mode: str) -> None:
 def test_file_under_its_settings(
     start_server: Callable[..., RunningServer], name: str, mode: str
 ) -> None:
+    require_corpus()
     options, status = SETTINGS_DEPENDENT[name]
     server = start_server(app=APP, options=[*MODELS["thread-pool"], *options])
     expected = [status]

@@ -127,7 +127,13 @@ def test_request_hooks_from_the_file_run(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("workers = 2\nwokers = 3\n", "unknown setting 'wokers' (did you mean 'workers'?)"),
-        ("daemon = True\n", "daemon is a gunicorn setting corral does not support"),
+        (
+            "spew = False\ndaemon = True\n",
+            "daemon is a gunicorn setting corral does not support: run corral in the "
+            "foreground under systemd",
+        ),
+        ("spew = True\n", "spew is a gunicorn setting corral does not support: trace"),
+        ("raw_env = ['SPAM=eggs', 'NOT_AN_ASSIGNMENT']\n", "'NOT_AN_ASSIGNMENT' is not NAME="),
         ("import os\n\nbind = os.environ['NO_SUCH_VARIABLE']\n", "line 3: KeyError"),
         ("timeout = 'soon'\n", "timeout: 'soon' is not a number of seconds"),
     ],
@@ -244,3 +250,68 @@ def test_hup_runs_the_file_again_and_a_broken_one_changes_nothing(tmp_path: Path
         assert server.wait_for_log(f"{config}, line 1: SyntaxError", 10), server.log
         assert get(server.port) == (200, b"hello\n")
     assert server.process.returncode == 0, server.log
+
+
+def test_gunicorns_example_config_starts_unchanged() -> None:
+    """tests/configs/gunicorn_example.conf.py mirrors gunicorn's own example: settings
+    corral lacks at gunicorn's defaults, raw_env, a master with one sync worker, the
+    access log to standard output, and hooks logging through server.log."""
+    server = RunningServer(
+        "tests.apps.environment:app",
+        ["-c", "tests/configs/gunicorn_example.conf.py"],
+        start_timeout=30,
+    )
+    with server:
+        assert server.wait_for_log("Server is ready. Spawning workers", 10), server.log
+        assert server.wait_for_log("Worker spawned (pid: ", 10), server.log
+        (worker,) = re.findall(r"Worker spawned \(pid: (\d+)\)", server.log)
+        assert int(worker) != server.process.pid
+        assert server.wait_for_log(f"Booted worker {worker}", 10), server.log
+        # raw_env: in the environment before the app was imported, and still there.
+        assert get(server.port, "/SPAM") == (200, b"eggs eggs")
+        assert get(server.port, "/DJANGO_SECRET_KEY") == (200, b"something something")
+        assert server.wait_for_log('"GET /SPAM HTTP/1.1" 200 9 "-" "-"', 5), server.log
+    assert server.process.returncode == 0, server.log
+
+
+def test_raw_env_from_the_command_line_reaches_the_app() -> None:
+    with RunningServer(
+        "tests.apps.environment:app", ["-e", "SPAM=eggs", "--env=EMPTY=", "-e", "A=b=c"]
+    ) as server:
+        assert get(server.port, "/SPAM") == (200, b"eggs eggs")
+        assert get(server.port, "/EMPTY") == (200, b" ")
+        assert get(server.port, "/A") == (200, b"b=c b=c")
+
+
+def test_wsgi_app_from_the_file_and_the_command_line_wins(tmp_path: Path) -> None:
+    config = tmp_path / "corral.conf.py"
+    config.write_text("wsgi_app = 'tests.apps.environment:app'\nraw_env = ['SPAM=eggs']\n")
+    with RunningServer(None, ["-c", str(config)]) as server:
+        assert get(server.port, "/SPAM") == (200, b"eggs eggs")
+    assert server.process.returncode == 0, server.log
+    with RunningServer(APP, ["-c", str(config)]) as server:
+        assert get(server.port, "/SPAM") == (200, b"hello\n")
+
+
+def test_gunicorn_cmd_args_are_read_below_corral_cmd_args() -> None:
+    environment = {"GUNICORN_CMD_ARGS": "--threads 3 -e SPAM=eggs --keep-alive 7"}
+    with RunningServer("tests.apps.environment:app", env=environment) as server:
+        assert "1 process × 3 threads (thread pool)" in server.log
+        assert get(server.port, "/SPAM") == (200, b"eggs eggs")
+    with RunningServer(
+        "tests.apps.environment:app", env={**environment, "CORRAL_CMD_ARGS": "--threads 2"}
+    ) as server:
+        assert "1 process × 2 threads (thread pool)" in server.log
+        assert get(server.port, "/SPAM") == (200, b"eggs eggs")
+
+
+def test_a_mistyped_option_is_one_line_naming_the_closest_and_exit_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "corral", "--wokers", "2", APP],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert result.stderr == "corral: error: unknown option --wokers; did you mean --workers?\n"

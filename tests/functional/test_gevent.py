@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 import pytest
 
-from tests.server import RunningServer
+from tests.server import ROOT, RunningServer
 
 PROBE_APP = "tests.apps.gevent_probe:app"
 
@@ -117,3 +119,26 @@ def test_workers_serve_cooperatively_on_listeners_made_before_patching(
     result = _get_json(probe.port, "/")
     assert result["sleep_patched"] is True
     assert result["multiprocess"] is True
+
+
+# corral started in a process where gevent cannot be imported: None in sys.modules is
+# Python's own way to block an import, and the workers it forks inherit it.
+_WITHOUT_GEVENT = (
+    "import sys; sys.modules['gevent'] = None; "
+    "from corral.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+@pytest.mark.parametrize("workers", [[], ["-w", "2"]], ids=["one-process", "workers"])
+def test_without_gevent_installed_it_says_how_before_binding(workers: list[str]) -> None:
+    options = [*workers, "-k", "gevent", "-b", "127.0.0.1:0", "tests.apps.behaviours:app"]
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_GEVENT, *options],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == "corral: error: -k gevent needs gevent: pip install 'corral[gevent]'\n"
+    assert result.stdout == ""

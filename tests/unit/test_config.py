@@ -46,8 +46,13 @@ def test_threads_imply_the_thread_worker_and_gunicorn_names_are_understood() -> 
 
 def test_every_setting_has_a_flag_and_help() -> None:
     for setting in SETTINGS:
-        # Hooks are functions: only a config file can give them.
-        assert setting.is_hook or (setting.flags and setting.flags[-1].startswith("--"))
+        # Hooks are functions: only a config file can give them; so is the app's name
+        # (wsgi_app), which the command line gives as its argument.
+        assert (
+            setting.is_hook
+            or setting.name == "wsgi_app"
+            or (setting.flags and setting.flags[-1].startswith("--"))
+        )
         assert setting.help.endswith(".")
         # The default itself passes the setting's own validation.
         assert setting.type(setting.default) == setting.default
@@ -75,3 +80,13 @@ def test_config_is_read_only() -> None:
     config = build_config()
     with pytest.raises(AttributeError):
         config.threads = 4
+
+
+def test_a_commands_own_defaults_rank_below_everything_else() -> None:
+    defaults = {"bind": ["127.0.0.1:5000"], "threads": 2, "keep_alive": 9}
+    config = build_config(None, None, None, defaults)
+    assert (config.bind, config.threads, config.keep_alive) == (["127.0.0.1:5000"], 2, 9.0)
+    config = build_config(
+        {"CORRAL_THREADS": "3"}, {"keep_alive": 4}, {"bind": ["unix:/run/app.sock"]}, defaults
+    )
+    assert (config.bind, config.threads, config.keep_alive) == (["unix:/run/app.sock"], 3, 4.0)

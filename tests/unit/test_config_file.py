@@ -176,6 +176,71 @@ def test_none_leaves_a_setting_alone_even_one_corral_lacks(tmp_path: Path) -> No
     assert read_config_file(path) == {"threads": 2}
 
 
+def test_gunicorn_defaults_of_settings_corral_lacks_are_accepted(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        spew = False
+        daemon = False
+        tmp_upload_dir = None
+        reload_engine = "auto"
+        reload_extra_files = []
+        secure_scheme_headers = {
+            "X-FORWARDED-PROTOCOL": "ssl",
+            "X-FORWARDED-PROTO": "https",
+            "X-FORWARDED-SSL": "on",
+        }
+        forwarded_allow_ips = "127.0.0.1,::1"
+        header_map = "drop"
+        suppress_ragged_eofs = True
+        threads = 2
+        """,
+    )
+    assert read_config_file(path) == {"threads": 2}
+
+
+def test_every_unsupported_setting_accepts_its_gunicorn_default(tmp_path: Path) -> None:
+    for entry in GUNICORN_SETTINGS:
+        if entry.corral is None:
+            path = write(tmp_path, f"{entry.name} = {entry.default!r}\n")
+            assert read_config_file(path) == {}, entry.name
+
+
+def test_raw_env_wsgi_app_and_ssl_context_are_settings(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        raw_env = ["SPAM=eggs", "EMPTY=", "URL=a=b"]
+        wsgi_app = "tests.apps.environment:app"
+
+        def ssl_context(conf, default_ssl_context_factory):
+            return default_ssl_context_factory()
+        """,
+    )
+    arguments, config = parse_config(["-c", path, "-e", "ONE=1", "--env", "TWO=2"], {})
+    assert config.raw_env == ["ONE=1", "TWO=2"]  # the command line replaces the file's list
+    assert config.wsgi_app == "tests.apps.environment:app"
+    assert config.ssl_context.__name__ == "ssl_context"
+    assert not hasattr(arguments, "app")
+    _, config = parse_config(["-c", path], {"CORRAL_RAW_ENV": "A=1"})
+    assert config.raw_env == ["A=1"]
+    assert parse_config(["-c", path], {})[1].raw_env == ["SPAM=eggs", "EMPTY=", "URL=a=b"]
+
+
+def test_gunicorn_cmd_args_rank_below_corral_cmd_args(tmp_path: Path) -> None:
+    path = write(tmp_path, "threads = 2\nbacklog = 64\n")
+    environ = {
+        "GUNICORN_CMD_ARGS": f"-c {path} --backlog 128 --timeout 11 -e A=1",
+        "CORRAL_CMD_ARGS": "--timeout 12",
+    }
+    _, config = parse_config([], environ)
+    assert config.threads == 2  # the file GUNICORN_CMD_ARGS names is read
+    assert config.backlog == 128
+    assert config.timeout == 12.0
+    assert config.raw_env == ["A=1"]
+    assert parse_config(["--timeout", "13"], environ)[1].timeout == 13.0
+
+
 def test_hooks_are_functions_in_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -231,10 +296,12 @@ def test_a_hook_must_be_callable(tmp_path: Path) -> None:
     [
         ("daemon = True\n", r"daemon is a gunicorn setting corral does not support: run"),
         ("certfile = 'x.pem'\n", r"certfile is a gunicorn setting .* terminate TLS in a proxy"),
-        ("raw_env = ['A=1']\n", r"raw_env is a gunicorn setting .* environment"),
+        ("raw_env = ['A=1', 'B']\n", r"corral.conf.py: raw_env: 'B' is not NAME=value$"),
+        ("spew = True\n", r"spew is a gunicorn setting corral does not support: trace"),
+        ("header_map = 'dangerous'\n", r"header_map is a gunicorn setting .* strictly"),
         ("forwarded_allow_ips = '*'\n", r"forwarded_allow_ips is a gunicorn setting"),
         ("worker_tmp_dir = '/dev/shm'\n", r"worker_tmp_dir is a gunicorn setting"),
-        ("def ssl_context(config, factory): pass\n", r"ssl_context is a gunicorn setting"),
+        ("ssl_context = 'tls.pem'\n", r"ssl_context: 'tls.pem' is not callable"),
         ("wokers = 2\n", r"unknown setting 'wokers' \(did you mean 'workers'\?\)"),
         ("keep_alvie = 2\n", r"unknown setting 'keep_alvie' \(did you mean 'keep_alive'\?\)"),
         ("LOG_DIR = '/var/log'\n", r"unknown setting 'LOG_DIR' \(a helper's name must start"),
@@ -287,6 +354,16 @@ def test_cmd_args_are_options_like_the_command_line() -> None:
         ({"CORRAL_CMD_ARGS": "--threads"}, r"^CORRAL_CMD_ARGS: argument --threads: expected"),
         ({"CORRAL_CMD_ARGS": "--daemon"}, r"^CORRAL_CMD_ARGS: --daemon is a gunicorn setting"),
         ({"CORRAL_CMD_ARGS": "--threads 0"}, r"^--threads: must be at least 1$"),
+        ({"GUNICORN_CMD_ARGS": "--daemon"}, r"^GUNICORN_CMD_ARGS: --daemon is a gunicorn"),
+        (
+            {"GUNICORN_CMD_ARGS": "--wokers 2"},
+            r"^GUNICORN_CMD_ARGS: unknown option --wokers; did you mean --workers\?$",
+        ),
+        (
+            {"CORRAL_CMD_ARGS": "--keep-alvie=2"},
+            r"^CORRAL_CMD_ARGS: unknown option --keep-alvie; did you mean --keep-alive\?$",
+        ),
+        ({"GUNICORN_CMD_ARGS": "-b 'x"}, r"^GUNICORN_CMD_ARGS: No closing quotation$"),
     ],
 )
 def test_bad_cmd_args_say_so(environ: dict[str, str], message: str) -> None:
@@ -299,8 +376,20 @@ def test_bad_cmd_args_say_so(environ: dict[str, str], message: str) -> None:
     [
         (["--daemon", "app:x"], r"^--daemon is a gunicorn setting corral does not support: "),
         (["--certfile=a.pem", "app:x"], r"^--certfile is a gunicorn setting .* TLS"),
-        (["-e", "A=1", "app:x"], r"^-e is a gunicorn setting .* environment"),
-        (["--no-such-option", "app:x"], r"^unrecognized arguments: --no-such-option$"),
+        (["-e", "A", "app:x"], r"^--env: 'A' is not NAME=value$"),
+        (["--env==1", "app:x"], r"^--env: '=1' is not NAME=value$"),
+        (["--no-such-option", "app:x"], r"^unknown option --no-such-option \(corral --help"),
+        (["--wokers", "2", "app:x"], r"^unknown option --wokers; did you mean --workers\?$"),
+        (["app:x", "--wokers=2"], r"^unknown option --wokers; did you mean --workers\?$"),
+        (["--treads", "2", "app:x"], r"^unknown option --treads; did you mean --threads\?$"),
+        (["-W", "2", "app:x"], r"^unknown option -W; did you mean -w\?$"),
+        # gunicorn's spelling is accepted, but the one suggested is corral's.
+        (
+            ["--limit-request-fieldsize", "9", "app:x"],
+            r"^unknown option --limit-request-fieldsize; did you mean --limit-request-field-size",
+        ),
+        (["--max", "2", "app:x"], r"^ambiguous option: --max could match --max-threads, "),
+        (["app:x", "extra"], r"^unexpected argument 'extra': give one APP$"),
         (["--workers", "many", "app:x"], r"^--workers: 'many' is not a whole number$"),
     ],
 )
@@ -308,6 +397,23 @@ def test_command_line_errors_are_one_line(argv: list[str], message: str) -> None
     with pytest.raises(ConfigError, match=message) as caught:
         parse_config(argv, {})
     assert "\n" not in str(caught.value)
+
+
+def test_unique_prefixes_of_options_still_work() -> None:
+    _, config = parse_config(["--keep", "3", "--max-worker", "64", "--limit-request-li=99"], {})
+    assert (config.keep_alive, config.max_worker_memory, config.limit_request_line) == (3, 64, 99)
+
+
+def test_help_notes_a_default_only_where_it_says_something() -> None:
+    help_text = " ".join(make_parser().format_help().split())
+    for empty in ("None", "''", "[]"):
+        assert f"(default: {empty})" not in help_text
+    # Help that says what happens by default needs no note contradicting it.
+    for option in ("--umask MASK", "--name NAME"):
+        line = help_text.split(option)[-1].split(" -", 1)[0]
+        assert "default:" in line.lower() and "(default:" not in line, line
+    assert "(default: 127.0.0.1:8000)" in help_text
+    assert "(default: 30)" in help_text and "(default: 1000)" in help_text
 
 
 def test_gunicorn_spelling_of_a_flag_is_accepted_but_not_shown() -> None:
