@@ -18,11 +18,9 @@ from corral.config_file import (
     read_config_file,
     unsupported_message,
 )
+from corral.exit_codes import APP_LOAD_ERROR, RUNTIME_ERROR, USAGE_ERROR
 from corral.master import exec_argv_for
 from corral.sockets import BindError
-
-USAGE_ERROR = 2
-APP_LOAD_ERROR = 4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -173,7 +171,7 @@ def main(
             # Workers import the app; say now, in one line, if it cannot be found.
             check_importable(str(spec))
     except AppLoadError as error:
-        print(f"corral: error: {error}", file=sys.stderr)
+        print(f"{error.traceback_text}corral: error: {error}", file=sys.stderr)
         return APP_LOAD_ERROR
     except ConfigError as error:
         # A setting that cannot be honoured here, such as -k gevent without gevent.
@@ -200,7 +198,7 @@ def main(
         serve(app, config)
     except BindError as error:
         print(f"corral: error: {error}", file=sys.stderr)
-        return 1
+        return RUNTIME_ERROR
     return 0
 
 

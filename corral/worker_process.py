@@ -21,8 +21,9 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from corral.app_loading import AppLoadError, load_app
+from corral.exit_codes import WORKER_BOOT_ERROR
 from corral.heartbeat import READY, RETIRING
-from corral.master import BOOT_ERROR, call_hook
+from corral.master import call_hook
 from corral.request_observer import RequestObserver
 from corral.server import (
     build_dispatcher,
@@ -76,18 +77,18 @@ class WorkerRun:
             prepare_process(config)
         except Exception as error:
             error_log.error("Worker %d cannot start: %s", os.getpid(), error)
-            return BOOT_ERROR
+            return WORKER_BOOT_ERROR
         app = self.boot.app
         if app is None:
             assert self.boot.spec is not None
             try:
                 app = load_app(self.boot.spec)
             except AppLoadError as error:
-                error_log.error("Worker %d cannot load the app: %s", os.getpid(), error)
-                return BOOT_ERROR
+                self.master.report_boot_failure(str(error), error.traceback_text)
+                return WORKER_BOOT_ERROR
             except BaseException:
                 error_log.exception("Worker %d cannot load the app", os.getpid())
-                return BOOT_ERROR
+                return WORKER_BOOT_ERROR
         model = make_worker_model(config)
         self.observer = RequestObserver(
             self.worker,

@@ -85,7 +85,9 @@ def test_an_app_that_fails_in_its_workers_stops_the_master(tmp_path: Path) -> No
     result = run_to_exit("-w", "2", "broken_app:app", modules=tmp_path)
     assert result.returncode == 4, result.stderr
     assert "RuntimeError: database unreachable" in result.stderr
-    assert "Worker failed to boot; stopping" in result.stderr
+    assert (
+        "Worker failed to boot: cannot load app 'broken_app:app': RuntimeError: " in result.stderr
+    )
 
 
 def test_usr1_reopens_the_log_files(tmp_path: Path) -> None:
