@@ -45,6 +45,9 @@ _ABORT_GRACE = 2.0
 _QUICK_STOP_GRACE = 2.0
 _LOOP_INTERVAL = 0.25
 _BEAT_INTERVAL = 0.5
+# What the master sends its workers (and an operator may): each would kill a worker that
+# has no handler yet.
+SIGNALS_TO_WORKERS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1})
 _HANDLED_SIGNALS = (
     signal.SIGHUP,
     signal.SIGTERM,
@@ -212,8 +215,16 @@ class Master:
                 0, self.cfg.max_requests_jitter
             )
         self._hook("pre_fork", self, worker)
-        pid = os.fork()
+        # These signals stay blocked in the child until the worker has its own handlers
+        # (`unblock_signals_to_workers`): one arriving before would kill it mid-boot.
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS_TO_WORKERS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS_TO_WORKERS)
+            raise
         if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS_TO_WORKERS)
             worker.pid = pid
             self.WORKERS[pid] = worker
             return
@@ -558,6 +569,11 @@ class Master:
         signal.set_wakeup_fd(-1)
         self._hook("on_exit", self)
         error_log.info("Master stopped")
+
+
+def unblock_signals_to_workers() -> None:
+    """In a worker, once its handlers for `SIGNALS_TO_WORKERS` are in place."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS_TO_WORKERS)
 
 
 def _signal(pid: int, signum: int) -> None:

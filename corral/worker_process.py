@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from corral.app_loading import AppLoadError, load_app
 from corral.exit_codes import WORKER_BOOT_ERROR
 from corral.heartbeat import READY, RETIRING
-from corral.master import call_hook
+from corral.master import call_hook, unblock_signals_to_workers
 from corral.request_observer import RequestObserver
 from corral.server import (
     build_dispatcher,
@@ -64,12 +64,15 @@ class WorkerRun:
         self.retiring = False
         self.observer: RequestObserver | None = None
         self.dispatcher: Dispatcher | None = None
+        self.stop_asked = 0
+        self.logs_moved = False
 
     def _hook(self, name: str, *arguments: Any) -> None:
         call_hook(self.config, name, *arguments)
 
     def run(self) -> int:
         config = self.config
+        self._defer_signals_while_booting()
         set_process_title(config, "worker", self.boot.spec)
         self._hook("post_fork", self.master, self.worker)
         try:
@@ -108,12 +111,21 @@ class WorkerRun:
         signal.signal(signal.SIGINT, self._quick_stop)
         signal.signal(signal.SIGQUIT, self._quick_stop)
         signal.signal(signal.SIGUSR1, self._reopen_logs)
-        signal.signal(signal.SIGABRT, self._abort)
-        for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
-            signal.signal(ignored, signal.SIG_IGN)
+        if self.logs_moved:
+            self._reopen_logs()
         self._hook("post_worker_init", self.worker)
         if config.reload:
             threading.Thread(target=self._watch_sources, daemon=True).start()
+        if self.stop_asked:
+            # Asked to stop while it booted: nothing is in flight, so stopping now is
+            # the graceful stop, and the master sees an ordinary exit.
+            name = signal.Signals(self.stop_asked).name.removeprefix("SIG")
+            error_log.info("Worker %d stopping: %s arrived while it booted", os.getpid(), name)
+            if self.stop_asked != signal.SIGTERM:
+                self._hook("worker_int", self.worker)
+            self.worker.alive = False
+            self._hook("worker_exit", self.master, self.worker)
+            return 0
         freeze_heap()
         self._tick()
         try:
@@ -122,6 +134,23 @@ class WorkerRun:
             self.worker.alive = False
             self._hook("worker_exit", self.master, self.worker)
         return 0
+
+    def _defer_signals_while_booting(self) -> None:
+        """Remember TERM, INT, QUIT and USR1 until the worker can act on them; the master
+        kept them blocked since the fork."""
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1):
+            signal.signal(signum, self._remember_signal)
+        signal.signal(signal.SIGABRT, self._abort)
+        for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
+            signal.signal(ignored, signal.SIG_IGN)
+        unblock_signals_to_workers()
+
+    def _remember_signal(self, signum: int, _frame: Any) -> None:
+        if signum == signal.SIGUSR1:
+            self.logs_moved = True
+        elif self.stop_asked in (0, signal.SIGTERM):
+            # A quick stop asked for after TERM wins, as it does once the worker serves.
+            self.stop_asked = signum
 
     # Heartbeat and limits, on the loop thread.
 
