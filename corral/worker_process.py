@@ -24,6 +24,7 @@ from corral.app_loading import AppLoadError, load_app
 from corral.exit_codes import WORKER_BOOT_ERROR
 from corral.heartbeat import READY, RETIRING
 from corral.master import call_hook, unblock_signals_to_workers
+from corral.reloader import report_load_failure, watch_app_sources
 from corral.request_observer import RequestObserver
 from corral.server import (
     build_dispatcher,
@@ -88,6 +89,7 @@ class WorkerRun:
                 app = load_app(self.boot.spec)
             except AppLoadError as error:
                 self.master.report_boot_failure(str(error), error.traceback_text)
+                report_load_failure(error)
                 return WORKER_BOOT_ERROR
             except BaseException:
                 error_log.exception("Worker %d cannot load the app", os.getpid())
@@ -114,8 +116,6 @@ class WorkerRun:
         if self.logs_moved:
             self._reopen_logs()
         self._hook("post_worker_init", self.worker)
-        if config.reload:
-            threading.Thread(target=self._watch_sources, daemon=True).start()
         if self.stop_asked:
             # Asked to stop while it booted: nothing is in flight, so stopping now is
             # the graceful stop, and the master sees an ordinary exit.
@@ -126,6 +126,7 @@ class WorkerRun:
             self.worker.alive = False
             self._hook("worker_exit", self.master, self.worker)
             return 0
+        watch_app_sources()
         freeze_heap()
         self._tick()
         try:
@@ -237,27 +238,6 @@ class WorkerRun:
         self._hook("worker_abort", self.worker)
         logging.shutdown()
         os._exit(1)
-
-    # --reload
-
-    def _watch_sources(self) -> None:
-        """Ask the master for a reload (HUP) when a loaded module's file changes."""
-        seen: dict[str, float] = {}
-        while True:
-            for module in list(sys.modules.values()):
-                path = getattr(module, "__file__", None)
-                if not path:
-                    continue
-                try:
-                    mtime = os.stat(path).st_mtime
-                except OSError:
-                    continue
-                previous = seen.setdefault(path, mtime)
-                if mtime != previous:
-                    error_log.info("%s changed; reloading", path)
-                    os.kill(self.worker.ppid, signal.SIGHUP)
-                    return
-            time.sleep(1.0)
 
 
 def _resident_mib() -> float:

@@ -22,5 +22,7 @@ def corral_command(context: click.Context, options: tuple[str, ...]) -> None:
     if "--help" in options or "-h" in options:
         sys.exit(main(["--help"]))
     info = context.ensure_object(ScriptInfo)
-    # USR2 starts a new master by running this same flask command again.
-    sys.exit(main(list(options), app=info.load_app(), exec_argv=[sys.executable, *sys.argv]))
+    # USR2 and --reload start the server again by running this same flask command:
+    # sys.orig_argv keeps `-m flask`, which sys.argv turns into the path of __main__.py.
+    command = [sys.executable, *sys.orig_argv[1:]]
+    sys.exit(main(list(options), app=info.load_app(), exec_argv=command))
