@@ -7,11 +7,31 @@ import importlib
 import importlib.util
 import os
 import sys
+import traceback
+from collections.abc import Iterator
 from typing import Any
+
+_IMPORT_MACHINERY = (
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+    os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep,
+    "<frozen importlib",
+)
 
 
 class AppLoadError(Exception):
-    """The application cannot be found or is not a WSGI callable."""
+    """The application cannot be found, raised while loading, or is not a WSGI callable.
+
+    `traceback_text` is the traceback of an exception the application raised, with only
+    the application's own frames (empty for a name that is not found); `source_files` are
+    the files in that traceback, for --reload to watch until one is fixed.
+    """
+
+    def __init__(
+        self, message: str, traceback_text: str = "", source_files: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.traceback_text = traceback_text
+        self.source_files = source_files
 
 
 def load_app(spec: str) -> Any:
@@ -28,16 +48,52 @@ def load_app(spec: str) -> Any:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
+        if not expression:
+            for candidate in ("application", "app"):
+                if hasattr(module, candidate):
+                    return _checked(getattr(module, candidate), f"{module_name}:{candidate}")
+            raise AppLoadError(f"module {module_name!r} has no 'application' or 'app'")
+        return _checked(_evaluate(module, expression, spec), spec)
+    except AppLoadError:
+        raise
     except ModuleNotFoundError as error:
         if error.name and module_name.startswith(error.name):
             raise AppLoadError(f"no module named {error.name!r} (from {spec!r})") from None
-        raise
-    if not expression:
-        for candidate in ("application", "app"):
-            if hasattr(module, candidate):
-                return _checked(getattr(module, candidate), f"{module_name}:{candidate}")
-        raise AppLoadError(f"module {module_name!r} has no 'application' or 'app'")
-    return _checked(_evaluate(module, expression, spec), spec)
+        raise _raised_by_the_app(error, spec) from None
+    except Exception as error:
+        raise _raised_by_the_app(error, spec) from None
+
+
+def _raised_by_the_app(error: Exception, spec: str) -> AppLoadError:
+    """The app's exception, told without the frames of corral and importlib, which only
+    say how the import was reached."""
+    report = traceback.TracebackException.from_exception(error)
+    files: list[str] = []
+    for part in _chain(report):
+        part.stack = traceback.StackSummary.from_list(
+            [frame for frame in part.stack if not frame.filename.startswith(_IMPORT_MACHINERY)]
+        )
+        files.extend(frame.filename for frame in part.stack)
+        if part.exc_type is not None and issubclass(part.exc_type, SyntaxError) and part.filename:
+            files.append(part.filename)
+    told = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return AppLoadError(
+        f"cannot load app {spec!r}: {told}",
+        "".join(report.format()),
+        tuple(dict.fromkeys(files)),
+    )
+
+
+def _chain(report: traceback.TracebackException) -> Iterator[traceback.TracebackException]:
+    seen: set[int] = set()
+    pending: list[traceback.TracebackException | None] = [report]
+    while pending:
+        part = pending.pop()
+        if part is None or id(part) in seen:
+            continue
+        seen.add(id(part))
+        yield part
+        pending.extend((part.__cause__, part.__context__))
 
 
 def check_importable(spec: str) -> None:

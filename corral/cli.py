@@ -19,11 +19,10 @@ from corral.config_file import (
     read_config_file,
     unsupported_message,
 )
+from corral.exit_codes import APP_LOAD_ERROR, RUNTIME_ERROR, USAGE_ERROR
 from corral.master import exec_argv_for
+from corral.reloader import reload_channel, report_load_failure
 from corral.sockets import BindError
-
-USAGE_ERROR = 2
-APP_LOAD_ERROR = 4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -225,7 +224,15 @@ def main(
         )
         return USAGE_ERROR
     check_only = getattr(arguments, "check_config", False)
-    supervised = bool(config.workers or config.reload)
+    if config.reload and not check_only and reload_channel() is None:
+        from corral.reloader import run_with_reloader
+
+        try:
+            return run_with_reloader(config, exec_argv or exec_argv_for(argv))
+        except BindError as error:
+            print(f"corral: error: {error}", file=sys.stderr)
+            return RUNTIME_ERROR
+    supervised = bool(config.workers)
     try:
         if config.worker_class == "gevent":
             from corral.workers.coroutines import check_gevent_installed
@@ -241,7 +248,8 @@ def main(
             # Workers import the app; say now, in one line, if it cannot be found.
             check_importable(str(spec))
     except AppLoadError as error:
-        print(f"corral: error: {error}", file=sys.stderr)
+        print(f"{error.traceback_text}corral: error: {error}", file=sys.stderr)
+        report_load_failure(error)
         return APP_LOAD_ERROR
     except ConfigError as error:
         # A setting that cannot be honoured here, such as -k gevent without gevent.
@@ -256,27 +264,16 @@ def main(
         if supervised:
 
             def reload_config() -> Config:
-                return _with_a_worker(parse_config(argv, defaults=defaults)[1])
+                return parse_config(argv, defaults=defaults)[1]
 
             return serve_with_workers(
-                spec,
-                app,
-                _with_a_worker(config),
-                reload_config,
-                exec_argv or exec_argv_for(argv),
+                spec, app, config, reload_config, exec_argv or exec_argv_for(argv)
             )
         serve(app, config)
     except BindError as error:
         print(f"corral: error: {error}", file=sys.stderr)
-        return 1
+        return RUNTIME_ERROR
     return 0
-
-
-def _with_a_worker(config: Config) -> Config:
-    """--reload alone runs one worker under a master, which restarts it on changes."""
-    if config.workers:
-        return config
-    return Config({**config.as_dict(), "workers": 1})
 
 
 if __name__ == "__main__":

@@ -363,7 +363,8 @@ SETTINGS: tuple[Setting, ...] = (
         ("--reload",),
         boolean,
         False,
-        "Restart the workers when a source file of the application changes (development).",
+        "Serve from a fresh process when a source file of the application changes "
+        "(development); pip install 'corral[reload]' for change events instead of polling.",
         "Worker processes",
     ),
     Setting(

@@ -30,22 +30,24 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.config import Config
+from corral.exit_codes import APP_LOAD_ERROR, RUNTIME_ERROR, WORKER_BOOT_ERROR
 from corral.heartbeat import READY, RETIRING, Heartbeat
 from corral.readiness import make_wake_pipe
 from corral.sockets import handover_environment
 
 error_log = logging.getLogger("corral.error")
 
-# A worker exits with this when it cannot boot (the app does not import): respawning
-# it would fail the same way.
-BOOT_ERROR = 3
-# What the master itself exits with when its first workers cannot boot.
-MASTER_BOOT_ERROR = 4
+# One boot report is one write of at most PIPE_BUF bytes, so reports from workers failing
+# together never interleave.
+_BOOT_REPORT_LIMIT = select.PIPE_BUF
 # Seconds a worker gets to write its tracebacks after SIGABRT before SIGKILL.
 _ABORT_GRACE = 2.0
 _QUICK_STOP_GRACE = 2.0
 _LOOP_INTERVAL = 0.25
 _BEAT_INTERVAL = 0.5
+# What the master sends its workers (and an operator may): each would kill a worker that
+# has no handler yet.
+SIGNALS_TO_WORKERS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1})
 _HANDLED_SIGNALS = (
     signal.SIGHUP,
     signal.SIGTERM,
@@ -130,6 +132,8 @@ class Master:
         self.successor_pid = 0
         self.spawn_after = 0.0
         self.previous_config = config
+        self.boot_reports: dict[int, tuple[str, str]] = {}
+        self.last_boot_traceback = ""
 
     def _hook(self, name: str, *arguments: Any) -> None:
         call_hook(self.cfg, name, *arguments)
@@ -139,6 +143,9 @@ class Master:
     def run(self) -> int:
         """Supervise until stopped; the exit status for the command."""
         self.wake_read, self.wake_write = make_wake_pipe()
+        self.boot_reports_read, self.boot_reports_write = os.pipe()
+        os.set_blocking(self.boot_reports_read, False)
+        os.set_blocking(self.boot_reports_write, False)
         signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
         for signum in _HANDLED_SIGNALS:
             signal.signal(signum, self._queue_signal)
@@ -148,7 +155,7 @@ class Master:
             except OSError as error:
                 error_log.critical("cannot write the pid file: %s", error)
                 self.pidfile = None
-                self.exit_code = 1
+                self.exit_code = RUNTIME_ERROR
                 self.stopping = True
         error_log.info("corral master (pid %d)", self.pid)
         error_log.info("Concurrency: %s", self.describe(self.cfg))
@@ -208,8 +215,16 @@ class Master:
                 0, self.cfg.max_requests_jitter
             )
         self._hook("pre_fork", self, worker)
-        pid = os.fork()
+        # These signals stay blocked in the child until the worker has its own handlers
+        # (`unblock_signals_to_workers`): one arriving before would kill it mid-boot.
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS_TO_WORKERS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS_TO_WORKERS)
+            raise
         if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS_TO_WORKERS)
             worker.pid = pid
             self.WORKERS[pid] = worker
             return
@@ -234,6 +249,7 @@ class Master:
             signal.signal(signum, signal.SIG_DFL)
         os.close(self.wake_read)
         os.close(self.wake_write)
+        os.close(self.boot_reports_read)
         for other in self.WORKERS.values():
             other.heartbeat.close()
         self.WORKERS = {}
@@ -343,7 +359,7 @@ class Master:
             self._log_exit(worker, code)
             self._hook("child_exit", self, worker)
             worker.heartbeat.close()
-            if (code == BOOT_ERROR or worker.boot_timed_out) and not worker.ready:
+            if (code == WORKER_BOOT_ERROR or worker.boot_timed_out) and not worker.ready:
                 self._boot_failed(worker)
 
     def _log_exit(self, worker: Worker, code: int) -> None:
@@ -355,15 +371,65 @@ class Master:
             log("Worker %d was killed by %s", worker.pid, name)
         elif code == 0:
             error_log.info("Worker %d exited", worker.pid)
-        elif code != BOOT_ERROR:
+        elif code != WORKER_BOOT_ERROR:
             error_log.error("Worker %d exited with status %d", worker.pid, code)
+
+    # Boot failures.
+
+    def report_boot_failure(self, message: str, traceback_text: str) -> None:
+        """In a worker that cannot load the app: tell the master why, so that it logs the
+        traceback once however many workers fail the same way."""
+        header = f"{os.getpid()}\n{message}\n".encode()
+        text = traceback_text.encode()
+        room = _BOOT_REPORT_LIMIT - len(header) - 1
+        if len(text) > room:
+            text = b"...\n" + text[-(room - 4) :]
+        with contextlib.suppress(OSError):
+            os.write(self.boot_reports_write, header[:_BOOT_REPORT_LIMIT] + text + b"\0")
+
+    def _read_boot_reports(self) -> None:
+        received = b""
+        while True:
+            try:
+                piece = os.read(self.boot_reports_read, 65536)
+            except OSError:
+                break
+            if not piece:
+                break
+            received += piece
+        for record in received.split(b"\0"):
+            pid, _, rest = record.decode(errors="replace").partition("\n")
+            message, _, traceback_text = rest.partition("\n")
+            if pid.isdigit():
+                self.boot_reports[int(pid)] = (message, traceback_text)
+
+    def _log_boot_report(self, worker: Worker) -> str:
+        """The worker's reason for failing, its traceback logged unless just logged."""
+        self._read_boot_reports()
+        message, traceback_text = self.boot_reports.pop(worker.pid, ("", ""))
+        if traceback_text and traceback_text != self.last_boot_traceback:
+            error_log.error("Worker %d:\n%s", worker.pid, traceback_text.rstrip())
+        self.last_boot_traceback = traceback_text or self.last_boot_traceback
+        return message
 
     def _boot_failed(self, worker: Worker) -> None:
         if not self.ever_ready:
-            error_log.critical("Worker failed to boot; stopping (its error is above)")
-            self.exit_code = MASTER_BOOT_ERROR
+            if self.stopping:
+                # A second worker failing the same way while the first one stops us.
+                self._log_boot_report(worker)
+                return
+            message = self._log_boot_report(worker)
+            if message:
+                error_log.critical("Worker failed to boot: %s; stopping", message)
+            else:
+                error_log.critical("Worker failed to boot; stopping (its error is above)")
+            self.exit_code = APP_LOAD_ERROR
             self._stop(quick=True)
-        elif self.previous_generation and worker.generation == self.generation:
+            return
+        message = self._log_boot_report(worker)
+        if message:
+            error_log.error("Worker %d: %s", worker.pid, message)
+        if self.previous_generation and worker.generation == self.generation:
             error_log.error("Reload failed: a new worker could not boot; the old ones serve on")
             failed = self.generation
             self.generation = self.previous_generation
@@ -498,9 +564,16 @@ class Master:
                 self._hook("child_exit", self, worker)
         if self.pidfile:
             _remove_pidfile(self.pidfile, self.pid)
+        os.close(self.boot_reports_read)
+        os.close(self.boot_reports_write)
         signal.set_wakeup_fd(-1)
         self._hook("on_exit", self)
         error_log.info("Master stopped")
+
+
+def unblock_signals_to_workers() -> None:
+    """In a worker, once its handlers for `SIGNALS_TO_WORKERS` are in place."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS_TO_WORKERS)
 
 
 def _signal(pid: int, signum: int) -> None:

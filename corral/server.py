@@ -171,6 +171,8 @@ def serve(app: Any, config: Config) -> None:
 
     Raises `corral.sockets.BindError` when an address cannot be listened on.
     """
+    from corral.reloader import watch_app_sources
+
     configure_logging(config)
     model = make_worker_model(config)
     listeners = open_listeners(config)
@@ -180,6 +182,7 @@ def serve(app: Any, config: Config) -> None:
     error_log.info("Concurrency: %s", model.describe())
     for sock in listeners:
         error_log.info("Listening at %s", describe(sock))
+    watch_app_sources()
     freeze_heap()
     dispatcher.run()
     error_log.info("Stopped")

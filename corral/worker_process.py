@@ -21,8 +21,10 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from corral.app_loading import AppLoadError, load_app
+from corral.exit_codes import WORKER_BOOT_ERROR
 from corral.heartbeat import READY, RETIRING
-from corral.master import BOOT_ERROR, call_hook
+from corral.master import call_hook, unblock_signals_to_workers
+from corral.reloader import report_load_failure, watch_app_sources
 from corral.request_observer import RequestObserver
 from corral.server import (
     build_dispatcher,
@@ -63,12 +65,15 @@ class WorkerRun:
         self.retiring = False
         self.observer: RequestObserver | None = None
         self.dispatcher: Dispatcher | None = None
+        self.stop_asked = 0
+        self.logs_moved = False
 
     def _hook(self, name: str, *arguments: Any) -> None:
         call_hook(self.config, name, *arguments)
 
     def run(self) -> int:
         config = self.config
+        self._defer_signals_while_booting()
         set_process_title(config, "worker", self.boot.spec)
         self._hook("post_fork", self.master, self.worker)
         try:
@@ -76,18 +81,19 @@ class WorkerRun:
             prepare_process(config)
         except Exception as error:
             error_log.error("Worker %d cannot start: %s", os.getpid(), error)
-            return BOOT_ERROR
+            return WORKER_BOOT_ERROR
         app = self.boot.app
         if app is None:
             assert self.boot.spec is not None
             try:
                 app = load_app(self.boot.spec)
             except AppLoadError as error:
-                error_log.error("Worker %d cannot load the app: %s", os.getpid(), error)
-                return BOOT_ERROR
+                self.master.report_boot_failure(str(error), error.traceback_text)
+                report_load_failure(error)
+                return WORKER_BOOT_ERROR
             except BaseException:
                 error_log.exception("Worker %d cannot load the app", os.getpid())
-                return BOOT_ERROR
+                return WORKER_BOOT_ERROR
         model = make_worker_model(config)
         self.observer = RequestObserver(
             self.worker,
@@ -107,12 +113,20 @@ class WorkerRun:
         signal.signal(signal.SIGINT, self._quick_stop)
         signal.signal(signal.SIGQUIT, self._quick_stop)
         signal.signal(signal.SIGUSR1, self._reopen_logs)
-        signal.signal(signal.SIGABRT, self._abort)
-        for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
-            signal.signal(ignored, signal.SIG_IGN)
+        if self.logs_moved:
+            self._reopen_logs()
         self._hook("post_worker_init", self.worker)
-        if config.reload:
-            threading.Thread(target=self._watch_sources, daemon=True).start()
+        if self.stop_asked:
+            # Asked to stop while it booted: nothing is in flight, so stopping now is
+            # the graceful stop, and the master sees an ordinary exit.
+            name = signal.Signals(self.stop_asked).name.removeprefix("SIG")
+            error_log.info("Worker %d stopping: %s arrived while it booted", os.getpid(), name)
+            if self.stop_asked != signal.SIGTERM:
+                self._hook("worker_int", self.worker)
+            self.worker.alive = False
+            self._hook("worker_exit", self.master, self.worker)
+            return 0
+        watch_app_sources()
         freeze_heap()
         self._tick()
         try:
@@ -121,6 +135,23 @@ class WorkerRun:
             self.worker.alive = False
             self._hook("worker_exit", self.master, self.worker)
         return 0
+
+    def _defer_signals_while_booting(self) -> None:
+        """Remember TERM, INT, QUIT and USR1 until the worker can act on them; the master
+        kept them blocked since the fork."""
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1):
+            signal.signal(signum, self._remember_signal)
+        signal.signal(signal.SIGABRT, self._abort)
+        for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
+            signal.signal(ignored, signal.SIG_IGN)
+        unblock_signals_to_workers()
+
+    def _remember_signal(self, signum: int, _frame: Any) -> None:
+        if signum == signal.SIGUSR1:
+            self.logs_moved = True
+        elif self.stop_asked in (0, signal.SIGTERM):
+            # A quick stop asked for after TERM wins, as it does once the worker serves.
+            self.stop_asked = signum
 
     # Heartbeat and limits, on the loop thread.
 
@@ -207,27 +238,6 @@ class WorkerRun:
         self._hook("worker_abort", self.worker)
         logging.shutdown()
         os._exit(1)
-
-    # --reload
-
-    def _watch_sources(self) -> None:
-        """Ask the master for a reload (HUP) when a loaded module's file changes."""
-        seen: dict[str, float] = {}
-        while True:
-            for module in list(sys.modules.values()):
-                path = getattr(module, "__file__", None)
-                if not path:
-                    continue
-                try:
-                    mtime = os.stat(path).st_mtime
-                except OSError:
-                    continue
-                previous = seen.setdefault(path, mtime)
-                if mtime != previous:
-                    error_log.info("%s changed; reloading", path)
-                    os.kill(self.worker.ppid, signal.SIGHUP)
-                    return
-            time.sleep(1.0)
 
 
 def _resident_mib() -> float:

@@ -97,10 +97,13 @@ class RunningServer:
         env: dict[str, str] | None = None,
         start_timeout: float = 15.0,
         fd_limit: int | None = None,
+        command: Sequence[str] | None = None,
     ) -> None:
-        command = [sys.executable, "-m", "corral", "-b", "127.0.0.1:0", *options]
-        if app is not None:
-            command.append(app)
+        """`command` replaces the whole `corral` command line (the Flask command, say)."""
+        if command is None:
+            command = [sys.executable, "-m", "corral", "-b", "127.0.0.1:0", *options]
+            if app is not None:
+                command.append(app)
         self.process = subprocess.Popen(
             command,
             cwd=ROOT,

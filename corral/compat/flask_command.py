@@ -50,7 +50,8 @@ def corral_command(
     context: click.Context, host: str | None, port: str | None, options: tuple[str, ...]
 ) -> None:
     """Serve the app with corral, like flask run; takes corral's options too."""
-    from corral.cli import USAGE_ERROR, main
+    from corral.cli import main
+    from corral.exit_codes import USAGE_ERROR
 
     if "--help" in options:
         print(_USAGE)
@@ -65,12 +66,7 @@ def corral_command(
             host = f"[{host}]"
         argv = ["--bind", f"{host}:{FLASK_RUN_PORT if port is None else port}", *argv]
     info = context.ensure_object(ScriptInfo)
-    # USR2 starts a new master by running this same flask command again.
-    sys.exit(
-        main(
-            argv,
-            app=info.load_app(),
-            exec_argv=[sys.executable, *sys.argv],
-            defaults=FLASK_DEFAULTS,
-        )
-    )
+    # USR2 and --reload start the server again by running this same flask command:
+    # sys.orig_argv keeps `-m flask`, which sys.argv turns into the path of __main__.py.
+    command = [sys.executable, *sys.orig_argv[1:]]
+    sys.exit(main(argv, app=info.load_app(), exec_argv=command, defaults=FLASK_DEFAULTS))
