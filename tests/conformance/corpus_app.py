@@ -22,6 +22,11 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[byt
     }
     shown["body"] = body.decode("latin-1")
     answer = json.dumps(shown).encode()
+    if environ["REQUEST_METHOD"] == "CONNECT":
+        # A 2xx to CONNECT has no content (RFC 9110 section 9.3.6): the same JSON goes in
+        # a field instead.
+        start_response("200 OK", [("X-Request", answer.decode())])
+        return []
     start_response(
         "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(answer)))]
     )
