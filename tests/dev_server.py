@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from tests.server import ROOT, wait_until
+from tests.server import ROOT, stop_process, wait_until
 
 _LISTENING = re.compile(r"Listening at (http://127\.0\.0\.1:(\d+)|unix:(\S+))")
 
@@ -138,13 +138,7 @@ class DevServer:
         return matching()
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(5)
+        code = stop_process(self.process, sig, timeout)
         for reader in self.readers:
             reader.join(5)
         for stream in (self.process.stdout, self.process.stderr):

@@ -82,6 +82,18 @@ def fetch(
         connection.close()
 
 
+def stop_process(process: subprocess.Popen[str], sig: int, timeout: float) -> int:
+    """Send `sig` unless `process` has ended; wait `timeout` seconds, then kill it. Its
+    exit status."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait(5)
+
+
 def _limit_fds(count: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
@@ -148,13 +160,7 @@ class RunningServer:
         return False
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(5)
+        code = stop_process(self.process, sig, timeout)
         self.reader.join(5)
         if self.process.stdout is not None:
             self.process.stdout.close()
