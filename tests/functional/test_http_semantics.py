@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import pytest
 
-from tests.server import RunningServer
+from tests.server import ALL_MODELS, RunningServer
 
 TIMEOUT = 5.0
 
@@ -422,10 +423,18 @@ NO_CONTENT_FRAMING = {
 }
 
 
+@pytest.fixture(scope="module", params=list(ALL_MODELS))
+def framing_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+    """Every model, worker processes of each class included."""
+    with RunningServer(options=ALL_MODELS[request.param]) as running:
+        yield running
+
+
 @pytest.mark.parametrize("case", list(NO_CONTENT_FRAMING))
 def test_responses_without_content_are_framed_by_status_and_method(
-    server: RunningServer, case: str
+    framing_server: RunningServer, case: str
 ) -> None:
+    server = framing_server
     method, target, length, kept = NO_CONTENT_FRAMING[case]
     if method == "CONNECT":
         request = _connect(target)
