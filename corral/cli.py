@@ -258,7 +258,7 @@ def main(
     if check_only:
         print("corral: configuration OK")
         return 0
-    from corral.server import serve, serve_with_workers
+    from corral.server import PidFileError, serve, serve_with_workers
 
     try:
         if supervised:
@@ -270,7 +270,7 @@ def main(
                 spec, app, config, reload_config, exec_argv or exec_argv_for(argv)
             )
         serve(app, config)
-    except BindError as error:
+    except (BindError, PidFileError) as error:
         print(f"corral: error: {error}", file=sys.stderr)
         return RUNTIME_ERROR
     return 0

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 error_log = logging.getLogger("corral.error")
 
+# gunicorn's master answers these; a single process says what it does with them.
+_MASTER_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU)
 _ACCEPT_BATCH = 64
 # A connection accepted among several worker processes holds a slot of its worker until
 # its first request arrives, or for this long: a client connects to send a request at
@@ -95,6 +97,10 @@ class Dispatcher:
         self.accept_paused_until = 0.0
         # Called on the loop thread about twice a second (the worker's heartbeat).
         self.on_tick: Callable[[], None] | None = None
+        # Called on the loop thread after `request_reopen` (USR1: log files rotated).
+        self.on_reopen: Callable[[], None] | None = None
+        self.reopen_requested = False
+        self.signals_installed = False
         self.handle_signals = True
         self.wake_read, self.wake_write = make_wake_pipe()
         self.readiness = model.make_readiness(self.wake_write) or make_readiness(
@@ -131,6 +137,29 @@ class Dispatcher:
         self._wake()
         if self.force_stop and self.inline_timer:
             self._cut_inline_request()
+
+    def request_reopen(self, *_: object) -> None:
+        """Have the loop call `on_reopen` (USR1). Not done in the signal handler: it may
+        have interrupted this very thread inside a log write, holding the log's lock."""
+        self.reopen_requested = True
+        self._wake()
+
+    def _on_other_signal(self, signum: int, _frame: object) -> None:
+        """A signal gunicorn's master answers, sent to a single process: said, not fatal.
+        (Left to their defaults, HUP, USR1 and USR2 would end the process and TTIN and
+        TTOU stop it.)"""
+        name = signal.Signals(signum).name.removeprefix("SIG")
+        if signum == signal.SIGUSR1:
+            error_log.info("Received USR1: reopening log files")
+            self.request_reopen()
+            return
+        if signum == signal.SIGHUP:
+            why = "reloading needs worker processes (-w N); --reload restarts on changes"
+        elif signum == signal.SIGUSR2:
+            why = "an upgrade on the same sockets needs worker processes (-w N)"
+        else:
+            why = "there are no worker processes to add or remove (-w N)"
+        error_log.info("Received %s: ignored; %s", name, why)
 
     def _cut_inline_request(self) -> None:
         """In a signal handler on the loop's thread: end the request served there now."""
@@ -212,13 +241,7 @@ class Dispatcher:
     def run(self) -> None:
         in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread:
-            signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
-            if self.handle_signals:
-                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-                    signal.signal(signum, self._on_signal)
-            if self.model.serves_inline:
-                self.inline_timer = True
-                signal.signal(signal.SIGALRM, self._on_deadline)
+            self.install_signal_handlers()
         self.model.start(self)
         try:
             self._loop()
@@ -234,6 +257,22 @@ class Dispatcher:
                 signal.set_wakeup_fd(-1)
             self._close_everything()
 
+    def install_signal_handlers(self) -> None:
+        """On the main thread, before the server says it listens: a signal sent as soon
+        as it does must find its handler. `run` calls it if no one did."""
+        if self.signals_installed:
+            return
+        self.signals_installed = True
+        signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
+        if self.handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                signal.signal(signum, self._on_signal)
+            for signum in _MASTER_SIGNALS:
+                signal.signal(signum, self._on_other_signal)
+        if self.model.serves_inline:
+            self.inline_timer = True
+            signal.signal(signal.SIGALRM, self._on_deadline)
+
     def _loop(self) -> None:
         next_sweep = time.monotonic() + _SWEEP_INTERVAL
         while not self.stop_requested:
@@ -244,6 +283,10 @@ class Dispatcher:
             now = time.monotonic()
             if self.fresh_deadlines:
                 self._expire_fresh(now)
+            if self.reopen_requested:
+                self.reopen_requested = False
+                if self.on_reopen is not None:
+                    self.on_reopen()
             if now >= next_sweep:
                 self._close_idle(now)
                 if self.on_tick is not None:
@@ -440,8 +483,8 @@ class Dispatcher:
         """In a forked child: let go of everything inherited except one connection."""
         signal.set_wakeup_fd(-1)
         # Ctrl-C and Ctrl-\ reach the whole process group: the parent decides.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+        for signum in (signal.SIGINT, signal.SIGQUIT, *_MASTER_SIGNALS):
+            signal.signal(signum, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for connection in list(self.connections.values()):
             if connection is not keep:

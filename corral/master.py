@@ -132,6 +132,9 @@ class Master:
         self.successor_pid = 0
         self.spawn_after = 0.0
         self.previous_config = config
+        # True when the app was imported before the workers were forked (--preload, the
+        # Flask command, run_simple): new workers then run the same code.
+        self.app_imported = False
         self.boot_reports: dict[int, tuple[str, str]] = {}
         self.last_boot_traceback = ""
 
@@ -151,7 +154,7 @@ class Master:
             signal.signal(signum, self._queue_signal)
         if self.pidfile:
             try:
-                _write_pidfile(self.pidfile, self.pid)
+                write_pidfile(self.pidfile, self.pid)
             except OSError as error:
                 error_log.critical("cannot write the pid file: %s", error)
                 self.pidfile = None
@@ -459,8 +462,12 @@ class Master:
             return
         if config.bind != self.cfg.bind:
             error_log.warning("New --bind addresses take effect only on restart or USR2")
-        if config.preload:
-            error_log.warning("With --preload, HUP reloads settings, not the app's code")
+        if self.app_imported:
+            error_log.warning(
+                "The app was imported before the workers started (--preload, the Flask "
+                "command or run_simple): HUP reloads settings, not the app's code; "
+                "--reload serves new code"
+            )
         self.previous_config = self.cfg
         self.cfg = config
         self.reconfigure_logging(config)
@@ -563,7 +570,7 @@ class Master:
             if worker is not None:
                 self._hook("child_exit", self, worker)
         if self.pidfile:
-            _remove_pidfile(self.pidfile, self.pid)
+            remove_pidfile(self.pidfile, self.pid)
         os.close(self.boot_reports_read)
         os.close(self.boot_reports_write)
         signal.set_wakeup_fd(-1)
@@ -585,14 +592,14 @@ def _signal(pid: int, signum: int) -> None:
             raise
 
 
-def _write_pidfile(path: str, pid: int) -> None:
+def write_pidfile(path: str, pid: int) -> None:
     temporary = f"{path}.{pid}.tmp"
     with open(temporary, "w") as file:
         file.write(f"{pid}\n")
     os.replace(temporary, path)
 
 
-def _remove_pidfile(path: str, pid: int) -> None:
+def remove_pidfile(path: str, pid: int) -> None:
     """Remove the pid file only if it is still ours (a new master may have written it)."""
     try:
         with open(path) as file:

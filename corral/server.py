@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -166,26 +167,87 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+class PidFileError(Exception):
+    """The --pid file cannot be written; the message says why."""
+
+
 def serve(app: Any, config: Config) -> None:
     """Serve `app` from this one process until TERM or INT, then drain and return.
 
-    Raises `corral.sockets.BindError` when an address cannot be listened on.
+    Raises `corral.sockets.BindError` when an address cannot be listened on, and
+    `PidFileError` when the --pid file cannot be written.
     """
+    from corral.master import Worker, remove_pidfile, write_pidfile
     from corral.reloader import watch_app_sources
 
     configure_logging(config)
     model = make_worker_model(config)
     listeners = open_listeners(config)
+    if config.pid:
+        try:
+            write_pidfile(config.pid, os.getpid())
+        except OSError as error:
+            for sock in listeners:
+                sock.close()
+            raise PidFileError(f"cannot write the pid file: {error}") from None
+    # As a worker does: bound first, then the user and group the config names.
+    drop_privileges(config)
     observer = RequestObserver.for_hooks(config, worker=None)
+    if observer is not None:
+        # The `worker` gunicorn's request hooks get (hooks use worker.log, worker.pid).
+        record = Worker(0, 1, config, os.getppid())
+        record.pid = os.getpid()
+        observer.worker = record
     dispatcher = build_dispatcher(app, config, listeners, model, observer)
+    dispatcher.on_reopen = lambda: reopen_logs(config, dispatcher)
+    if threading.current_thread() is threading.main_thread():
+        dispatcher.install_signal_handlers()
     error_log.info("corral %s (pid %d)", __version__, os.getpid())
     error_log.info("Concurrency: %s", model.describe())
+    warn_worker_process_settings(config)
     for sock in listeners:
         error_log.info("Listening at %s", describe(sock))
     watch_app_sources()
     freeze_heap()
-    dispatcher.run()
+    try:
+        dispatcher.run()
+    finally:
+        if config.pid:
+            remove_pidfile(config.pid, os.getpid())
     error_log.info("Stopped")
+
+
+# Settings that only worker processes under a master act on.
+_WORKER_PROCESS_SETTINGS = (
+    "timeout",
+    "max_requests",
+    "max_requests_jitter",
+    "max_worker_memory",
+    "preload",
+)
+# Server hooks a single process runs; the others belong to a master and its workers.
+_SINGLE_PROCESS_HOOKS = frozenset({"pre_request", "post_request", "ssl_context"})
+
+
+def warn_worker_process_settings(config: Config) -> None:
+    """One line naming the settings given that only worker processes use, so none is
+    ignored without a word in a single process (--workers 0)."""
+    from corral.config import SETTINGS
+
+    ignored = [
+        (setting.flags[-1] if setting.flags else setting.name)
+        for setting in SETTINGS
+        if (
+            setting.name in _WORKER_PROCESS_SETTINGS
+            or (setting.is_hook and setting.name not in _SINGLE_PROCESS_HOOKS)
+        )
+        and getattr(config, setting.name) != setting.default
+    ]
+    if ignored:
+        error_log.warning(
+            "Ignored in a single process, they need worker processes (-w N): %s",
+            ", ".join(ignored),
+        )
 
 
 def drop_privileges(config: Config) -> None:
@@ -266,4 +328,5 @@ def serve_with_workers(
     # inherit stay shared instead of being copied by each worker's first collection.
     freeze_heap()
     set_process_title(config, "master", spec)
+    master.app_imported = boot.app is not None
     return master.run()

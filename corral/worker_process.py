@@ -112,7 +112,8 @@ class WorkerRun:
         signal.signal(signal.SIGTERM, dispatcher.request_stop)
         signal.signal(signal.SIGINT, self._quick_stop)
         signal.signal(signal.SIGQUIT, self._quick_stop)
-        signal.signal(signal.SIGUSR1, self._reopen_logs)
+        dispatcher.on_reopen = self._reopen_logs
+        signal.signal(signal.SIGUSR1, dispatcher.request_reopen)
         if self.logs_moved:
             self._reopen_logs()
         self._hook("post_worker_init", self.worker)
@@ -207,7 +208,7 @@ class WorkerRun:
         self._hook("worker_int", self.worker)
         self.dispatcher.request_quick_stop()
 
-    def _reopen_logs(self, *_: object) -> None:
+    def _reopen_logs(self) -> None:
         assert self.dispatcher is not None
         reopen_logs(self.config, self.dispatcher)
 

@@ -99,9 +99,10 @@ class ProcessPerRequest(WorkerModel):
 
     def describe(self, workers: int = 0) -> str:
         # Forks of its own, never inside worker processes (config refuses the pair).
+        requests = f"{self.max_processes} request{'s' if self.max_processes != 1 else ''}"
         return (
             f"a new process per request, at most {self.max_processes} at once = "
-            f"{self.max_processes} requests at a time"
+            f"{requests} at a time"
         )
 
 
