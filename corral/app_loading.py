@@ -59,19 +59,23 @@ def load_app(spec: str) -> Any:
     except ModuleNotFoundError as error:
         if error.name and module_name.startswith(error.name):
             raise AppLoadError(f"no module named {error.name!r} (from {spec!r})") from None
-        raise _raised_by_the_app(error, spec) from None
+        raise raised_by_the_app(error, spec) from None
     except Exception as error:
-        raise _raised_by_the_app(error, spec) from None
+        raise raised_by_the_app(error, spec) from None
 
 
-def _raised_by_the_app(error: Exception, spec: str) -> AppLoadError:
-    """The app's exception, told without the frames of corral and importlib, which only
-    say how the import was reached."""
+def raised_by_the_app(
+    error: BaseException, spec: str, loaders: tuple[str, ...] = ()
+) -> AppLoadError:
+    """The app's exception, told without the frames of corral, importlib and the
+    `loaders` (path prefixes of another loader, such as Flask's CLI), which only say how
+    the import was reached."""
+    machinery = _IMPORT_MACHINERY + loaders
     report = traceback.TracebackException.from_exception(error)
     files: list[str] = []
     for part in _chain(report):
         part.stack = traceback.StackSummary.from_list(
-            [frame for frame in part.stack if not frame.filename.startswith(_IMPORT_MACHINERY)]
+            [frame for frame in part.stack if not frame.filename.startswith(machinery)]
         )
         files.extend(frame.filename for frame in part.stack)
         if part.exc_type is not None and issubclass(part.exc_type, SyntaxError) and part.filename:

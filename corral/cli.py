@@ -7,7 +7,7 @@ import difflib
 import os
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NoReturn
 
 from corral import __version__
@@ -32,15 +32,31 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(
+    prog: str = "corral",
+    usage: str | None = None,
+    description: str = "Serve a WSGI application. APP is MODULE:NAME or MODULE:FACTORY().",
+    app_argument: bool = True,
+    help_flags: Sequence[str] = ("-h", "--help"),
+    left_out: Collection[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> argparse.ArgumentParser:
     """The command line, generated from `SETTINGS`; gunicorn's spellings of flags that
-    corral spells differently are accepted too, without cluttering --help."""
+    corral spells differently are accepted too, without cluttering --help.
+
+    A command built on corral's (the Flask command) describes itself with the rest:
+    without the APP argument when it names the app itself, with `left_out` flags that
+    mean something else there, and `defaults` shown in place of the table's."""
     parser = _Parser(
-        prog="corral",
-        description="Serve a WSGI application. APP is MODULE:NAME or MODULE:FACTORY().",
+        prog=prog,
+        usage=usage,
+        description=description,
         argument_default=argparse.SUPPRESS,
+        add_help=False,
     )
-    parser.add_argument("app", nargs="?", metavar="APP", help="the WSGI application")
+    if app_argument:
+        parser.add_argument("app", nargs="?", metavar="APP", help="the WSGI application")
+    parser.add_argument(*help_flags, action="help", help="show this help message and exit")
     parser.add_argument("-v", "--version", action="version", version=f"corral {__version__}")
     parser.add_argument(
         "--print-config", action="store_true", help="Print the settings in effect and exit."
@@ -52,26 +68,43 @@ def make_parser() -> argparse.ArgumentParser:
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for setting in SETTINGS:
-        if not setting.flags:
+        flags = [flag for flag in setting.flags if flag not in left_out]
+        if not flags:
             continue
         group = groups.get(setting.section)
         if group is None:
             group = groups[setting.section] = parser.add_argument_group(setting.section)
+        text = _help_text(setting, (defaults or {}).get(setting.name, setting.default))
         # argparse expands %-atoms in help; the access log format is full of them.
-        text = (setting.help + _default_note(setting)).replace("%", "%%")
-        _add_option(group, setting, setting.flags, text)
+        _add_option(group, setting, flags, text.replace("%", "%%"))
     for flag, name in gunicorn_flag_aliases().items():
-        _add_option(parser, SETTINGS_BY_NAME[name], (flag,), argparse.SUPPRESS)
+        if flag not in left_out:
+            _add_option(parser, SETTINGS_BY_NAME[name], (flag,), argparse.SUPPRESS)
     return parser
 
 
-def _default_note(setting: Setting) -> str:
+# The help of a setting that is empty by default ends so; a command that gives it a
+# default shows that instead.
+_NONE_BY_DEFAULT = "; none unless named."
+# Defaults better said in words than as a path.
+_DEFAULTS_IN_WORDS = {"/dev/stderr": "standard error", "/dev/stdout": "standard output"}
+
+
+def _help_text(setting: Setting, default: Any) -> str:
+    text = setting.help
+    if default != setting.default and text.endswith(_NONE_BY_DEFAULT):
+        text = text[: -len(_NONE_BY_DEFAULT)] + "."
+    return text + _default_note(setting, default, text)
+
+
+def _default_note(setting: Setting, default: Any, text: str) -> str:
     """' (default: X)', unless there is nothing to show (a switch, None, empty) or the
     help already says what happens by default."""
-    default = setting.default
-    if setting.is_flag or default in (None, "", []) or "default" in setting.help.lower():
+    if setting.is_flag or default in (None, "", []) or "default" in text.lower():
         return ""
-    if isinstance(default, list):
+    if isinstance(default, str) and default in _DEFAULTS_IN_WORDS:
+        shown = _DEFAULTS_IN_WORDS[default]
+    elif isinstance(default, list):
         shown = ", ".join(default)
     elif isinstance(default, float) and default.is_integer():
         shown = str(int(default))
@@ -180,20 +213,26 @@ def print_config(config: Config) -> None:
 
 def main(
     argv: Sequence[str] | None = None,
-    app: Any = None,
+    app_loader: Callable[[], Any] | None = None,
     exec_argv: list[str] | None = None,
     defaults: Mapping[str, Any] | None = None,
 ) -> int:
-    """Run the command line; `app` is given when a caller (the Flask command) loaded it,
-    `exec_argv` says how to start the same command again (USR2), `defaults` are the
-    caller's own defaults for settings (see `parse_config`)."""
+    """Run the command line; the exit status.
+
+    `app_loader` is given when a caller (the Flask command) knows the application: it
+    returns it, or raises `AppLoadError`, and is called only in the process that serves
+    (not for --print-config, nor in the --reload supervisor), so a broken app is told in
+    short and --reload waits for its fix. `exec_argv` says how to start the same command
+    again (USR2, --reload), `defaults` are the caller's own defaults for settings (see
+    `parse_config`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    app: Any = None
     try:
         arguments, config = parse_config(argv, defaults=defaults)
     except ConfigError as error:
         print(f"corral: error: {error}", file=sys.stderr)
         return USAGE_ERROR
-    if app is not None and getattr(arguments, "app", None):
+    if app_loader is not None and getattr(arguments, "app", None):
         print(
             f"corral: error: unexpected argument {arguments.app!r}: the application is "
             "already given",
@@ -213,10 +252,10 @@ def main(
 
     set_environment(config)
     spec = getattr(arguments, "app", None) or config.wsgi_app
-    if app is None and not spec:
+    if app_loader is None and not spec:
         print("corral: error: name the application, e.g. corral myapp:app", file=sys.stderr)
         return USAGE_ERROR
-    if app is not None and config.worker_class == "gevent":
+    if app_loader is not None and config.worker_class == "gevent":
         print(
             "corral: error: -k gevent must patch before the app is imported; "
             "run: corral -k gevent MODULE:APP",
@@ -239,12 +278,17 @@ def main(
 
             # Before anything is bound or announced.
             check_gevent_installed()
-        if app is None and (check_only or not supervised or config.preload):
+        if app_loader is not None:
+            from corral.server import prepare_process
+
+            prepare_process(config)
+            app = app_loader()
+        elif check_only or not supervised or config.preload:
             from corral.server import prepare_process
 
             prepare_process(config)
             app = load_app(str(spec))
-        elif app is None:
+        else:
             # Workers import the app; say now, in one line, if it cannot be found.
             check_importable(str(spec))
     except AppLoadError as error:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -15,6 +16,14 @@ from typing import IO
 from tests.server import ROOT, fetch, wait_until
 
 FLASK_APP = "tests.apps.flask_app"
+# Frames that say only how an app was reached, not where it failed.
+MACHINERY = (
+    f"{os.sep}click{os.sep}",
+    os.path.join("flask", "cli.py"),
+    os.path.join("corral", "cli.py"),
+    os.path.join("corral", "compat"),
+    "importlib",
+)
 _LISTENING = re.compile(r"Listening at http://127\.0\.0\.1:(\d+)")
 # Werkzeug's layout: 127.0.0.1 - - [30/Nov/2026 15:20:00] "GET / HTTP/1.1" 200 -
 _REQUEST_LINE = re.compile(
@@ -154,10 +163,59 @@ def test_a_bad_port_is_a_one_line_usage_error() -> None:
     assert result.stderr == "corral: error: --port: 'http' is not a port number\n"
 
 
-def test_help_is_long_only() -> None:
+def test_help_describes_the_flask_command_alone() -> None:
     result = subprocess.run(
         flask_command("--help"), cwd=ROOT, capture_output=True, text=True, timeout=30
     )
-    assert result.returncode == 0
-    assert "corral [-h HOST] [-p PORT]" in result.stdout
-    assert "--worker-connections" in result.stdout
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: flask [--app APP] corral [options]\n")
+    text = " ".join(result.stdout.split())
+    assert "-h HOST, --host HOST" in text and "-p PORT, --port PORT" in text
+    assert "--pid FILE" in text and "--worker-connections" in text
+    assert "(default: 127.0.0.1:5000)" in text
+    assert "(default: standard error)" in text
+    for contradiction in ("-p FILE", "-h, --help", "[APP]", "8000", "error; none unless named"):
+        assert contradiction not in text, contradiction
+    corral_help = subprocess.run(
+        [sys.executable, "-m", "corral", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    corral_help = " ".join(corral_help.split())
+    for own in ("-h, --help", "-p FILE, --pid FILE", "[APP]", "(default: 127.0.0.1:8000)"):
+        assert own in corral_help, own
+
+
+def test_a_host_without_a_value_is_a_one_line_usage_error() -> None:
+    result = subprocess.run(
+        flask_command("-h"), cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr == "corral: error: -h/--host needs a value\n"
+
+
+def test_an_app_that_cannot_load_is_told_briefly_with_its_own_frames() -> None:
+    command = [sys.executable, "-m", "flask", "--app", "tests.apps.raises_at_import", "corral"]
+    result = subprocess.run(
+        [*command, "-b", "127.0.0.1:0"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.endswith(
+        "corral: error: cannot load app 'tests.apps.raises_at_import': "
+        "ZeroDivisionError: division by zero\n"
+    ), result.stderr
+    assert "raises_at_import.py" in result.stderr
+    for machinery in MACHINERY:
+        assert machinery not in result.stderr, machinery
+
+
+def test_an_app_that_is_not_found_is_one_line() -> None:
+    command = [sys.executable, "-m", "flask", "--app", "tests.apps.no_such_app", "corral"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 4
+    assert result.stderr == (
+        "corral: error: cannot load app 'tests.apps.no_such_app': "
+        "Could not import 'tests.apps.no_such_app'.\n"
+    )

@@ -6,13 +6,15 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.functional.test_flask_command import MACHINERY, FlaskCommand
 from tests.functional.test_master import is_gone, workers_of
-from tests.server import ROOT, RunningServer, fetch, wait_until
+from tests.server import ROOT, RunningServer, fetch, free_port, stop_process, wait_until
 
 RELOAD_MODELS = {
     "one-process": [],
@@ -128,6 +130,66 @@ def test_the_preloading_flask_command_reloads(tmp_path: Path) -> None:
         assert wait_until(lambda: answer(server.port)[1] == "1", 15), server.log
         assert_reloads(server, source, "2")
         assert server.stop() == 0
+
+
+def flask_reload_command(port: int = 0) -> list[str]:
+    command = [sys.executable, "-m", "flask", "--app", "flask_reload_app", "corral"]
+    return [*command, "-b", f"127.0.0.1:{port}", "--reload"]
+
+
+def assert_told_briefly(log: str, told: str) -> None:
+    assert f"cannot load app 'flask_reload_app': {told}" in log, log
+    for machinery in MACHINERY:
+        assert machinery not in log, (machinery, log)
+
+
+def test_the_flask_command_tells_a_syntax_error_and_resumes_once_fixed(tmp_path: Path) -> None:
+    source = tmp_path / "flask_reload_app.py"
+    source.write_text(FLASK_APP)
+    with RunningServer(command=flask_reload_command(), env=env_for(tmp_path)) as server:
+        assert wait_until(lambda: answer(server.port)[1] == "1", 15), server.log
+        assert_reloads(server, source, "2")
+        good = source.read_text()
+        source.write_text(good + "\ndef unfinished(:\n")
+        assert server.wait_for_log("The server exited with status 4", 20), server.log
+        assert_told_briefly(server.log, "SyntaxError: ")
+        source.write_text(good.replace('VERSION = "2"', 'VERSION = "3"'))
+        assert wait_until(lambda: answer(server.port)[1] == "3", 20), server.log
+        assert server.stop() == 0
+
+
+def test_a_flask_app_broken_from_the_start_is_served_once_fixed(tmp_path: Path) -> None:
+    source = tmp_path / "flask_reload_app.py"
+    source.write_text(FLASK_APP + "\nRATIO = 1 / 0\n")
+    # Nothing serves yet to say which port it has: the reloader is given one.
+    port = free_port()
+    process = subprocess.Popen(
+        flask_reload_command(port),
+        cwd=ROOT,
+        env={**os.environ, **env_for(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    command = FlaskCommand(process)
+
+    def log() -> str:
+        return "".join(command.stderr)
+
+    try:
+        assert wait_until(lambda: "The server exited with status 4" in log(), 20), log()
+        assert_told_briefly(log(), "ZeroDivisionError: division by zero")
+        assert "RATIO = 1 / 0" in log()
+        source.write_text(FLASK_APP)
+        assert wait_until(lambda: answer(port)[1] == "1", 20), log()
+        assert stop_process(process, signal.SIGTERM, 15) == 0
+    finally:
+        stop_process(process, signal.SIGKILL, 5)
+        for reader in command.readers:
+            reader.join(5)
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()
+        process.stderr.close()
 
 
 def test_term_to_the_reloader_stops_the_server_with_its_status(tmp_path: Path) -> None:
