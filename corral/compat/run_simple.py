@@ -69,7 +69,11 @@ def run_simple(
     A `hostname` of `unix://PATH` serves on a unix socket at PATH (made absolute, as
     Werkzeug does) and ignores `port`; a socket file left there by an earlier run is
     replaced. Unlike Werkzeug, which deletes whatever is at PATH, corral refuses a PATH
-    that exists and is not a socket (`corral.sockets.BindError`).
+    that exists and is not a socket.
+
+    An address that cannot be listened on (in use, not a socket, not allowed) is told on
+    standard error in one line and ends the process with status 1, as Werkzeug does,
+    rather than with a traceback.
 
     Raises TypeError for a `port` that is not an int, and ValueError for `threaded`
     together with `processes > 1` (both as Werkzeug does),
@@ -77,8 +81,7 @@ def run_simple(
     http.server), `passthrough_errors=True` (application errors become a 500 response),
     and `ssl_context` (terminate TLS in a proxy such as nginx or HAProxy), and for
     `worker_class="gevent"` and `reload=True`, which need the app not yet imported. A bad corral
-    setting raises `corral.config.ConfigError`; an address in use raises
-    `corral.sockets.BindError`.
+    setting raises `corral.config.ConfigError`.
     """
     if not isinstance(port, int):
         raise TypeError("port must be an integer")
@@ -132,6 +135,39 @@ def run_simple(
     if config.reload:
         raise ValueError("corral.run_simple restarts on code changes with use_reloader=True")
 
+    from corral.server import PidFileError
+    from corral.sockets import BindError
+
+    try:
+        _serve(
+            application,
+            config,
+            use_reloader,
+            extra_files,
+            exclude_patterns,
+            reloader_interval,
+            reloader_type,
+        )
+    except (BindError, PidFileError) as error:
+        print(f"corral: error: {error}", file=sys.stderr)
+        if "in use" in str(error) and not address.startswith("unix:"):
+            print(
+                f"Port {port} is in use by another program. Either identify and stop that "
+                "program, or start the server with a different port.",
+                file=sys.stderr,
+            )
+        sys.exit(1)
+
+
+def _serve(
+    application: Any,
+    config: Any,
+    use_reloader: bool,
+    extra_files: Iterable[str] | None,
+    exclude_patterns: Iterable[str] | None,
+    reloader_interval: int,
+    reloader_type: str,
+) -> None:
     from corral.server import serve, serve_with_workers
 
     if config.workers:

@@ -219,16 +219,37 @@ def test_a_unix_hostname_without_a_path_is_a_clear_error() -> None:
         run_simple("unix://", 0, lambda environ, start_response: [])
 
 
-def test_a_file_that_is_not_a_socket_is_refused_and_kept(tmp_path: Path) -> None:
+def test_a_file_that_is_not_a_socket_is_refused_and_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Werkzeug deletes whatever is at the path; corral replaces only a socket file.
     from corral import run_simple
-    from corral.sockets import BindError
 
     path = tmp_path / "notes.txt"
     path.write_text("keep me")
-    with pytest.raises(BindError, match="is not a socket"):
+    with pytest.raises(SystemExit) as stopped:
         run_simple(f"unix://{path}", 0, lambda environ, start_response: [])
+    assert stopped.value.code == 1
+    assert "is not a socket" in capsys.readouterr().err
     assert path.read_text() == "keep me"
+
+
+def test_a_port_in_use_is_told_in_short_and_exits_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As Werkzeug: the error and a hint on standard error, status 1, no traceback."""
+    from corral import run_simple
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as stopped:
+            run_simple("127.0.0.1", port, lambda environ, start_response: [])
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    assert f"Port {port} is in use by another program" in err
 
 
 # werkzeug.serving.WSGIRequestHandler.log_request: peer, two dashes, local time as
