@@ -12,6 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# A server hook: a function from a -c config file, or None.
+Hook = Callable[..., Any] | None
+
 
 class ConfigError(Exception):
     """A setting has a value corral cannot use; the message names the setting."""
@@ -145,11 +148,14 @@ def user_or_group(value: Any) -> str | None:
     return optional_string(value)
 
 
-def hook(value: Any) -> Any:
+def hook(value: Any) -> Hook:
     """A server hook: a callable, or None for none (given in a -c config file)."""
-    if value is not None and not callable(value):
+    if value is None:
+        return None
+    if not callable(value):
         raise ValueError(f"{value!r} is not callable")
-    return value
+    function: Callable[..., Any] = value
+    return function
 
 
 def _integer(text: Any) -> int:
@@ -546,23 +552,69 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
+@dataclass(frozen=True)
 class Config:
-    """Validated settings, read-only. Attribute names are the settings' names."""
+    """Validated settings, read-only: one typed attribute per entry of `SETTINGS`, in
+    the same order (a test checks that they match). Made by `build_config`; a derived
+    copy is `dataclasses.replace(config, workers=4)`, unchecked, for values already
+    valid."""
 
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        object.__setattr__(self, "_values", dict(values))
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("Config is read-only")
+    config: str | None
+    wsgi_app: str | None
+    bind: list[str]
+    threads: int
+    thread_per_request: bool
+    max_threads: int
+    process_per_request: int
+    workers: int
+    worker_class: str
+    worker_connections: int
+    timeout: float
+    max_requests: int
+    max_requests_jitter: int
+    max_worker_memory: int
+    preload: bool
+    reload: bool
+    pid: str | None
+    user: str | None
+    group: str | None
+    proc_name: str | None
+    umask: int | None
+    reuse_port: bool
+    backlog: int
+    keep_alive: float
+    client_timeout: float
+    poller: str
+    graceful_timeout: float
+    root_path: str
+    raw_env: list[str]
+    limit_request_line: int
+    limit_request_fields: int
+    limit_request_field_size: int
+    access_logfile: str
+    access_logformat: str
+    error_logfile: str
+    log_level: str
+    on_starting: Hook
+    on_reload: Hook
+    when_ready: Hook
+    pre_fork: Hook
+    post_fork: Hook
+    post_worker_init: Hook
+    worker_int: Hook
+    worker_abort: Hook
+    pre_exec: Hook
+    pre_request: Hook
+    post_request: Hook
+    child_exit: Hook
+    worker_exit: Hook
+    nworkers_changed: Hook
+    on_exit: Hook
+    ssl_context: Hook
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self._values)
+        """Every setting by name, values as they are (not copied)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 def build_config(
@@ -599,7 +651,7 @@ def build_config(
         setting = _known_setting(name)
         values[name] = convert_value(setting, value, setting.flags[-1] if setting.flags else name)
     _check_combination(values)
-    return Config(values)
+    return Config(**values)
 
 
 def _known_setting(name: str) -> Setting:

@@ -18,6 +18,7 @@ Signal handlers only queue the signal; the loop acts on it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -488,9 +489,7 @@ class Master:
         error_log.info("Concurrency: %s", self.describe(self._config_with_workers(count)))
 
     def _config_with_workers(self, count: int) -> Config:
-        values = self.cfg.as_dict()
-        values["workers"] = count
-        return Config(values)
+        return dataclasses.replace(self.cfg, workers=count)
 
     def _reopen_logs(self) -> None:
         error_log.info("Received USR1: reopening log files")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 
-from corral.config import SETTINGS, ConfigError, build_config, settings_markdown
+from corral.config import SETTINGS, Config, ConfigError, build_config, settings_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,3 +92,20 @@ def test_a_commands_own_defaults_rank_below_everything_else() -> None:
         {"CORRAL_THREADS": "3"}, {"keep_alive": 4}, {"bind": ["unix:/run/app.sock"]}, defaults
     )
     assert (config.bind, config.threads, config.keep_alive) == (["unix:/run/app.sock"], 3, 4.0)
+
+
+def test_config_has_one_attribute_per_setting_typed_as_its_converter_returns() -> None:
+    names = [field.name for field in dataclasses.fields(Config)]
+    assert names == [setting.name for setting in SETTINGS]
+    hints = typing.get_type_hints(Config)
+    for setting in SETTINGS:
+        returned = typing.get_type_hints(setting.type)["return"]
+        assert hints[setting.name] == returned, setting.name
+
+
+def test_config_is_frozen_and_derived_copies_keep_the_rest() -> None:
+    config = build_config(None, {"threads": 4})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.threads = 8  # type: ignore[misc]
+    derived = dataclasses.replace(config, workers=3)
+    assert (derived.workers, derived.threads, config.workers) == (3, 4, 0)
