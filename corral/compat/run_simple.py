@@ -7,9 +7,9 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from corral.access_log import DEFAULT_FORMAT, WERKZEUG_FORMAT
 from corral.config import build_config
 from corral.config_file import read_config_file
+from corral.serving.access_log import DEFAULT_FORMAT, WERKZEUG_FORMAT
 
 _RELOADER_CHILD = "WERKZEUG_RUN_MAIN"
 _UNIX_PREFIX = "unix://"
@@ -69,7 +69,7 @@ def run_simple(
     A `hostname` of `unix://PATH` serves on a unix socket at PATH (made absolute, as
     Werkzeug does) and ignores `port`; a socket file left there by an earlier run is
     replaced. Unlike Werkzeug, which deletes whatever is at PATH, corral refuses a PATH
-    that exists and is not a socket (`corral.sockets.BindError`).
+    that exists and is not a socket (`corral.serving.listeners.BindError`).
 
     Raises TypeError for a `port` that is not an int, and ValueError for `threaded`
     together with `processes > 1` (both as Werkzeug does),
@@ -78,7 +78,7 @@ def run_simple(
     and `ssl_context` (terminate TLS in a proxy such as nginx or HAProxy), and for
     `worker_class="gevent"` and `reload=True`, which need the app not yet imported. A bad corral
     setting raises `corral.config.ConfigError`; an address in use raises
-    `corral.sockets.BindError`.
+    `corral.serving.listeners.BindError`.
     """
     if not isinstance(port, int):
         raise TypeError("port must be an integer")
@@ -132,7 +132,7 @@ def run_simple(
     if config.reload:
         raise ValueError("corral.run_simple restarts on code changes with use_reloader=True")
 
-    from corral.server import serve, serve_with_workers
+    from corral.entry import serve, serve_with_workers
 
     if config.workers:
         # The app is already imported here, as with --preload; HUP reloads settings.

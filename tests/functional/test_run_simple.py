@@ -222,7 +222,7 @@ def test_a_unix_hostname_without_a_path_is_a_clear_error() -> None:
 def test_a_file_that_is_not_a_socket_is_refused_and_kept(tmp_path: Path) -> None:
     # Werkzeug deletes whatever is at the path; corral replaces only a socket file.
     from corral import run_simple
-    from corral.sockets import BindError
+    from corral.serving.listeners import BindError
 
     path = tmp_path / "notes.txt"
     path.write_text("keep me")
