@@ -34,9 +34,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from corral.connection import Connection, ServingState  # noqa: E402
 from corral.http.parser import HeadLimits  # noqa: E402
-from corral.wsgi import base_environ  # noqa: E402
+from corral.serving.connection import Connection, ServingState  # noqa: E402
+from corral.wsgi.environ import base_environ  # noqa: E402
 
 REQUEST = (
     b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: wrk\r\n"

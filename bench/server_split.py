@@ -24,7 +24,8 @@ sys.path.insert(0, str(HERE.parent))
 
 import apps  # noqa: E402
 
-from corral import cli, connection  # noqa: E402
+from corral import cli  # noqa: E402
+from corral.serving import connection  # noqa: E402
 
 clock = time.perf_counter_ns
 totals = {"requests": 0, "app_ns": 0, "send_ns": 0, "sends": 0, "first": 0, "last": 0}

@@ -19,10 +19,10 @@ from corral.config_file import (
     read_config_file,
     unsupported_message,
 )
-from corral.exit_codes import APP_LOAD_ERROR, RUNTIME_ERROR, USAGE_ERROR
-from corral.master import exec_argv_for
-from corral.reloader import reload_channel, report_load_failure
-from corral.sockets import BindError
+from corral.process.exit_codes import APP_LOAD_ERROR, RUNTIME_ERROR, USAGE_ERROR
+from corral.process.master import exec_argv_for
+from corral.process.reloader import reload_channel, report_load_failure
+from corral.serving.listeners import BindError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -248,7 +248,7 @@ def main(
             # stdout at nothing so the interpreter's own flush at exit stays quiet.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    from corral.server import set_environment
+    from corral.process.setup import set_environment
 
     set_environment(config)
     spec = getattr(arguments, "app", None) or config.wsgi_app
@@ -264,7 +264,7 @@ def main(
         return USAGE_ERROR
     check_only = getattr(arguments, "check_config", False)
     if config.reload and not check_only and reload_channel() is None:
-        from corral.reloader import run_with_reloader
+        from corral.process.reloader import run_with_reloader
 
         try:
             return run_with_reloader(config, exec_argv or exec_argv_for(argv))
@@ -279,12 +279,12 @@ def main(
             # Before anything is bound or announced.
             check_gevent_installed()
         if app_loader is not None:
-            from corral.server import prepare_process
+            from corral.process.setup import prepare_process
 
             prepare_process(config)
             app = app_loader()
         elif check_only or not supervised or config.preload:
-            from corral.server import prepare_process
+            from corral.process.setup import prepare_process
 
             prepare_process(config)
             app = load_app(str(spec))
@@ -302,7 +302,8 @@ def main(
     if check_only:
         print("corral: configuration OK")
         return 0
-    from corral.server import PidFileError, serve, serve_with_workers
+    from corral.entry import serve, serve_with_workers
+    from corral.serving.assembly import PidFileError
 
     try:
         if supervised:

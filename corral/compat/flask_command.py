@@ -17,7 +17,7 @@ import click
 import flask
 from flask.cli import NoAppException, ScriptInfo
 
-from corral.access_log import STDERR, WERKZEUG_FORMAT
+from corral.serving.access_log import STDERR, WERKZEUG_FORMAT
 
 FLASK_RUN_HOST = "127.0.0.1"
 FLASK_RUN_PORT = 5000
@@ -65,7 +65,7 @@ class _FlaskCorralCommand(click.Command):
     """Usage errors in the options click parses (-h, -p) as one line, as corral's."""
 
     def parse_args(self, context: click.Context, args: list[str]) -> list[str]:
-        from corral.exit_codes import USAGE_ERROR
+        from corral.process.exit_codes import USAGE_ERROR
 
         try:
             return super().parse_args(context, args)
@@ -113,7 +113,7 @@ def corral_command(
 ) -> None:
     """Serve the app with corral, like flask run; takes corral's options too."""
     from corral.cli import main
-    from corral.exit_codes import USAGE_ERROR
+    from corral.process.exit_codes import USAGE_ERROR
 
     if "--help" in options:
         print(make_help(), end="")

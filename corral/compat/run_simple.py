@@ -7,9 +7,9 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from corral.access_log import DEFAULT_FORMAT, WERKZEUG_FORMAT
 from corral.config import build_config
 from corral.config_file import read_config_file
+from corral.serving.access_log import DEFAULT_FORMAT, WERKZEUG_FORMAT
 
 _RELOADER_CHILD = "WERKZEUG_RUN_MAIN"
 _UNIX_PREFIX = "unix://"
@@ -135,8 +135,8 @@ def run_simple(
     if config.reload:
         raise ValueError("corral.run_simple restarts on code changes with use_reloader=True")
 
-    from corral.server import PidFileError
-    from corral.sockets import BindError
+    from corral.serving.assembly import PidFileError
+    from corral.serving.listeners import BindError
 
     try:
         _serve(
@@ -168,7 +168,7 @@ def _serve(
     reloader_interval: int,
     reloader_type: str,
 ) -> None:
-    from corral.server import serve, serve_with_workers
+    from corral.entry import serve, serve_with_workers
 
     if config.workers:
         # The app is already imported here, as with --preload; HUP reloads settings.

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from corral.connection import Connection
-    from corral.dispatcher import Dispatcher
+    from corral.serving.connection import Connection
+    from corral.serving.dispatcher import Dispatcher
 
 
 class WorkerModel:

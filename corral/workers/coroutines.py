@@ -26,8 +26,8 @@ from corral.config import ConfigError
 from corral.workers import WorkerModel, serve_and_release
 
 if TYPE_CHECKING:
-    from corral.connection import Connection
-    from corral.dispatcher import Dispatcher
+    from corral.serving.connection import Connection
+    from corral.serving.dispatcher import Dispatcher
 
 error_log = logging.getLogger("corral.error")
 

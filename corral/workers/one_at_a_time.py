@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from corral.workers import WorkerModel, serve_and_release
 
 if TYPE_CHECKING:
-    from corral.connection import Connection
+    from corral.serving.connection import Connection
 
 
 class OneAtATime(WorkerModel):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from corral.workers import WorkerModel
 
 if TYPE_CHECKING:
-    from corral.connection import Connection
+    from corral.serving.connection import Connection
 
 error_log = logging.getLogger("corral.error")
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from corral.workers import WorkerModel, serve_and_release
 
 if TYPE_CHECKING:
-    from corral.connection import Connection
+    from corral.serving.connection import Connection
 
 error_log = logging.getLogger("corral.error")
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from corral.workers import WorkerModel, serve_and_release
 
 if TYPE_CHECKING:
-    from corral.connection import Connection
-    from corral.dispatcher import Dispatcher
+    from corral.serving.connection import Connection
+    from corral.serving.dispatcher import Dispatcher
 
 
 class ThreadPool(WorkerModel):

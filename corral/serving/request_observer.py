@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from corral.config import Config
     from corral.http.parser import RequestHead
-    from corral.wsgi import Response
+    from corral.wsgi.response import Response
 
 error_log = logging.getLogger("corral.error")
 

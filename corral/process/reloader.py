@@ -26,9 +26,9 @@ from collections.abc import Collection
 
 from corral.app_loading import AppLoadError
 from corral.config import Config
-from corral.readiness import make_wake_pipe
-from corral.sockets import handover_environment
-from corral.source_watcher import app_source_files, change_events_available, start_watching
+from corral.process.source_watcher import app_source_files, change_events_available, start_watching
+from corral.serving.listeners import handover_environment
+from corral.serving.readiness import make_wake_pipe
 
 error_log = logging.getLogger("corral.error")
 
@@ -89,7 +89,8 @@ def run_with_reloader(config: Config, exec_argv: list[str]) -> int:
 
     Raises `BindError` when an address cannot be listened on."""
     # Imported here: the command imports this module before gevent patches anything.
-    from corral.server import configure_logging, open_listeners
+    from corral.process.setup import configure_logging
+    from corral.serving.assembly import open_listeners
 
     configure_logging(config)
     return Reloader(exec_argv, open_listeners(config)).run()

@@ -1,4 +1,4 @@
-"""Serves one client connection: recv -> parser -> WSGI app -> writer -> send.
+"""Serves one client connection: recv -> parser -> WSGI app -> framing -> send.
 
 Every concurrency model runs this same code; they differ only in who calls `serve()`
 and when. `serve()` handles the requests whose bytes have arrived and returns as soon as
@@ -18,13 +18,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from corral.access_log import AccessLog
 from corral.http.errors import IncompleteBody, RequestError
+from corral.http.framing import CONTINUE_RESPONSE, InvalidResponse, encode_error
 from corral.http.parser import HeadLimits, HeadScanner, RequestHead, body_decoder
-from corral.http.writer import CONTINUE_RESPONSE, InvalidResponse, encode_error
-from corral.request_body import RequestBody
-from corral.request_observer import RequestObserver
-from corral.wsgi import Response, WSGIApp, build_environ, current_date, run_application
+from corral.serving.access_log import AccessLog
+from corral.serving.request_observer import RequestObserver
+from corral.wsgi.environ import build_environ
+from corral.wsgi.input import RequestBody
+from corral.wsgi.response import Response, WSGIApp, current_date, run_application
 
 error_log = logging.getLogger("corral.error")
 

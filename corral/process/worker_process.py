@@ -21,24 +21,23 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from corral.app_loading import AppLoadError, load_app
-from corral.exit_codes import WORKER_BOOT_ERROR
-from corral.heartbeat import READY, RETIRING
-from corral.master import call_hook, unblock_signals_to_workers
-from corral.reloader import report_load_failure, watch_app_sources
-from corral.request_observer import RequestObserver
-from corral.server import (
-    build_dispatcher,
+from corral.process.exit_codes import WORKER_BOOT_ERROR
+from corral.process.heartbeat import READY, RETIRING
+from corral.process.master import call_hook, unblock_signals_to_workers
+from corral.process.reloader import report_load_failure, watch_app_sources
+from corral.process.setup import (
     drop_privileges,
     freeze_heap,
-    make_worker_model,
     prepare_process,
     reopen_logs,
     set_process_title,
 )
+from corral.serving.assembly import build_dispatcher, make_worker_model
+from corral.serving.request_observer import RequestObserver
 
 if TYPE_CHECKING:
-    from corral.dispatcher import Dispatcher
-    from corral.master import Master, Worker
+    from corral.process.master import Master, Worker
+    from corral.serving.dispatcher import Dispatcher
 
 error_log = logging.getLogger("corral.error")
 

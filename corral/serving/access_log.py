@@ -9,7 +9,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from corral.wsgi import Response
+    from corral.wsgi.response import Response
 
 DEFAULT_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 # werkzeug.serving's request line: `127.0.0.1 - - [30/Nov/2026 15:20:00] "GET / HTTP/1.1"

@@ -1,6 +1,6 @@
 """Accepts connections and hands each one that has bytes to read to the worker model.
 
-One readiness set (epoll on Linux, poll elsewhere: `corral.readiness`) holds the
+One readiness set (epoll on Linux, poll elsewhere: `corral.serving.readiness`) holds the
 listening sockets and every idle connection. Connections are registered one-shot: when
 one becomes readable it is disarmed and given to the model, and whichever thread served
 it re-arms it (`release`), so the loop and the model's threads share no lock and an idle
@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from corral.connection import Connection, ServingState
-from corral.readiness import make_readiness, make_wake_pipe
+from corral.serving.connection import Connection, ServingState
+from corral.serving.readiness import make_readiness, make_wake_pipe
 
 if TYPE_CHECKING:
     from corral.workers import WorkerModel

@@ -31,10 +31,10 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.config import Config
-from corral.exit_codes import APP_LOAD_ERROR, RUNTIME_ERROR, WORKER_BOOT_ERROR
-from corral.heartbeat import READY, RETIRING, Heartbeat
-from corral.readiness import make_wake_pipe
-from corral.sockets import handover_environment
+from corral.process.exit_codes import APP_LOAD_ERROR, RUNTIME_ERROR, WORKER_BOOT_ERROR
+from corral.process.heartbeat import READY, RETIRING, Heartbeat
+from corral.serving.listeners import handover_environment
+from corral.serving.readiness import make_wake_pipe
 
 error_log = logging.getLogger("corral.error")
 

@@ -1,0 +1,105 @@
+"""Setting up a server process: its error log, environment, user, heap and title.
+
+Each of these runs in the single process, in the master, or in a worker after the fork
+(some in all three); none knows HTTP. USR1's reopening of the log files is here too.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from corral.config import Config
+
+if TYPE_CHECKING:
+    from corral.serving.dispatcher import Dispatcher
+
+
+def configure_logging(config: Config) -> None:
+    """The error log: one line per event, gunicorn's layout."""
+    logger = logging.getLogger("corral")
+    for previous in list(logger.handlers):
+        logger.removeHandler(previous)
+    handler: logging.Handler
+    if config.error_logfile in ("-", ""):
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.FileHandler(config.error_logfile)
+    handler.setFormatter(
+        logging.Formatter(
+            "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z"
+        )
+    )
+    logger.addHandler(handler)
+    logger.setLevel(config.log_level.upper())
+    logger.propagate = False
+
+
+def set_environment(config: Config) -> None:
+    """Put --env's NAME=value assignments in this process's environment, which the
+    processes it forks inherit."""
+    for assignment in config.raw_env:
+        name, _, value = assignment.partition("=")
+        os.environ[name] = value
+
+
+def prepare_process(config: Config) -> None:
+    """What must happen before the application is imported: --env's variables set, and
+    gevent's monkey-patching."""
+    # Again in each worker: after a HUP its config may name other variables.
+    set_environment(config)
+    if config.worker_class == "gevent":
+        from corral.workers.coroutines import patch_process
+
+        patch_process()
+
+
+def drop_privileges(config: Config) -> None:
+    """Become --group and --user (names or ids). Raises OSError or KeyError."""
+    import grp
+    import pwd
+
+    if config.group is not None:
+        group = config.group
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        os.setgroups([gid])
+        os.setgid(gid)
+    if config.user is not None:
+        user = config.user
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        if config.group is None:
+            os.initgroups(entry.pw_name, entry.pw_gid)
+            os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+
+
+def freeze_heap() -> None:
+    """Leave what exists now (the app, its framework, corral) out of every cycle
+    collection, which otherwise walks all of it again and again under load (measured:
+    2-3% of a Flask request); after a fork, it also keeps those pages shared."""
+    gc.collect()
+    gc.freeze()
+
+
+def reopen_logs(config: Config, dispatcher: Dispatcher) -> None:
+    """USR1: open the error and access log files again, after a rotation moved them."""
+    configure_logging(config)
+    reopened = set()
+    for _, state in dispatcher.listeners.values():
+        access_log = state.access_log
+        if access_log is not None and id(access_log) not in reopened:
+            reopened.add(id(access_log))
+            access_log.reopen()
+
+
+def set_process_title(config: Config, role: str, spec: str | None) -> None:
+    """Titles such as `corral: master [myapp:app]` in ps and top, when setproctitle is
+    installed; the name is --name, else the application's."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(f"corral: {role} [{config.proc_name or spec or 'corral'}]")

@@ -1,0 +1,158 @@
+"""Wiring a config and an app into listening sockets, a worker model and the dispatcher.
+
+What both entry points and the worker process build from the config: the model that runs
+connections, the listening sockets, and the dispatcher that serves them; and the warning
+naming settings a single process ignores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from corral.config import Config
+from corral.http.parser import HeadLimits
+from corral.serving.access_log import AccessLog
+from corral.serving.connection import ServingState
+from corral.serving.dispatcher import Dispatcher
+from corral.serving.listeners import inherited_listeners, listen
+from corral.serving.request_observer import RequestObserver
+from corral.workers import WorkerModel
+from corral.wsgi.environ import base_environ
+
+error_log = logging.getLogger("corral.error")
+
+
+def describe_concurrency(config: Config) -> str:
+    """The start-up line for worker processes. Building a model starts nothing (nor
+    imports gevent), so the master can ask the workers' model to describe itself."""
+    return make_worker_model(config).describe(config.workers)
+
+
+def make_worker_model(config: Config) -> WorkerModel:
+    if config.worker_class == "gevent":
+        from corral.workers.coroutines import Coroutines
+
+        return Coroutines(config.worker_connections)
+    if config.process_per_request:
+        from corral.workers.process_per_request import ProcessPerRequest
+
+        return ProcessPerRequest(config.process_per_request)
+    if config.thread_per_request:
+        from corral.workers.thread_per_request import ThreadPerRequest
+
+        return ThreadPerRequest(config.max_threads)
+    if config.worker_class == "thread":
+        from corral.workers.thread_pool import ThreadPool
+
+        return ThreadPool(config.threads)
+    from corral.workers.one_at_a_time import OneAtATime
+
+    return OneAtATime()
+
+
+def open_listeners(config: Config) -> list[socket.socket]:
+    """The listening sockets: inherited from a previous master (USR2), handed over by
+    systemd (LISTEN_FDS), or bound now. Raises `BindError` naming the address."""
+    inherited = inherited_listeners()
+    if inherited:
+        return inherited
+    # As in gunicorn, the umask is the process's: it sets the mode of unix: sockets and
+    # of any file the application creates.
+    if config.umask is not None:
+        os.umask(config.umask)
+    listeners: list[socket.socket] = []
+    try:
+        for address in config.bind:
+            listeners.append(listen(address, config.backlog, reuse_port=config.reuse_port))
+    except Exception:
+        for sock in listeners:
+            sock.close()
+        raise
+    return listeners
+
+
+def build_dispatcher(
+    app: Any,
+    config: Config,
+    listeners: list[socket.socket],
+    model: WorkerModel,
+    observer: RequestObserver | None = None,
+    multiprocess: bool = False,
+) -> Dispatcher:
+    """The event loop serving `app` on `listeners` with `model`."""
+    limits = HeadLimits(
+        request_line=config.limit_request_line,
+        field_count=config.limit_request_fields,
+        field_size=config.limit_request_field_size,
+    )
+    access_log = (
+        AccessLog.open(config.access_logfile, config.access_logformat)
+        if config.access_logfile
+        else None
+    )
+    bound = []
+    for sock in listeners:
+        if sock.family == socket.AF_UNIX:
+            server_name, server_port = "localhost", ""
+        else:
+            server_name, server_port = str(sock.getsockname()[0]), str(sock.getsockname()[1])
+        environ = base_environ(
+            server_name,
+            server_port,
+            config.root_path.rstrip("/"),
+            model.multithread,
+            model.multiprocess or multiprocess,
+        )
+        state = ServingState(app, limits, environ, config.client_timeout, access_log, observer)
+        bound.append((sock, state))
+    return Dispatcher(
+        bound,
+        model,
+        config.keep_alive,
+        config.client_timeout,
+        config.graceful_timeout,
+        config.poller,
+        accept_only_when_free=multiprocess,
+    )
+
+
+class PidFileError(Exception):
+    """The --pid file cannot be written; the message says why."""
+
+
+# Settings that only worker processes under a master act on.
+_WORKER_PROCESS_SETTINGS = (
+    "timeout",
+    "max_requests",
+    "max_requests_jitter",
+    "max_worker_memory",
+    "preload",
+)
+
+
+# Server hooks a single process runs; the others belong to a master and its workers.
+_SINGLE_PROCESS_HOOKS = frozenset({"pre_request", "post_request", "ssl_context"})
+
+
+def warn_worker_process_settings(config: Config) -> None:
+    """One line naming the settings given that only worker processes use, so none is
+    ignored without a word in a single process (--workers 0)."""
+    from corral.config import SETTINGS
+
+    ignored = [
+        (setting.flags[-1] if setting.flags else setting.name)
+        for setting in SETTINGS
+        if (
+            setting.name in _WORKER_PROCESS_SETTINGS
+            or (setting.is_hook and setting.name not in _SINGLE_PROCESS_HOOKS)
+        )
+        and getattr(config, setting.name) != setting.default
+    ]
+    if ignored:
+        error_log.warning(
+            "Ignored in a single process, they need worker processes (-w N): %s",
+            ", ".join(ignored),
+        )

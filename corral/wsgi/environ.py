@@ -1,0 +1,102 @@
+"""PEP 3333's environ: the keys fixed per listening socket, and those of each request.
+
+The one place where a parsed request head becomes CGI names (REQUEST_METHOD, PATH_INFO,
+HTTP_*); `wsgi.file_wrapper` is here too, as the environ offers it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from corral.http.parser import RequestHead
+from corral.wsgi.input import RequestBody
+
+
+class FileWrapper:
+    """`wsgi.file_wrapper`: lets the server send a real file with `os.sendfile`."""
+
+    def __init__(self, filelike: Any, block_size: int = 65536) -> None:
+        self.filelike = filelike
+        self.block_size = block_size
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> FileWrapper:
+        return self
+
+    def __next__(self) -> bytes:
+        data = self.filelike.read(self.block_size)
+        if data:
+            return bytes(data)
+        raise StopIteration
+
+    def file_span(self) -> tuple[int, int, int] | None:
+        """(fd, offset, length) when the object is a regular file sendfile can read."""
+        try:
+            fd = self.filelike.fileno()
+            offset = self.filelike.tell()
+            stat = os.fstat(fd)
+        except (AttributeError, OSError, ValueError):
+            return None
+        if stat.st_mode & 0o170000 != 0o100000:
+            return None
+        return fd, offset, max(stat.st_size - offset, 0)
+
+
+def base_environ(
+    server_name: str, server_port: str, script_name: str, multithread: bool, multiprocess: bool
+) -> dict[str, Any]:
+    """The keys that are the same for every request on one listening socket."""
+    return {
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+        "SERVER_SOFTWARE": "corral",
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "SCRIPT_NAME": script_name,
+    }
+
+
+def build_environ(
+    head: RequestHead,
+    body: RequestBody,
+    base: dict[str, Any],
+    peer: tuple[str, int] | str,
+) -> dict[str, Any]:
+    environ = base.copy()
+    path = head.path
+    if "%" in path:
+        path = unquote_to_bytes(path).decode("latin-1")
+    script_name = environ["SCRIPT_NAME"]
+    # "/api" is the root of "/api" and "/api/x", not of "/apiary".
+    if script_name and (path == script_name or path.startswith(script_name + "/")):
+        path = path[len(script_name) :]
+    environ["REQUEST_METHOD"] = head.method
+    environ["PATH_INFO"] = path
+    environ["QUERY_STRING"] = head.query
+    environ["RAW_URI"] = environ["REQUEST_URI"] = head.target
+    environ["SERVER_PROTOCOL"] = head.version
+    environ["wsgi.input"] = body
+    if isinstance(peer, tuple):
+        environ["REMOTE_ADDR"] = peer[0]
+        environ["REMOTE_PORT"] = str(peer[1])
+    else:
+        environ["REMOTE_ADDR"] = peer
+    for name, value in head.fields.items():
+        if name == "CONTENT_TYPE" or name == "CONTENT_LENGTH":
+            environ[name] = value
+        else:
+            environ["HTTP_" + name] = value
+    if head.authority is not None:
+        # RFC 9112 section 3.2.2: an absolute-form target overrides the Host field.
+        environ["HTTP_HOST"] = head.authority
+    return environ
