@@ -20,7 +20,6 @@ from corral.config_file import (
     unsupported_message,
 )
 from corral.process.exit_codes import APP_LOAD_ERROR, RUNTIME_ERROR, USAGE_ERROR
-from corral.process.master import exec_argv_for
 from corral.process.reloader import reload_channel, report_load_failure
 from corral.serving.listeners import BindError
 
@@ -267,7 +266,7 @@ def main(
         from corral.process.reloader import run_with_reloader
 
         try:
-            return run_with_reloader(config, exec_argv or exec_argv_for(argv))
+            return run_with_reloader(config, exec_argv or _this_command(argv))
         except BindError as error:
             print(f"corral: error: {error}", file=sys.stderr)
             return RUNTIME_ERROR
@@ -312,13 +311,19 @@ def main(
                 return parse_config(argv, defaults=defaults)[1]
 
             return serve_with_workers(
-                spec, app, config, reload_config, exec_argv or exec_argv_for(argv)
+                spec, app, config, reload_config, exec_argv or _this_command(argv)
             )
         serve(app, config)
     except (BindError, PidFileError) as error:
         print(f"corral: error: {error}", file=sys.stderr)
         return RUNTIME_ERROR
     return 0
+
+
+def _this_command(argv: list[str]) -> list[str]:
+    """How to start this same command again: for USR2's new master and --reload's
+    fresh process."""
+    return [sys.executable, "-m", "corral", *argv]
 
 
 if __name__ == "__main__":

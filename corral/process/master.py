@@ -25,7 +25,6 @@ import os
 import random
 import select
 import signal
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -607,8 +606,3 @@ def remove_pidfile(path: str, pid: int) -> None:
         os.unlink(path)
     except OSError:
         pass
-
-
-def exec_argv_for(argv: list[str]) -> list[str]:
-    """How to start this same command again, for USR2."""
-    return [sys.executable, "-m", "corral", *argv]
