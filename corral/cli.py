@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NoReturn
 
-from corral import __version__
 from corral.app_loading import AppLoadError, check_importable, load_app
 from corral.config import SETTINGS, SETTINGS_BY_NAME, Config, ConfigError, Setting, build_config
 from corral.config_file import (
@@ -22,6 +21,7 @@ from corral.config_file import (
 from corral.process.exit_codes import APP_LOAD_ERROR, RUNTIME_ERROR, USAGE_ERROR
 from corral.process.reloader import reload_channel, report_load_failure
 from corral.serving.listeners import BindError
+from corral.version import __version__
 
 
 class _Parser(argparse.ArgumentParser):

@@ -9,7 +9,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from corral import __version__
 from corral.app_loading import load_app
 from corral.config import Config
 from corral.process.setup import (
@@ -30,6 +29,7 @@ from corral.serving.assembly import (
 )
 from corral.serving.listeners import describe
 from corral.serving.request_observer import RequestObserver
+from corral.version import __version__
 
 error_log = logging.getLogger("corral.error")
 
