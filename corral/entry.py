@@ -25,6 +25,7 @@ from corral.serving.assembly import (
     describe_concurrency,
     make_worker_model,
     open_listeners,
+    reopen_access_logs,
     warn_worker_process_settings,
 )
 from corral.serving.listeners import describe
@@ -62,7 +63,7 @@ def serve(app: Any, config: Config) -> None:
         record.pid = os.getpid()
         observer.worker = record
     dispatcher = build_dispatcher(app, config, listeners, model, observer)
-    dispatcher.on_reopen = lambda: reopen_logs(config, dispatcher)
+    dispatcher.on_reopen = lambda: reopen_logs(config, lambda: reopen_access_logs(dispatcher))
     if threading.current_thread() is threading.main_thread():
         dispatcher.install_signal_handlers()
     error_log.info("corral %s (pid %d)", __version__, os.getpid())

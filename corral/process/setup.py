@@ -1,7 +1,7 @@
 """Setting up a server process: its error log, environment, user, heap and title.
 
 Each of these runs in the single process, in the master, or in a worker after the fork
-(some in all three); none knows HTTP. USR1's reopening of the log files is here too.
+(some in all three); none knows HTTP.
 """
 
 from __future__ import annotations
@@ -10,12 +10,9 @@ import gc
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from corral.config import Config
-
-if TYPE_CHECKING:
-    from corral.serving.dispatcher import Dispatcher
 
 
 def configure_logging(config: Config) -> None:
@@ -84,15 +81,11 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def reopen_logs(config: Config, dispatcher: Dispatcher) -> None:
-    """USR1: open the error and access log files again, after a rotation moved them."""
+def reopen_logs(config: Config, reopen_access_logs: Callable[[], None]) -> None:
+    """USR1: open the error log file again, and the access logs through
+    `reopen_access_logs`, after a rotation moved them."""
     configure_logging(config)
-    reopened = set()
-    for _, state in dispatcher.listeners.values():
-        access_log = state.access_log
-        if access_log is not None and id(access_log) not in reopened:
-            reopened.add(id(access_log))
-            access_log.reopen()
+    reopen_access_logs()
 
 
 def set_process_title(config: Config, role: str, spec: str | None) -> None:

@@ -32,7 +32,7 @@ from corral.process.setup import (
     reopen_logs,
     set_process_title,
 )
-from corral.serving.assembly import build_dispatcher, make_worker_model
+from corral.serving.assembly import build_dispatcher, make_worker_model, reopen_access_logs
 from corral.serving.request_observer import RequestObserver
 
 if TYPE_CHECKING:
@@ -209,7 +209,8 @@ class WorkerRun:
 
     def _reopen_logs(self) -> None:
         assert self.dispatcher is not None
-        reopen_logs(self.config, self.dispatcher)
+        dispatcher = self.dispatcher
+        reopen_logs(self.config, lambda: reopen_access_logs(dispatcher))
 
     def _abort(self, _signum: int, frame: Any) -> None:
         observer = self.observer

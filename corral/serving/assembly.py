@@ -156,3 +156,13 @@ def warn_worker_process_settings(config: Config) -> None:
             "Ignored in a single process, they need worker processes (-w N): %s",
             ", ".join(ignored),
         )
+
+
+def reopen_access_logs(dispatcher: Dispatcher) -> None:
+    """USR1: open the access log files again, after a rotation moved them."""
+    reopened = set()
+    for _, state in dispatcher.listeners.values():
+        access_log = state.access_log
+        if access_log is not None and id(access_log) not in reopened:
+            reopened.add(id(access_log))
+            access_log.reopen()

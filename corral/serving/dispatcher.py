@@ -316,6 +316,15 @@ class Dispatcher:
                 if callback is not None:
                     callback()
 
+    def submit_ready(self, fd: int) -> bool:
+        """Submit the connection on `fd` now, for a readiness set that reports ready
+        fds itself (gevent's loop); False if `fd` is no connection."""
+        connection = self.connections.get(fd)
+        if connection is None:
+            return False
+        self.submit(connection)
+        return True
+
     def submit(self, connection: Connection) -> None:
         """Hand a connection with bytes to read to the model. Called by the loop, or by a
         readiness set that delivers ready connections itself (gevent's)."""

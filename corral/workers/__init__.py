@@ -2,11 +2,51 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from corral.serving.connection import Connection
-    from corral.serving.dispatcher import Dispatcher
+
+class Served(Protocol):
+    """A connection as a model sees it (`corral.serving.connection.Connection` is one)."""
+
+    closed: bool
+    # Bytes received and not yet used: the start of a next request.
+    buffer: bytearray
+
+    def serve(self) -> bool:
+        """Serve every complete request that has arrived; False once closed."""
+        ...
+
+    def close(self) -> None: ...
+
+    def restore(self, received: bytes) -> None:
+        """Take back bytes another process received on this connection but did not use
+        (process per request: a next request's start)."""
+
+
+class Host(Protocol):
+    """What a model may ask of the dispatcher that hands it connections
+    (`corral.serving.dispatcher.Dispatcher` is one). Connections are typed `Any` here:
+    the host passes its own kind and takes it back."""
+
+    def release(self, connection: Any) -> None:
+        """Watch a served connection again; whoever served it calls this once."""
+
+    def slot_freed(self) -> None:
+        """A request ended; callable from any thread."""
+
+    def submit_ready(self, fd: int) -> bool:
+        """Submit the connection on `fd` at once (for a loop that reports readiness
+        itself); False if `fd` is no connection."""
+        ...
+
+    def watch(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call `callback` on the host's thread when `fd` becomes readable."""
+
+    def unwatch(self, fd: int) -> None: ...
+
+    def close_in_child(self, keep: Any) -> None:
+        """In a forked child: let go of everything inherited except `keep`."""
 
 
 class WorkerModel:
@@ -24,12 +64,12 @@ class WorkerModel:
     cooperative_sockets = False
 
     def __init__(self) -> None:
-        self.dispatcher: Dispatcher | None = None
+        self.dispatcher: Host | None = None
 
-    def start(self, dispatcher: Dispatcher) -> None:
+    def start(self, dispatcher: Host) -> None:
         self.dispatcher = dispatcher
 
-    def submit(self, connection: Connection) -> None:
+    def submit(self, connection: Served) -> None:
         raise NotImplementedError
 
     def idle(self) -> bool:
@@ -70,13 +110,13 @@ class WorkerModel:
         return f"{processes} × {self.each()} = {upto}{requests} at a time"
 
 
-def serve_and_release(dispatcher: Dispatcher, connection: Connection) -> None:
+def serve_and_release(dispatcher: Host, connection: Served) -> None:
     """Serve a ready connection and hand it back to the dispatcher if it stays open."""
     if serve_safely(connection):
         dispatcher.release(connection)
 
 
-def serve_safely(connection: Connection) -> bool:
+def serve_safely(connection: Served) -> bool:
     """Serve a ready connection; True if it stays open."""
     try:
         return connection.serve()

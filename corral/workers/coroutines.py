@@ -20,14 +20,10 @@ import errno
 import importlib.util
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from corral.config import ConfigError
-from corral.workers import WorkerModel, serve_and_release
-
-if TYPE_CHECKING:
-    from corral.serving.connection import Connection
-    from corral.serving.dispatcher import Dispatcher
+from corral.workers import Host, Served, WorkerModel, serve_and_release
 
 error_log = logging.getLogger("corral.error")
 
@@ -193,33 +189,27 @@ class Coroutines(WorkerModel):
         super().__init__()
         self.size = connections
         self.in_flight = 0
-        self.waiting: collections.deque[Connection] = collections.deque()
+        self.waiting: collections.deque[Served] = collections.deque()
         self.hub: Any = None
         # Greenlets that have served and wait in the hub for another connection.
         self.parked: list[Any] = []
+        # The readiness set this model gave the dispatcher, which delivers ready
+        # connections straight from gevent's loop.
+        self.readiness: LoopReadiness | None = None
 
     def make_readiness(self, wake_fd: int) -> LoopReadiness:
-        return LoopReadiness()
+        self.readiness = LoopReadiness()
+        return self.readiness
 
-    def start(self, dispatcher: Dispatcher) -> None:
+    def start(self, dispatcher: Host) -> None:
         from gevent import get_hub
 
         super().start(dispatcher)
         self.hub = get_hub()
-        readiness = dispatcher.readiness
-        if isinstance(readiness, LoopReadiness):
-            connections = dispatcher.connections
+        if self.readiness is not None:
+            self.readiness.deliver = dispatcher.submit_ready
 
-            def deliver(fd: int) -> bool:
-                connection = connections.get(fd)
-                if connection is None:
-                    return False
-                dispatcher.submit(connection)
-                return True
-
-            readiness.deliver = deliver
-
-    def submit(self, connection: Connection) -> None:
+    def submit(self, connection: Served) -> None:
         if self.in_flight >= self.size:
             self.waiting.append(connection)
             return
@@ -236,7 +226,7 @@ class Coroutines(WorkerModel):
         else:
             self.hub.loop.run_callback(serving.switch, connection)
 
-    def _serve(self, connection: Connection) -> None:
+    def _serve(self, connection: Served) -> None:
         from greenlet import getcurrent
 
         dispatcher = self.dispatcher

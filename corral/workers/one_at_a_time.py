@@ -7,18 +7,13 @@ any single-threaded server.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from corral.workers import WorkerModel, serve_and_release
-
-if TYPE_CHECKING:
-    from corral.serving.connection import Connection
+from corral.workers import Served, WorkerModel, serve_and_release
 
 
 class OneAtATime(WorkerModel):
     serves_inline = True
 
-    def submit(self, connection: Connection) -> None:
+    def submit(self, connection: Served) -> None:
         assert self.dispatcher is not None
         serve_and_release(self.dispatcher, connection)
 

@@ -14,12 +14,8 @@ import collections
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING
 
-from corral.workers import WorkerModel
-
-if TYPE_CHECKING:
-    from corral.serving.connection import Connection
+from corral.workers import Served, WorkerModel
 
 error_log = logging.getLogger("corral.error")
 
@@ -33,16 +29,16 @@ class ProcessPerRequest(WorkerModel):
     def __init__(self, processes: int) -> None:
         super().__init__()
         self.max_processes = processes
-        self.children: dict[int, tuple[int, Connection]] = {}
-        self.waiting: collections.deque[Connection] = collections.deque()
+        self.children: dict[int, tuple[int, Served]] = {}
+        self.waiting: collections.deque[Served] = collections.deque()
 
-    def submit(self, connection: Connection) -> None:
+    def submit(self, connection: Served) -> None:
         if len(self.children) >= self.max_processes:
             self.waiting.append(connection)
             return
         self._fork(connection)
 
-    def _fork(self, connection: Connection) -> None:
+    def _fork(self, connection: Served) -> None:
         dispatcher = self.dispatcher
         assert dispatcher is not None
         exit_read, exit_write = os.pipe()

@@ -13,12 +13,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import TYPE_CHECKING
 
-from corral.workers import WorkerModel, serve_and_release
-
-if TYPE_CHECKING:
-    from corral.serving.connection import Connection
+from corral.workers import Served, WorkerModel, serve_and_release
 
 error_log = logging.getLogger("corral.error")
 
@@ -36,11 +32,11 @@ class ThreadPerRequest(WorkerModel):
         self.threads = 0
         self.lingering = 0
         # Each item says whether a lingering thread was already counted out for it.
-        self.ready: queue.SimpleQueue[tuple[Connection, bool]] = queue.SimpleQueue()
+        self.ready: queue.SimpleQueue[tuple[Served, bool]] = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.ceiling_logged = False
 
-    def submit(self, connection: Connection) -> None:
+    def submit(self, connection: Served) -> None:
         with self.lock:
             if self.lingering:
                 self.lingering -= 1
@@ -59,7 +55,7 @@ class ThreadPerRequest(WorkerModel):
             self.threads += 1
         threading.Thread(target=self._run, args=(connection,), daemon=True).start()
 
-    def _run(self, connection: Connection) -> None:
+    def _run(self, connection: Served) -> None:
         dispatcher = self.dispatcher
         assert dispatcher is not None
         ready = self.ready

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import TYPE_CHECKING
 
-from corral.workers import WorkerModel, serve_and_release
-
-if TYPE_CHECKING:
-    from corral.serving.connection import Connection
-    from corral.serving.dispatcher import Dispatcher
+from corral.workers import Host, Served, WorkerModel, serve_and_release
 
 
 class ThreadPool(WorkerModel):
@@ -19,19 +14,19 @@ class ThreadPool(WorkerModel):
     def __init__(self, threads: int) -> None:
         super().__init__()
         self.size = threads
-        self.ready: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
+        self.ready: queue.SimpleQueue[Served | None] = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
         self.in_flight = 0
         self.lock = threading.Lock()
 
-    def start(self, dispatcher: Dispatcher) -> None:
+    def start(self, dispatcher: Host) -> None:
         super().start(dispatcher)
         for number in range(self.size):
             thread = threading.Thread(target=self._work, name=f"corral-{number}", daemon=True)
             thread.start()
             self.threads.append(thread)
 
-    def submit(self, connection: Connection) -> None:
+    def submit(self, connection: Served) -> None:
         with self.lock:
             self.in_flight += 1
         self.ready.put(connection)
