@@ -19,7 +19,7 @@ from corral.serving.connection import ServingState
 from corral.serving.dispatcher import Dispatcher
 from corral.serving.listeners import inherited_listeners, listen
 from corral.serving.request_observer import RequestObserver
-from corral.workers import WorkerModel
+from corral.workers import WorkerModel, make_model, model_name
 from corral.wsgi.environ import base_environ
 
 error_log = logging.getLogger("corral.error")
@@ -32,25 +32,9 @@ def describe_concurrency(config: Config) -> str:
 
 
 def make_worker_model(config: Config) -> WorkerModel:
-    if config.worker_class == "gevent":
-        from corral.workers.coroutines import Coroutines
-
-        return Coroutines(config.worker_connections)
-    if config.process_per_request:
-        from corral.workers.process_per_request import ProcessPerRequest
-
-        return ProcessPerRequest(config.process_per_request)
-    if config.thread_per_request:
-        from corral.workers.thread_per_request import ThreadPerRequest
-
-        return ThreadPerRequest(config.max_threads)
-    if config.worker_class == "thread":
-        from corral.workers.thread_pool import ThreadPool
-
-        return ThreadPool(config.threads)
-    from corral.workers.one_at_a_time import OneAtATime
-
-    return OneAtATime()
+    """The concurrency model the config chooses, from the registry in corral.workers."""
+    name = model_name(config.worker_class, config.thread_per_request, config.process_per_request)
+    return make_model(name, lambda setting: getattr(config, setting))
 
 
 def open_listeners(config: Config) -> list[socket.socket]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -127,3 +129,49 @@ def serve_safely(connection: Served) -> bool:
         logging.getLogger("corral.error").exception("unexpected error serving a connection")
         connection.close()
         return False
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """Where a model's class lives (imported only when chosen: gevent's imports gevent)
+    and the settings, by name, passed to its constructor in order."""
+
+    module: str
+    class_name: str
+    settings: tuple[str, ...]
+
+
+# Every concurrency model one process can run, by the name the start-up line and the
+# tests use.
+MODELS: dict[str, ModelEntry] = {
+    "one-at-a-time": ModelEntry("corral.workers.one_at_a_time", "OneAtATime", ()),
+    "thread-pool": ModelEntry("corral.workers.thread_pool", "ThreadPool", ("threads",)),
+    "thread-per-request": ModelEntry(
+        "corral.workers.thread_per_request", "ThreadPerRequest", ("max_threads",)
+    ),
+    "process-per-request": ModelEntry(
+        "corral.workers.process_per_request", "ProcessPerRequest", ("process_per_request",)
+    ),
+    "gevent": ModelEntry("corral.workers.coroutines", "Coroutines", ("worker_connections",)),
+}
+
+
+def model_name(worker_class: str, thread_per_request: bool, process_per_request: int) -> str:
+    """The model the settings choose (they were checked to choose at most one)."""
+    if worker_class == "gevent":
+        return "gevent"
+    if process_per_request:
+        return "process-per-request"
+    if thread_per_request:
+        return "thread-per-request"
+    if worker_class == "thread":
+        return "thread-pool"
+    return "one-at-a-time"
+
+
+def make_model(name: str, settings: Callable[[str], Any]) -> WorkerModel:
+    """The model `name`, built with the values `settings(setting_name)` gives."""
+    entry = MODELS[name]
+    model_class = getattr(importlib.import_module(entry.module), entry.class_name)
+    model: WorkerModel = model_class(*(settings(setting) for setting in entry.settings))
+    return model
