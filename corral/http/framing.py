@@ -98,8 +98,8 @@ def frame_response(
     are neither changed nor reused. `body_length` is the length of a body known whole
     (one piece, or a file), or None for a body that will come in pieces. `may_keep_alive`
     is false when the client or the server wants the connection to end with this
-    response. `date` is the Date value, added with Server when the application gave
-    neither; Connection is added unless the application gave it.
+    response. Date (with the value `date`), Server and Connection are each added unless
+    the application gave them.
     """
     # RFC 9110 sections 8.6 and 6.4.1, RFC 9112 section 6.1: a 204, or a 2xx to CONNECT,
     # has no content and must carry neither Content-Length nor Transfer-Encoding. (A
@@ -129,12 +129,14 @@ def frame_response(
                 if "close" in value.lower():
                     keep_alive = False
         sent.append((name, value))
-    if drop_length or code == 304 or method == "HEAD":
+    if drop_length or code == 304:
         framing = NO_BODY
-        if length is None and body_length is not None and not drop_length and code != 304:
+        length = 0
+    elif method == "HEAD":
+        framing = NO_BODY
+        if length is None and body_length is not None:
             # A HEAD response tells the length a GET would get, when it is known.
-            length = body_length
-            sent.append(("Content-Length", str(length)))
+            sent.append(("Content-Length", str(body_length)))
         length = 0
     elif length is not None:
         framing = LENGTH
