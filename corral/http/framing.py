@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from enum import Enum
+from typing import NamedTuple
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _STATUS = re.compile(r"([1-9][0-9][0-9]) [\t\x20-\x7e\x80-\xff]*")
@@ -12,6 +14,9 @@ _FORBIDDEN_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
 
 LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
+SERVER = "corral"
+# The fields corral adds unless the application gave them itself.
+_ADDED_BY_SERVER = frozenset({"date", "server", "connection"})
 
 
 class InvalidResponse(Exception):
@@ -33,6 +38,135 @@ def check_header(name: str, value: str) -> None:
         raise InvalidResponse(f"invalid value for header {name!r}")
 
 
+def check_response_headers(headers: list[tuple[str, str]]) -> None:
+    """Raise `InvalidResponse` unless `headers`, as an application gave them, can be framed.
+
+    The server frames the body itself, so an application may not set Transfer-Encoding;
+    a Content-Length must be a plain decimal number (RFC 9110 section 8.6).
+    """
+    for name, value in headers:
+        check_header(name, value)
+        lowered = name.lower()
+        if lowered == "content-length":
+            if not value.isdigit() or not value.isascii():
+                raise InvalidResponse(f"invalid Content-Length {value!r}")
+        elif lowered == "transfer-encoding":
+            raise InvalidResponse("the application may not set Transfer-Encoding")
+
+
+class BodyFraming(Enum):
+    """How the end of a response body is shown (RFC 9112 section 6.3)."""
+
+    LENGTH = "length"
+    CHUNKED = "chunked"
+    UNTIL_CLOSE = "until-close"
+    NO_BODY = "no-body"
+
+
+LENGTH = BodyFraming.LENGTH
+CHUNKED = BodyFraming.CHUNKED
+UNTIL_CLOSE = BodyFraming.UNTIL_CLOSE
+NO_BODY = BodyFraming.NO_BODY
+
+
+class ResponseFraming(NamedTuple):
+    """What `frame_response` decided: the fields to send and how the body ends.
+
+    `length` is the number of body bytes to send for `LENGTH` (0 for `NO_BODY`, None for
+    `CHUNKED` and `UNTIL_CLOSE`); `keep_alive` says whether the connection may serve
+    another request once the body has been sent as framed.
+    """
+
+    headers: list[tuple[str, str]]
+    framing: BodyFraming
+    length: int | None
+    keep_alive: bool
+
+
+def frame_response(
+    version: str,
+    method: str,
+    code: int,
+    headers: list[tuple[str, str]],
+    body_length: int | None,
+    may_keep_alive: bool,
+    date: str,
+) -> ResponseFraming:
+    """Choose the framing of a final (2xx to 5xx) response to a request of `version`.
+
+    `headers` are the application's, already checked by `check_response_headers`; they
+    are neither changed nor reused. `body_length` is the length of a body known whole
+    (one piece, or a file), or None for a body that will come in pieces. `may_keep_alive`
+    is false when the client or the server wants the connection to end with this
+    response. Date (with the value `date`), Server and Connection are each added unless
+    the application gave them.
+    """
+    # RFC 9110 sections 8.6 and 6.4.1, RFC 9112 section 6.1: a 204, or a 2xx to CONNECT,
+    # has no content and must carry neither Content-Length nor Transfer-Encoding. (A
+    # 304's or a HEAD response's Content-Length describes the content a GET would get,
+    # and is kept.)
+    connect = method == "CONNECT" and code < 300
+    drop_length = code == 204 or connect
+    # A 2xx to CONNECT turns the connection into a tunnel, which corral does not offer:
+    # the connection ends with the head (RFC 9110 section 9.3.6).
+    keep_alive = may_keep_alive and not connect
+    length = None
+    has_date = has_server = has_connection = False
+    sent = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == "content-length":
+            if drop_length:
+                continue
+            length = int(value)
+        elif lowered in _ADDED_BY_SERVER:
+            if lowered == "date":
+                has_date = True
+            elif lowered == "server":
+                has_server = True
+            else:
+                has_connection = True
+                if "close" in value.lower():
+                    keep_alive = False
+        sent.append((name, value))
+    if drop_length or code == 304:
+        framing = NO_BODY
+        length = 0
+    elif method == "HEAD":
+        framing = NO_BODY
+        if length is None and body_length is not None:
+            # A HEAD response tells the length a GET would get, when it is known.
+            sent.append(("Content-Length", str(body_length)))
+        length = 0
+    elif length is not None:
+        framing = LENGTH
+        if body_length is not None and body_length < length:
+            # The body will end short of the declared length, so nothing after it could
+            # be told apart from the rest of it.
+            keep_alive = False
+    elif body_length is not None:
+        framing = LENGTH
+        length = body_length
+        sent.append(("Content-Length", str(length)))
+    elif version == "HTTP/1.1":
+        framing = CHUNKED
+        sent.append(("Transfer-Encoding", "chunked"))
+    else:
+        # HTTP/1.0 has no chunked coding: the body ends when the connection does.
+        framing = UNTIL_CLOSE
+        keep_alive = False
+    if not has_date:
+        sent.append(("Date", date))
+    if not has_server:
+        sent.append(("Server", SERVER))
+    if not has_connection:
+        if not keep_alive:
+            sent.append(("Connection", "close"))
+        elif version == "HTTP/1.0":
+            sent.append(("Connection", "keep-alive"))
+    return ResponseFraming(sent, framing, length, keep_alive)
+
+
 def encode_head(version: str, status: str, headers: list[tuple[str, str]]) -> bytes:
     """The status line and fields, already checked, ending with the empty line."""
     lines = [f"{version} {status}\r\n"]
@@ -43,6 +177,12 @@ def encode_head(version: str, status: str, headers: list[tuple[str, str]]) -> by
 
 def chunk_size_line(size: int) -> bytes:
     return b"%x\r\n" % size
+
+
+def encode_chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (RFC 9112 section 7.1); `data` must not be empty, as an
+    empty chunk would end the body."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 def encode_error(status: int, reason: str, version: str, date: str) -> bytes:

@@ -12,11 +12,14 @@ from email.utils import formatdate
 from typing import Any, Protocol
 
 from corral.http.framing import (
+    CHUNKED,
     LAST_CHUNK,
+    NO_BODY,
     InvalidResponse,
-    check_header,
+    check_response_headers,
     chunk_size_line,
     encode_head,
+    frame_response,
     status_code,
 )
 from corral.http.parser import RequestHead
@@ -26,7 +29,6 @@ from corral.wsgi.input import RequestBody
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 _date_cache: tuple[int, str] = (0, "")
-_ADDED_BY_SERVER = frozenset({"date", "server", "connection"})
 # Joining a small body to the head saves a system call; past this size the copy costs more.
 _JOIN_LIMIT = 65536
 
@@ -53,24 +55,22 @@ class Output(Protocol):
 
 
 class Response:
-    """One response: start_response, write(), and framing of what the app returns.
+    """One response: start_response, write(), and what the app returns, sent as framed by
+    `corral.http.framing.frame_response` when the head goes out.
 
     `keep_alive` stays true only while the response is framed so that the next request
     on the connection can be told apart from this one's body.
     """
 
     __slots__ = (
-        "_given",
         "_headers",
         "_status",
         "body",
         "bytes_sent",
-        "chunked",
         "code",
+        "framing",
         "head_sent",
         "keep_alive",
-        "no_body",
-        "no_framing",
         "output",
         "remaining",
         "request",
@@ -83,16 +83,13 @@ class Response:
         self.request = request
         self.body = body
         self._status: str | None = None
+        # The application's headers until the head is sent, then the headers sent.
         self._headers: list[tuple[str, str]] = []
-        # Which of the headers corral would add the application gave itself.
-        self._given: set[str] = set()
         self.code = 0
         self.head_sent = False
         self.keep_alive = request.keep_alive and not stopping
-        self.chunked = False
-        self.no_body = False
-        # True when corral adds no Content-Length or chunked coding of its own.
-        self.no_framing = False
+        self.framing = NO_BODY
+        # Body bytes still to send when the framing is LENGTH.
         self.remaining: int | None = None
         self.bytes_sent = 0
 
@@ -121,82 +118,41 @@ class Response:
             # PEP 3333 has no interim responses: a 1xx sent as the response would leave
             # the client waiting for the final one (RFC 9110 section 15.2).
             raise InvalidResponse(f"a 1xx status ({status!r}) cannot be the final response")
-        # RFC 9110 sections 8.6 and 6.4.1, RFC 9112 section 6.1: a 204, or a 2xx to
-        # CONNECT, has no content and must carry neither Content-Length nor
-        # Transfer-Encoding. (A 304's or a HEAD response's Content-Length describes the
-        # content a GET would get, and is kept.)
-        connect = self.request.method == "CONNECT" and code < 300
-        no_length = code == 204 or connect
-        remaining = None
-        given = set()
-        kept = []
-        for name, value in headers:
-            check_header(name, value)
-            lowered = name.lower()
-            if lowered in _ADDED_BY_SERVER:
-                given.add(lowered)
-            if lowered == "content-length":
-                if not value.isdigit() or not value.isascii():
-                    raise InvalidResponse(f"invalid Content-Length {value!r}")
-                if no_length:
-                    continue
-                remaining = int(value)
-            elif lowered == "transfer-encoding":
-                raise InvalidResponse("the application may not set Transfer-Encoding")
-            elif lowered == "connection" and "close" in value.lower():
-                self.keep_alive = False
-            kept.append((name, value))
-        if connect:
-            # A 2xx to CONNECT turns the connection into a tunnel, which corral does not
-            # offer: the connection ends with the head (RFC 9110 section 9.3.6).
-            self.keep_alive = False
+        # Checked now, so that the error reaches the application while it runs (PEP 3333);
+        # copied, so that what is sent is what was checked.
+        check_response_headers(headers)
         self._status = status
-        self._headers = kept
-        self._given = given
+        self._headers = list(headers)
         self.code = code
-        self.remaining = remaining
-        self.no_body = code == 204 or code == 304 or self.request.method == "HEAD" or connect
-        self.no_framing = no_length or code == 304
         return self.write
 
     def _head(self, body_length: int | None) -> bytes:
-        """Encode the head, choosing the framing; `body_length` is known for one-chunk bodies."""
-        if self._status is None:
+        """Frame and encode the head; `body_length` is known for a body in one piece."""
+        status = self._status
+        if status is None:
             raise InvalidResponse("the application returned without calling start_response")
-        headers = self._headers
-        names = self._given
-        if self.remaining is None and not self.no_framing:
-            if body_length is not None:
-                self.remaining = body_length
-                headers.append(("Content-Length", str(body_length)))
-            elif self.request.method == "HEAD":
-                pass
-            elif self.request.version == "HTTP/1.1":
-                self.chunked = True
-                headers.append(("Transfer-Encoding", "chunked"))
-            else:
-                self.keep_alive = False
-        if self.body is not None:
-            if self.body.cancel_continue():
-                # The client still waits for 100 Continue and may send the body late or
-                # never; either way the bytes after this response cannot be known to be
-                # a request, so the connection ends with it (RFC 9110 section 10.1.1).
-                self.keep_alive = False
-            elif self.body.too_long_to_discard():
-                # The rest of the body will not be read, so the connection ends with this
-                # response; saying so spares the client a reset on its next request.
-                self.keep_alive = False
-        if "date" not in names:
-            headers.append(("Date", current_date()))
-        if "server" not in names:
-            headers.append(("Server", "corral"))
-        if not self.keep_alive:
-            if "connection" not in names:
-                headers.append(("Connection", "close"))
-        elif self.request.version == "HTTP/1.0" and "connection" not in names:
-            headers.append(("Connection", "keep-alive"))
+        may_keep_alive = self.keep_alive
+        body = self.body
+        # The client may still wait for 100 Continue and send the body late or never;
+        # either way the bytes after this response cannot be known to be a request, so
+        # the connection ends with it (RFC 9110 section 10.1.1). A body too long to
+        # discard will not be read either; saying so spares the client a reset on its
+        # next request.
+        if body is not None and (body.cancel_continue() or body.too_long_to_discard()):
+            may_keep_alive = False
+        request = self.request
+        headers, self.framing, self.remaining, self.keep_alive = frame_response(
+            request.version,
+            request.method,
+            self.code,
+            self._headers,
+            body_length,
+            may_keep_alive,
+            current_date(),
+        )
+        self._headers = headers
         self.head_sent = True
-        return encode_head(self.request.version, self._status, headers)
+        return encode_head(request.version, status, headers)
 
     def write(self, data: bytes) -> None:
         """Send one piece of body, sending the head first if it has not gone yet."""
@@ -211,10 +167,11 @@ class Response:
         self._send_body(b"" if self.head_sent else self._head(len(data)), data)
 
     def _send_body(self, head: bytes, data: bytes) -> None:
-        if self.no_body or not data:
+        framing = self.framing
+        if framing is NO_BODY or not data:
             if not head:
                 return
-            if self.no_body or self.remaining == 0:
+            if framing is NO_BODY or self.remaining == 0:
                 self.output.send_last(head)
             else:
                 self.output.send(head)
@@ -228,7 +185,7 @@ class Response:
                 self.keep_alive = False
             self.remaining = remaining - len(data)
             self._send(head, data, last=not self.remaining)
-        elif self.chunked:
+        elif framing is CHUNKED:
             self._send(head + chunk_size_line(len(data)), data, b"\r\n")
         else:
             self._send(head, data)
@@ -252,13 +209,14 @@ class Response:
         head = b"" if self.head_sent else self._head(length)
         if head:
             self.output.send(head)
-        if self.no_body:
+        framing = self.framing
+        if framing is NO_BODY:
             return
         count = length if self.remaining is None else min(length, self.remaining)
-        if self.chunked:
+        if framing is CHUNKED:
             self.output.send(chunk_size_line(count))
         self.output.sendfile(fd, offset, count)
-        if self.chunked:
+        if framing is CHUNKED:
             self.output.send(b"\r\n")
         elif self.remaining is not None:
             self.remaining -= count
@@ -267,14 +225,11 @@ class Response:
     def finish(self) -> None:
         """End the body; a body shorter than its declared length closes the connection."""
         if not self.head_sent:
-            if self.remaining and not self.no_body:
-                self.keep_alive = False
             self.output.send_last(self._head(0))
             return
-        if self.chunked:
-            if not self.no_body:
-                self.output.send_last(LAST_CHUNK)
-        elif self.remaining and not self.no_body:
+        if self.framing is CHUNKED:
+            self.output.send_last(LAST_CHUNK)
+        elif self.remaining:
             self.keep_alive = False
 
 
