@@ -19,6 +19,7 @@ from corral.process.setup import (
     reopen_logs,
     set_process_title,
 )
+from corral.process.signals import install_single_process_handlers
 from corral.serving.assembly import (
     PidFileError,
     build_dispatcher,
@@ -65,7 +66,7 @@ def serve(app: Any, config: Config) -> None:
     dispatcher = build_dispatcher(app, config, listeners, model, observer)
     dispatcher.on_reopen = lambda: reopen_logs(config, lambda: reopen_access_logs(dispatcher))
     if threading.current_thread() is threading.main_thread():
-        dispatcher.install_signal_handlers()
+        install_single_process_handlers(dispatcher)
     error_log.info("corral %s (pid %d)", __version__, os.getpid())
     error_log.info("Concurrency: %s", model.describe())
     warn_worker_process_settings(config)

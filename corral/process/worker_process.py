@@ -107,7 +107,6 @@ class WorkerRun:
         )
         self.dispatcher = dispatcher
         dispatcher.on_tick = self._tick
-        dispatcher.handle_signals = False
         signal.signal(signal.SIGTERM, dispatcher.request_stop)
         signal.signal(signal.SIGINT, self._quick_stop)
         signal.signal(signal.SIGQUIT, self._quick_stop)

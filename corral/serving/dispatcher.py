@@ -30,8 +30,17 @@ if TYPE_CHECKING:
 
 error_log = logging.getLogger("corral.error")
 
-# gunicorn's master answers these; a single process says what it does with them.
-_MASTER_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU)
+# Signals a terminal or an operator sends to the whole process group; a forked child
+# serving one connection leaves them to its parent.
+_GROUP_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+)
 _ACCEPT_BATCH = 64
 # A connection accepted among several worker processes holds a slot of its worker until
 # its first request arrives, or for this long: a client connects to send a request at
@@ -100,8 +109,7 @@ class Dispatcher:
         # Called on the loop thread after `request_reopen` (USR1: log files rotated).
         self.on_reopen: Callable[[], None] | None = None
         self.reopen_requested = False
-        self.signals_installed = False
-        self.handle_signals = True
+        self.signals_prepared = False
         self.wake_read, self.wake_write = make_wake_pipe()
         self.readiness = model.make_readiness(self.wake_write) or make_readiness(
             poller, self.wake_write
@@ -144,46 +152,10 @@ class Dispatcher:
         self.reopen_requested = True
         self._wake()
 
-    def _on_other_signal(self, signum: int, _frame: object) -> None:
-        """A signal gunicorn's master answers, sent to a single process: said, not fatal.
-        (Left to their defaults, HUP, USR1 and USR2 would end the process and TTIN and
-        TTOU stop it.)"""
-        name = signal.Signals(signum).name.removeprefix("SIG")
-        if signum == signal.SIGUSR1:
-            error_log.info("Received USR1: reopening log files")
-            self.request_reopen()
-            return
-        if signum == signal.SIGHUP:
-            why = "reloading needs worker processes (-w N); --reload restarts on changes"
-        elif signum == signal.SIGUSR2:
-            why = "an upgrade on the same sockets needs worker processes (-w N)"
-        else:
-            why = "there are no worker processes to add or remove (-w N)"
-        error_log.info("Received %s: ignored; %s", name, why)
-
     def _cut_inline_request(self) -> None:
         """In a signal handler on the loop's thread: end the request served there now."""
         if self.serving_inline and threading.current_thread() is threading.main_thread():
             raise RequestsCut
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        """TERM drains within --graceful-timeout; INT and QUIT within about a second; a
-        second signal stops at once. Each is logged as it arrives, as the master does."""
-        name = signal.Signals(signum).name.removeprefix("SIG")
-        busy = self.requests_in_flight()
-        running = f"; {len(busy)} request{'s' if len(busy) != 1 else ''} in flight" if busy else ""
-        if self.stop_requested:
-            error_log.info("Received %s again: stopping at once%s", name, running)
-        elif signum == signal.SIGTERM:
-            error_log.info(
-                "Received TERM: stopping gracefully within %g s%s", self.graceful_timeout, running
-            )
-        else:
-            error_log.info("Received %s: stopping within %g s%s", name, QUICK_STOP_SECONDS, running)
-        if signum == signal.SIGTERM:
-            self.request_stop()
-        else:
-            self.request_quick_stop()
 
     def _on_deadline(self, _signum: int, _frame: object) -> None:
         if self.stop_requested and time.monotonic() >= self.stop_deadline - 0.001:
@@ -241,7 +213,7 @@ class Dispatcher:
     def run(self) -> None:
         in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread:
-            self.install_signal_handlers()
+            self.prepare_signals()
         self.model.start(self)
         try:
             self._loop()
@@ -257,18 +229,15 @@ class Dispatcher:
                 signal.set_wakeup_fd(-1)
             self._close_everything()
 
-    def install_signal_handlers(self) -> None:
-        """On the main thread, before the server says it listens: a signal sent as soon
-        as it does must find its handler. `run` calls it if no one did."""
-        if self.signals_installed:
+    def prepare_signals(self) -> None:
+        """On the main thread: wake the loop when a signal arrives, and (serving on this
+        thread) arm the timer that cuts a request still running at a stop's deadline.
+        Which signal stops or reopens is the process layer's choice
+        (`corral.process.signals`, the worker process); `run` calls this if no one did."""
+        if self.signals_prepared:
             return
-        self.signals_installed = True
+        self.signals_prepared = True
         signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
-        if self.handle_signals:
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-                signal.signal(signum, self._on_signal)
-            for signum in _MASTER_SIGNALS:
-                signal.signal(signum, self._on_other_signal)
         if self.model.serves_inline:
             self.inline_timer = True
             signal.signal(signal.SIGALRM, self._on_deadline)
@@ -492,7 +461,7 @@ class Dispatcher:
         """In a forked child: let go of everything inherited except one connection."""
         signal.set_wakeup_fd(-1)
         # Ctrl-C and Ctrl-\ reach the whole process group: the parent decides.
-        for signum in (signal.SIGINT, signal.SIGQUIT, *_MASTER_SIGNALS):
+        for signum in _GROUP_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for connection in list(self.connections.values()):
