@@ -209,9 +209,10 @@ def test_a_request_sent_while_the_previous_one_is_served_is_answered_after_it(
     server: RunningServer,
 ) -> None:
     sock, stream = connect(server)
+    mark = f"while-served-{time.monotonic_ns()}"
     with sock, stream:
-        sock.sendall(get("/slow?ms=300"))
-        time.sleep(0.1)
+        sock.sendall(get(f"/slow?ms=300&announce={mark}"))
+        assert server.wait_for_log(f"app: started {mark}", 10), server.log
         sock.sendall(get("/"))
         first = read_response(stream)
         assert first.status == 200 and b"thread" in first.body
@@ -225,10 +226,10 @@ def test_a_client_gone_while_its_request_is_served_leaves_the_others_served(
     server: RunningServer,
 ) -> None:
     sock, stream = connect(server)
+    mark = f"client-gone-{time.monotonic_ns()}"
     with sock, stream:
-        sock.sendall(get("/slow?ms=200"))
-        time.sleep(0.05)
-    time.sleep(0.3)
+        sock.sendall(get(f"/slow?ms=200&announce={mark}"))
+        assert server.wait_for_log(f"app: started {mark}", 10), server.log
     sock, stream = connect(server)
     with sock, stream:
         sock.sendall(get("/"))

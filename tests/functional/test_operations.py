@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import MODELS, ROOT, RunningServer, fetch, free_port
+from tests.server import MODELS, ROOT, RunningServer, fetch, free_port, wait_until
 
 
 def _run_cli(*arguments: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -48,13 +48,13 @@ def test_signal_lets_requests_in_flight_finish_then_exits_0(
     in_flight = 1 if options == ["--threads", "1"] else 4
     results: list[tuple[int, bytes]] = []
 
-    def request() -> None:
-        results.append(fetch(server.port, "/slow?ms=800"))
+    def request(number: int) -> None:
+        results.append(fetch(server.port, f"/slow?ms=800&announce=request-{number}"))
 
-    clients = [threading.Thread(target=request) for _ in range(in_flight)]
+    clients = [threading.Thread(target=request, args=(n,)) for n in range(in_flight)]
     for client in clients:
         client.start()
-    time.sleep(0.3)
+    assert wait_until(lambda: server.log.count("app: started request-") == in_flight), server.log
     server.process.send_signal(sig)
     for client in clients:
         client.join(10)
@@ -91,13 +91,13 @@ def test_graceful_timeout_bounds_the_wait(start_server: Callable[..., RunningSer
 
     def request() -> None:
         try:
-            outcome.append(fetch(server.port, "/slow?ms=8000"))
+            outcome.append(fetch(server.port, "/slow?ms=8000&announce=long"))
         except (OSError, http.client.HTTPException) as error:
             outcome.append(error)
 
     client = threading.Thread(target=request, daemon=True)
     client.start()
-    time.sleep(0.3)
+    assert server.wait_for_log("app: started long", 10), server.log
     started = time.monotonic()
     code = server.stop(signal.SIGTERM)
     assert code == 0
