@@ -36,10 +36,9 @@ class _Atoms:
         if key.startswith("{") and len(key) > 2:
             name, kind = key[1:-2], key[-1]
             if kind == "i":
-                # The request's fields as the client sent them (the parser's names), so
-                # Content-Type and Content-Length are found too: in the environ they
-                # have no HTTP_ prefix.
-                return self.response.request.fields.get(name.upper().replace("-", "_"), "-")
+                # The request's fields by their wire names, so Content-Type and
+                # Content-Length are found too: in the environ they have no HTTP_ prefix.
+                return self.response.request.fields.get(name.lower(), "-")
             if kind == "o":
                 wanted = name.lower()
                 for header, value in self.response._headers:

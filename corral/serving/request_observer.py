@@ -32,13 +32,11 @@ class HookRequest:
         self.query = head.query
         major, _, minor = head.version[5:].partition(".")
         self.version = (int(major), int(minor or 0))
-        self.headers = [(_wire_name(name), value) for name, value in head.fields.items()]
-
-
-def _wire_name(name: str) -> str:
-    # The parser's names are the wire names upper-cased with "-" turned into "_", and
-    # names that held "_" were dropped, so the turn can be undone exactly.
-    return name.replace("_", "-")
+        # gunicorn's names: the wire names upper-cased; those holding "_" are dropped, as
+        # gunicorn's default header_map ("drop") does.
+        self.headers = [
+            (name.upper(), value) for name, value in head.fields.items() if "_" not in name
+        ]
 
 
 class HookResponse:

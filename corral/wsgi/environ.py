@@ -14,6 +14,14 @@ from urllib.parse import unquote_to_bytes
 from corral.http.parser import RequestHead
 from corral.wsgi.input import RequestBody
 
+# Wire names (lower case) and their CGI form, "" for a name dropped: the common ones recur
+# in every request. Bounded, so a client inventing names cannot grow it without end.
+_CGI_NAMES: dict[str, str] = {
+    "content-type": "CONTENT_TYPE",
+    "content-length": "CONTENT_LENGTH",
+}
+_MAX_REMEMBERED_NAMES = 1024
+
 
 class FileWrapper:
     """`wsgi.file_wrapper`: lets the server send a real file with `os.sendfile`."""
@@ -91,12 +99,26 @@ def build_environ(
         environ["REMOTE_PORT"] = str(peer[1])
     else:
         environ["REMOTE_ADDR"] = peer
+    names = _CGI_NAMES
     for name, value in head.fields.items():
-        if name == "CONTENT_TYPE" or name == "CONTENT_LENGTH":
-            environ[name] = value
-        else:
-            environ["HTTP_" + name] = value
+        key = names.get(name)
+        if key is None:
+            key = _cgi_name(name)
+        if key:
+            environ[key] = value
     if head.authority is not None:
         # RFC 9112 section 3.2.2: an absolute-form target overrides the Host field.
         environ["HTTP_HOST"] = head.authority
     return environ
+
+
+def _cgi_name(name: str) -> str:
+    """`HTTP_X_FORWARDED_FOR` for `x-forwarded-for`, remembered for next time.
+
+    A name holding `_` gives "" (dropped): in CGI form `X_Forwarded_For` would pass for
+    `X-Forwarded-For`, a header a proxy in front may have vetted or stripped.
+    """
+    key = "" if "_" in name else "HTTP_" + name.upper().replace("-", "_")
+    if len(_CGI_NAMES) < _MAX_REMEMBERED_NAMES:
+        _CGI_NAMES[name] = key
+    return key
