@@ -236,6 +236,26 @@ def _parse_complete_head(head: bytes, limits: HeadLimits) -> RequestHead:
     )
 
 
+def parse_request_line_only(buffer: bytes | bytearray, limits: HeadLimits) -> RequestHead | None:
+    """The request line at the start of a head that was refused, as a head without
+    fields, so the refusal can be logged with it; None when that line is incomplete or
+    is itself what was refused."""
+    start = 0
+    while buffer.startswith(b"\r\n", start) and start < 2 * _MAX_LEADING_EMPTY_LINES:
+        start += 2
+    end = buffer.find(b"\r\n", start)
+    if end < 0:
+        return None
+    try:
+        method, target, version = _parse_request_line(bytes(buffer[start:end]), limits)
+        path, query, authority = _split_target(method, target)
+    except RequestError:
+        return None
+    return RequestHead(
+        method, target, path, query, version, {}, None, False, False, False, authority
+    )
+
+
 def _count_line_ends(data: bytes | bytearray, pending_cr: bool, start: int = 0) -> int:
     """The number of CRLFs in `data` from `start`; a CR or LF outside one is refused.
 

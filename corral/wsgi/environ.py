@@ -74,6 +74,17 @@ def base_environ(
     }
 
 
+def path_info(path: str, script_name: str) -> str:
+    """PATH_INFO: the target's path decoded (bytes as latin-1, PEP 3333), less the
+    SCRIPT_NAME it starts with."""
+    if "%" in path:
+        path = unquote_to_bytes(path).decode("latin-1")
+    # "/api" is the root of "/api" and "/api/x", not of "/apiary".
+    if script_name and (path == script_name or path.startswith(script_name + "/")):
+        path = path[len(script_name) :]
+    return path
+
+
 def build_environ(
     head: RequestHead,
     body: RequestBody,
@@ -81,15 +92,8 @@ def build_environ(
     peer: tuple[str, int] | str,
 ) -> dict[str, Any]:
     environ = base.copy()
-    path = head.path
-    if "%" in path:
-        path = unquote_to_bytes(path).decode("latin-1")
-    script_name = environ["SCRIPT_NAME"]
-    # "/api" is the root of "/api" and "/api/x", not of "/apiary".
-    if script_name and (path == script_name or path.startswith(script_name + "/")):
-        path = path[len(script_name) :]
     environ["REQUEST_METHOD"] = head.method
-    environ["PATH_INFO"] = path
+    environ["PATH_INFO"] = path_info(head.path, environ["SCRIPT_NAME"])
     environ["QUERY_STRING"] = head.query
     environ["RAW_URI"] = environ["REQUEST_URI"] = head.target
     environ["SERVER_PROTOCOL"] = head.version
