@@ -30,7 +30,7 @@ from corral.serving.assembly import (
     warn_worker_process_settings,
 )
 from corral.serving.listeners import describe
-from corral.serving.request_observer import RequestObserver
+from corral.serving.request_observer import RequestHooks
 from corral.version import __version__
 
 error_log = logging.getLogger("corral.error")
@@ -57,13 +57,15 @@ def serve(app: Any, config: Config) -> None:
             raise PidFileError(f"cannot write the pid file: {error}") from None
     # As a worker does: bound first, then the user and group the config names.
     drop_privileges(config)
-    observer = RequestObserver.for_hooks(config, worker=None)
-    if observer is not None:
+    hooks = RequestHooks.from_config(config, worker=None)
+    if hooks is not None:
         # The `worker` gunicorn's request hooks get (hooks use worker.log, worker.pid).
         record = Worker(0, 1, config, os.getppid())
         record.pid = os.getpid()
-        observer.worker = record
-    dispatcher = build_dispatcher(app, config, listeners, model, observer)
+        hooks.worker = record
+    dispatcher = build_dispatcher(
+        app, config, listeners, model, [hooks] if hooks is not None else []
+    )
     dispatcher.on_reopen = lambda: reopen_logs(config, lambda: reopen_access_logs(dispatcher))
     if threading.current_thread() is threading.main_thread():
         install_single_process_handlers(dispatcher)

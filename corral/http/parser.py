@@ -40,7 +40,7 @@ _CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[^\x00-\x08\x0a-\
 
 # Fields that may appear once only: a second copy means two parties could read the
 # request differently (RFC 9110 section 5.3; request smuggling).
-_SINGLETON_FIELDS = frozenset({"HOST", "CONTENT_LENGTH", "CONTENT_TYPE"})
+_SINGLETON_FIELDS = frozenset({"host", "content-length", "content-type"})
 # Fields a trailer must never carry: each changes framing, routing or authority, and an
 # application reading trailers as headers would be fooled (RFC 9110 section 6.5.1).
 _FORBIDDEN_TRAILERS = frozenset(
@@ -61,8 +61,8 @@ _FORBIDDEN_TRAILERS = frozenset(
     }
 )
 _MAX_LEADING_EMPTY_LINES = 4
-_FRAMING_FIELDS = frozenset({"HOST", "CONTENT_LENGTH", "TRANSFER_ENCODING"})
-# Field names seen on the wire and their CGI-style form: the common ones recur in every
+_FRAMING_FIELDS = frozenset({"host", "content-length", "transfer-encoding"})
+# Field names seen on the wire and their lower-case form: the common ones recur in every
 # request. Bounded, so a client inventing names cannot grow it without end.
 _NORMALISED_NAMES: dict[bytes, str] = {}
 _MAX_REMEMBERED_NAMES = 1024
@@ -85,9 +85,10 @@ class HeadLimits:
 class RequestHead:
     """One parsed request head.
 
-    `fields` maps CGI-style names (upper case, `-` turned into `_`) to values decoded as
-    latin-1, repeated fields joined with ", ". Names that contain `_` on the wire are
-    dropped so that `X_Forwarded_For` can never pass for `X-Forwarded-For`.
+    `fields` maps the names as sent, lower-cased (`content-type`, `x-forwarded-for`),
+    to values decoded as latin-1, repeated fields joined with ", " (RFC 9110 section
+    5.3). Names holding `_` are kept as they are: they never match a name spelt with
+    `-`, and `corral.wsgi.environ` drops them before they could become CGI names.
     """
 
     method: str
@@ -211,14 +212,14 @@ def _parse_complete_head(head: bytes, limits: HeadLimits) -> RequestHead:
                 raise RequestError("chunked applied twice")
             raise UnsupportedTransferCoding("unsupported transfer coding")
         chunked = True
-    connection = fields.get("CONNECTION")
+    connection = fields.get("connection")
     if connection is None:
         keep_alive = http11
     else:
         # A list of tokens (RFC 9110 section 7.6.1): "closed" is not "close".
         tokens = {token.strip(" \t") for token in connection.lower().split(",")}
         keep_alive = "close" not in tokens and (http11 or "keep-alive" in tokens)
-    expect = fields.get("EXPECT")
+    expect = fields.get("expect")
     expect_continue = http11 and expect is not None and expect.lower() == "100-continue"
     return RequestHead(
         method,
@@ -232,6 +233,26 @@ def _parse_complete_head(head: bytes, limits: HeadLimits) -> RequestHead:
         keep_alive,
         expect_continue,
         authority,
+    )
+
+
+def parse_request_line_only(buffer: bytes | bytearray, limits: HeadLimits) -> RequestHead | None:
+    """The request line at the start of a head that was refused, as a head without
+    fields, so the refusal can be logged with it; None when that line is incomplete or
+    is itself what was refused."""
+    start = 0
+    while buffer.startswith(b"\r\n", start) and start < 2 * _MAX_LEADING_EMPTY_LINES:
+        start += 2
+    end = buffer.find(b"\r\n", start)
+    if end < 0:
+        return None
+    try:
+        method, target, version = _parse_request_line(bytes(buffer[start:end]), limits)
+        path, query, authority = _split_target(method, target)
+    except RequestError:
+        return None
+    return RequestHead(
+        method, target, path, query, version, {}, None, False, False, False, authority
     )
 
 
@@ -282,8 +303,6 @@ def _parse_fields(
         name = names.get(raw_name)
         if name is None:
             name = _normalise_name(raw_name)
-        if not name:
-            continue
         value = raw_value.decode("latin-1")
         if name in fields:
             if name in _SINGLETON_FIELDS:
@@ -293,11 +312,11 @@ def _parse_fields(
             fields[name] = value
         if name not in _FRAMING_FIELDS:
             continue
-        if name == "HOST":
+        if name == "host":
             host_count += 1
             if _HOST_VALUE.fullmatch(value) is None:
                 raise RequestError("malformed Host field")
-        elif name == "CONTENT_LENGTH":
+        elif name == "content-length":
             if _DIGITS.fullmatch(raw_value) is None:
                 raise RequestError("malformed Content-Length")
             content_length = int(value)
@@ -311,8 +330,8 @@ def _parse_fields(
 
 
 def _normalise_name(raw_name: bytes) -> str:
-    """The CGI-style name, or "" for a name with `_` (dropped); remembered for next time."""
-    name = "" if b"_" in raw_name else raw_name.decode("ascii").upper().replace("-", "_")
+    """The lower-case name, remembered for next time."""
+    name = raw_name.decode("ascii").lower()
     if len(_NORMALISED_NAMES) < _MAX_REMEMBERED_NAMES:
         _NORMALISED_NAMES[raw_name] = name
     return name

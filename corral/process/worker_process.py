@@ -33,7 +33,7 @@ from corral.process.setup import (
     set_process_title,
 )
 from corral.serving.assembly import build_dispatcher, make_worker_model, reopen_access_logs
-from corral.serving.request_observer import RequestObserver
+from corral.serving.request_observer import InFlightTable, RequestHooks, RequestObserver
 
 if TYPE_CHECKING:
     from corral.process.master import Master, Worker
@@ -62,7 +62,7 @@ class WorkerRun:
         self.worker = worker
         self.config = master.cfg
         self.retiring = False
-        self.observer: RequestObserver | None = None
+        self.in_flight: InFlightTable | None = None
         self.dispatcher: Dispatcher | None = None
         self.stop_asked = 0
         self.logs_moved = False
@@ -94,16 +94,14 @@ class WorkerRun:
                 error_log.exception("Worker %d cannot load the app", os.getpid())
                 return WORKER_BOOT_ERROR
         model = make_worker_model(config)
-        self.observer = RequestObserver(
-            self.worker,
-            config.pre_request,
-            config.post_request,
-            self.worker.max_requests,
-            self._served_enough,
-        )
+        self.in_flight = InFlightTable(self.worker.max_requests, self._served_enough)
+        observers: list[RequestObserver] = [self.in_flight]
+        hooks = RequestHooks.from_config(config, self.worker)
+        if hooks is not None:
+            observers.append(hooks)
         self.memory_limit = self._memory_limit()
         dispatcher = build_dispatcher(
-            app, config, self.master.listeners, model, self.observer, multiprocess=True
+            app, config, self.master.listeners, model, observers, multiprocess=True
         )
         self.dispatcher = dispatcher
         dispatcher.on_tick = self._tick
@@ -155,10 +153,10 @@ class WorkerRun:
     # Heartbeat and limits, on the loop thread.
 
     def _tick(self) -> None:
-        observer = self.observer
-        assert observer is not None and self.dispatcher is not None
-        oldest = observer.oldest_start()
-        served = observer.served
+        in_flight = self.in_flight
+        assert in_flight is not None and self.dispatcher is not None
+        oldest = in_flight.oldest_start()
+        served = in_flight.served
         if not self.retiring:
             if self.memory_limit and served:
                 resident = _resident_mib()
@@ -172,7 +170,7 @@ class WorkerRun:
         self.worker.heartbeat.beat(RETIRING if self.retiring else READY, oldest, served)
 
     def _served_enough(self) -> None:
-        """Called by the observer, on the thread that finished the last request."""
+        """Called by the in-flight table, on the thread that finished the last request."""
         limit = self.worker.max_requests
         self._retire(f"served {limit} requests (--max-requests {limit})")
 
@@ -212,8 +210,8 @@ class WorkerRun:
         reopen_logs(self.config, lambda: reopen_access_logs(dispatcher))
 
     def _abort(self, _signum: int, frame: Any) -> None:
-        observer = self.observer
-        in_flight = observer.requests_in_flight() if observer is not None else {}
+        table = self.in_flight
+        in_flight = table.requests_in_flight() if table is not None else {}
         now = time.monotonic()
         names = {thread.ident: thread.name for thread in threading.enumerate()}
         lines = [f"Worker {os.getpid()} aborted by --timeout; its threads:"]

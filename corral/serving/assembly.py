@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from corral.config import Config
@@ -63,20 +64,23 @@ def build_dispatcher(
     config: Config,
     listeners: list[socket.socket],
     model: WorkerModel,
-    observer: RequestObserver | None = None,
+    observers: Sequence[RequestObserver] = (),
     multiprocess: bool = False,
 ) -> Dispatcher:
-    """The event loop serving `app` on `listeners` with `model`."""
+    """The event loop serving `app` on `listeners` with `model`; the access log the
+    config names is the first of the request observers, `observers` follow it."""
     limits = HeadLimits(
         request_line=config.limit_request_line,
         field_count=config.limit_request_fields,
         field_size=config.limit_request_field_size,
     )
+    script_name = config.root_path.rstrip("/")
     access_log = (
-        AccessLog.open(config.access_logfile, config.access_logformat)
+        AccessLog.open(config.access_logfile, config.access_logformat, script_name)
         if config.access_logfile
         else None
     )
+    every_observer = ((access_log,) if access_log is not None else ()) + tuple(observers)
     bound = []
     for sock in listeners:
         if sock.family == socket.AF_UNIX:
@@ -86,11 +90,13 @@ def build_dispatcher(
         environ = base_environ(
             server_name,
             server_port,
-            config.root_path.rstrip("/"),
+            script_name,
             model.multithread,
             model.multiprocess or multiprocess,
         )
-        state = ServingState(app, limits, environ, config.client_timeout, access_log, observer)
+        state = ServingState(
+            app, limits, environ, config.client_timeout, access_log, every_observer
+        )
         bound.append((sock, state))
     return Dispatcher(
         bound,

@@ -20,9 +20,15 @@ from typing import Any
 
 from corral.http.errors import IncompleteBody, RequestError
 from corral.http.framing import CONTINUE_RESPONSE, InvalidResponse, encode_error
-from corral.http.parser import HeadLimits, HeadScanner, RequestHead, body_decoder
+from corral.http.parser import (
+    HeadLimits,
+    HeadScanner,
+    RequestHead,
+    body_decoder,
+    parse_request_line_only,
+)
 from corral.serving.access_log import AccessLog
-from corral.serving.request_observer import RequestObserver
+from corral.serving.request_observer import RequestObserver, RequestRecord
 from corral.wsgi.environ import build_environ
 from corral.wsgi.input import RequestBody
 from corral.wsgi.response import Response, WSGIApp, current_date, run_application
@@ -53,8 +59,10 @@ class ServingState:
     limits: HeadLimits
     base_environ: dict[str, Any]
     client_timeout: float
+    # Also among `observers`; named here for USR1's reopen and for the requests corral
+    # refuses itself, which no other observer is told of.
     access_log: AccessLog | None
-    observer: RequestObserver | None = None
+    observers: tuple[RequestObserver, ...] = ()
     stopping: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -230,7 +238,7 @@ class Connection:
                 try:
                     parsed = self.scanner.parse(self.buffer)
                 except RequestError as error:
-                    self._answer_error(error, "HTTP/1.1")
+                    self._refuse_head(error)
                     return False
                 if parsed is None:
                     if self.held is not None:
@@ -268,9 +276,9 @@ class Connection:
         body = RequestBody(self, decoder, before_first_read)
         environ = build_environ(head, body, state.base_environ, self.peer)
         response = Response(self, head, body, state.stopping)
-        access_log = state.access_log
-        observer = state.observer
-        hook_request = observer.started(head) if observer is not None else None
+        observers = state.observers
+        if observers:
+            tokens = [observer.started(head, environ) for observer in observers]
         try:
             run_application(state.app, environ, response)
         except RequestError as error:
@@ -289,10 +297,18 @@ class Connection:
             self._answer_app_failure(head, response, error)
             return False
         finally:
-            if access_log is not None:
-                access_log.write(environ, response, time.monotonic() - started)
-            if observer is not None:
-                observer.finished(hook_request, head, environ, response)
+            if observers:
+                record = RequestRecord(
+                    response.code,
+                    response.status_text(),
+                    response.header_list(),
+                    response.bytes_sent,
+                    head,
+                    self.peer,
+                )
+                seconds = time.monotonic() - started
+                for observer, token in zip(observers, tokens, strict=True):
+                    observer.finished(token, record, seconds)
         if not response.keep_alive:
             return False
         if not decoder.done:
@@ -325,10 +341,34 @@ class Connection:
             # The client may be gone already; there is no one left to tell.
             self.send(encode_error(500, "Internal Server Error", head.version, current_date()))
 
-    def _answer_error(self, error: RequestError, version: str) -> None:
+    def _refuse_head(self, error: RequestError) -> None:
+        """Answer a head that cannot be parsed, and log it as Werkzeug and gunicorn do: with
+        its request line when that much was valid, else with "-"."""
+        access_log = self.state.access_log
+        if access_log is None:
+            self._answer_error(error, "HTTP/1.1")
+            return
+        started = time.monotonic()
+        head = parse_request_line_only(self.buffer, self.state.limits)
+        answer = self._answer_error(error, "HTTP/1.1")
+        fields, _, body = answer.partition(b"\r\n\r\n")
+        headers = [
+            (name, value)
+            for name, _, value in (
+                line.decode("latin-1").partition(": ") for line in fields.split(b"\r\n")[1:]
+            )
+        ]
+        record = RequestRecord(
+            error.status, f"{error.status} {error.reason}", headers, len(body), head, self.peer
+        )
+        access_log.finished(None, record, time.monotonic() - started)
+
+    def _answer_error(self, error: RequestError, version: str) -> bytes:
+        """Send the short answer for `error` and close; returns the answer."""
         error_log.info("%s: bad request: %s; answered %d", self.peer_text(), error, error.status)
+        answer = encode_error(error.status, error.reason, version, current_date())
         try:
-            self.send(encode_error(error.status, error.reason, version, current_date()))
+            self.send(answer)
             # Half-close first so the answer is not lost to a reset if the client is
             # still sending (RFC 9112 section 9.6).
             self.sock.shutdown(socket.SHUT_WR)
@@ -339,6 +379,7 @@ class Connection:
         except OSError:
             pass
         self.close()
+        return answer
 
     def close(self) -> None:
         if self.closed:

@@ -1,9 +1,11 @@
-"""What a worker notes about each request: when it began (for the master's --timeout and
-the traceback dump), how many have been served (--max-requests), and the pre_request and
-post_request hooks, with gunicorn's arguments.
+"""Request observers: what is told of each request as it starts and when it is done.
 
-Only a worker under a master, or a server with request hooks, has an observer; a plain
-single process pays nothing for it.
+The serving state holds one list of them; the connection calls `started` before the
+application runs and `finished` after its response, in list order. Each concern is one
+observer: the access log (`corral.serving.access_log`), the pre_request and post_request
+hooks, and the table of requests in flight that a worker process reports to its master
+(--timeout, the traceback dump, --max-requests). An empty list costs nothing per request,
+so a plain single process pays for none of them.
 """
 
 from __future__ import annotations
@@ -12,14 +14,41 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from corral.config import Config
     from corral.http.parser import RequestHead
-    from corral.wsgi.response import Response
 
 error_log = logging.getLogger("corral.error")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """What was answered: the status, the headers sent, body bytes sent, and to whom.
+
+    `head` is None for a request corral refused before its request line could be read.
+    """
+
+    status_code: int
+    status: str
+    headers: list[tuple[str, str]]
+    sent: int
+    head: RequestHead | None
+    peer: tuple[str, int] | str
+
+
+class RequestObserver(Protocol):
+    def started(self, head: RequestHead, environ: dict[str, Any]) -> Any:
+        """Called before the application runs; the result comes back to `finished`.
+
+        `environ` is the one the application gets; an observer that needs it after the
+        response (post_request does) keeps it in what it returns.
+        """
+
+    def finished(self, token: Any, record: RequestRecord, seconds: float) -> None:
+        """Called once the response is done or abandoned, whatever the application did."""
 
 
 class HookRequest:
@@ -32,39 +61,68 @@ class HookRequest:
         self.query = head.query
         major, _, minor = head.version[5:].partition(".")
         self.version = (int(major), int(minor or 0))
-        self.headers = [(_wire_name(name), value) for name, value in head.fields.items()]
-
-
-def _wire_name(name: str) -> str:
-    # The parser's names are the wire names upper-cased with "-" turned into "_", and
-    # names that held "_" were dropped, so the turn can be undone exactly.
-    return name.replace("_", "-")
+        # gunicorn's names: the wire names upper-cased; those holding "_" are dropped, as
+        # gunicorn's default header_map ("drop") does.
+        self.headers = [
+            (name.upper(), value) for name, value in head.fields.items() if "_" not in name
+        ]
 
 
 class HookResponse:
     """The `resp` given to post_request: status, status_code, headers and bytes sent."""
 
-    def __init__(self, response: Response) -> None:
-        self.status_code = response.code
-        self.status = response.status_text()
-        self.headers = response.header_list()
-        self.sent = response.bytes_sent
+    def __init__(self, record: RequestRecord) -> None:
+        self.status_code = record.status_code
+        self.status = record.status
+        self.headers = record.headers
+        self.sent = record.sent
 
 
-class RequestObserver:
-    """Requests in flight by thread (or greenlet), requests served, and the hooks."""
+class RequestHooks:
+    """The pre_request and post_request server hooks, with gunicorn's arguments.
 
-    def __init__(
-        self,
-        worker: Any,
-        pre_request: Any = None,
-        post_request: Any = None,
-        limit: int = 0,
-        on_limit: Callable[[], None] | None = None,
-    ) -> None:
+    A hook that raises is logged with its traceback; the request goes on.
+    """
+
+    def __init__(self, worker: Any, pre_request: Any = None, post_request: Any = None) -> None:
         self.worker = worker
         self.pre_request = pre_request
         self.post_request = post_request
+
+    @classmethod
+    def from_config(cls, config: Config, worker: Any) -> RequestHooks | None:
+        """The hooks the config names; None when it names neither."""
+        if config.pre_request is None and config.post_request is None:
+            return None
+        return cls(worker, config.pre_request, config.post_request)
+
+    def started(
+        self, head: RequestHead, environ: dict[str, Any]
+    ) -> tuple[HookRequest, dict[str, Any]]:
+        request = HookRequest(head)
+        if self.pre_request is not None:
+            try:
+                self.pre_request(self.worker, request)
+            except Exception:
+                error_log.exception("pre_request hook failed")
+        return request, environ
+
+    def finished(
+        self, token: tuple[HookRequest, dict[str, Any]], record: RequestRecord, seconds: float
+    ) -> None:
+        if self.post_request is None:
+            return
+        request, environ = token
+        try:
+            self.post_request(self.worker, request, environ, HookResponse(record))
+        except Exception:
+            error_log.exception("post_request hook failed")
+
+
+class InFlightTable:
+    """Requests in flight by thread (or greenlet), and how many have been served."""
+
+    def __init__(self, limit: int = 0, on_limit: Callable[[], None] | None = None) -> None:
         # After `limit` requests (--max-requests), `on_limit` is called once.
         self.limit = limit
         self.on_limit = on_limit
@@ -73,39 +131,16 @@ class RequestObserver:
         self.in_flight: dict[int, tuple[float, RequestHead]] = {}
         self.served = 0
 
-    @classmethod
-    def for_hooks(cls, config: Config, worker: Any) -> RequestObserver | None:
-        """An observer when there is a worker to supervise or a request hook to run."""
-        if worker is None and config.pre_request is None and config.post_request is None:
-            return None
-        return cls(worker, config.pre_request, config.post_request)
+    def started(self, head: RequestHead, environ: dict[str, Any]) -> int:
+        ident = threading.get_ident()
+        self.in_flight[ident] = (time.monotonic(), head)
+        return ident
 
-    def started(self, head: RequestHead) -> HookRequest | None:
-        self.in_flight[threading.get_ident()] = (time.monotonic(), head)
-        if self.pre_request is None:
-            return None
-        request = HookRequest(head)
-        try:
-            self.pre_request(self.worker, request)
-        except Exception:
-            error_log.exception("pre_request hook failed")
-        return request
-
-    def finished(
-        self, request: HookRequest | None, head: RequestHead, environ: Any, response: Response
-    ) -> None:
-        self.in_flight.pop(threading.get_ident(), None)
+    def finished(self, token: int, record: RequestRecord, seconds: float) -> None:
+        self.in_flight.pop(token, None)
         self.served += 1
         if self.served == self.limit and self.on_limit is not None:
             self.on_limit()
-        if self.post_request is None:
-            return
-        try:
-            self.post_request(
-                self.worker, request or HookRequest(head), environ, HookResponse(response)
-            )
-        except Exception:
-            error_log.exception("post_request hook failed")
 
     def oldest_start(self) -> float:
         """When the longest-running request in flight began; 0.0 when none is."""

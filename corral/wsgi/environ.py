@@ -14,6 +14,14 @@ from urllib.parse import unquote_to_bytes
 from corral.http.parser import RequestHead
 from corral.wsgi.input import RequestBody
 
+# Wire names (lower case) and their CGI form, "" for a name dropped: the common ones recur
+# in every request. Bounded, so a client inventing names cannot grow it without end.
+_CGI_NAMES: dict[str, str] = {
+    "content-type": "CONTENT_TYPE",
+    "content-length": "CONTENT_LENGTH",
+}
+_MAX_REMEMBERED_NAMES = 1024
+
 
 class FileWrapper:
     """`wsgi.file_wrapper`: lets the server send a real file with `os.sendfile`."""
@@ -66,6 +74,17 @@ def base_environ(
     }
 
 
+def path_info(path: str, script_name: str) -> str:
+    """PATH_INFO: the target's path decoded (bytes as latin-1, PEP 3333), less the
+    SCRIPT_NAME it starts with."""
+    if "%" in path:
+        path = unquote_to_bytes(path).decode("latin-1")
+    # "/api" is the root of "/api" and "/api/x", not of "/apiary".
+    if script_name and (path == script_name or path.startswith(script_name + "/")):
+        path = path[len(script_name) :]
+    return path
+
+
 def build_environ(
     head: RequestHead,
     body: RequestBody,
@@ -73,15 +92,8 @@ def build_environ(
     peer: tuple[str, int] | str,
 ) -> dict[str, Any]:
     environ = base.copy()
-    path = head.path
-    if "%" in path:
-        path = unquote_to_bytes(path).decode("latin-1")
-    script_name = environ["SCRIPT_NAME"]
-    # "/api" is the root of "/api" and "/api/x", not of "/apiary".
-    if script_name and (path == script_name or path.startswith(script_name + "/")):
-        path = path[len(script_name) :]
     environ["REQUEST_METHOD"] = head.method
-    environ["PATH_INFO"] = path
+    environ["PATH_INFO"] = path_info(head.path, environ["SCRIPT_NAME"])
     environ["QUERY_STRING"] = head.query
     environ["RAW_URI"] = environ["REQUEST_URI"] = head.target
     environ["SERVER_PROTOCOL"] = head.version
@@ -91,12 +103,26 @@ def build_environ(
         environ["REMOTE_PORT"] = str(peer[1])
     else:
         environ["REMOTE_ADDR"] = peer
+    names = _CGI_NAMES
     for name, value in head.fields.items():
-        if name == "CONTENT_TYPE" or name == "CONTENT_LENGTH":
-            environ[name] = value
-        else:
-            environ["HTTP_" + name] = value
+        key = names.get(name)
+        if key is None:
+            key = _cgi_name(name)
+        if key:
+            environ[key] = value
     if head.authority is not None:
         # RFC 9112 section 3.2.2: an absolute-form target overrides the Host field.
         environ["HTTP_HOST"] = head.authority
     return environ
+
+
+def _cgi_name(name: str) -> str:
+    """`HTTP_X_FORWARDED_FOR` for `x-forwarded-for`, remembered for next time.
+
+    A name holding `_` gives "" (dropped): in CGI form `X_Forwarded_For` would pass for
+    `X-Forwarded-For`, a header a proxy in front may have vetted or stripped.
+    """
+    key = "" if "_" in name else "HTTP_" + name.upper().replace("-", "_")
+    if len(_CGI_NAMES) < _MAX_REMEMBERED_NAMES:
+        _CGI_NAMES[name] = key
+    return key

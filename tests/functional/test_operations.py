@@ -176,6 +176,23 @@ def test_access_log_request_header_atoms_find_every_header(
     assert line == "ACCESS text/x-probe 3 -\n", line
 
 
+def test_requests_corral_refuses_are_in_the_access_log(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    """A 400 corral answers itself gets its line, with the request line once that much
+    was valid, with "-" when not."""
+    server = start_server(
+        options=["--access-logfile", "-", "--access-logformat", 'ACCESS "%(r)s" %(s)s %(b)s']
+    )
+    for raw in (b"GET /bad HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n", b"NOT HTTP\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+            client.sendall(raw)
+            assert client.recv(4096).startswith(b"HTTP/1.1 400 ")
+    assert server.wait_for_log('ACCESS "-"')
+    lines = [line for line in server.lines if line.startswith("ACCESS ")]
+    assert lines == ['ACCESS "GET /bad HTTP/1.1" 400 16\n', 'ACCESS "-" 400 16\n'], lines
+
+
 def test_request_hooks_see_header_names_as_sent(
     start_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
