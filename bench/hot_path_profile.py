@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from corral.http.parser import HeadLimits  # noqa: E402
 from corral.serving.connection import Connection, ServingState  # noqa: E402
+from corral.serving.transport import PlainTransport  # noqa: E402
 from corral.wsgi.environ import base_environ  # noqa: E402
 
 REQUEST = (
@@ -52,10 +53,9 @@ def serve_loop(app: Any) -> Any:
         app, HeadLimits(), base_environ("127.0.0.1", "8000", "", False, False), 30.0, None
     )
     server_side, client_side = socket.socketpair()
-    # As the dispatcher leaves them: CPython polls before each call on a socket with a
-    # timeout.
-    server_side.setblocking(False)
-    connection = Connection(server_side, ("127.0.0.1", 50000), state)
+    # Non-blocking, as the dispatcher leaves it: CPython polls before each call on a
+    # socket with a timeout.
+    connection = Connection(PlainTransport(server_side, ("127.0.0.1", 50000), 30.0), state)
 
     def run(count: int) -> None:
         for _ in range(count):

@@ -9,11 +9,7 @@ no thread or process.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
-import os
-import select
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +25,7 @@ from corral.http.parser import (
 )
 from corral.serving.access_log import AccessLog
 from corral.serving.request_observer import RequestObserver, RequestRecord
+from corral.serving.transport import ClientSocketError, Transport
 from corral.wsgi.environ import build_environ
 from corral.wsgi.input import RequestBody
 from corral.wsgi.response import Response, WSGIApp, current_date, run_application
@@ -41,14 +38,6 @@ error_log = logging.getLogger("corral.error")
 _RECEIVE_SIZE = 65536
 # Responses ending in more than this are sent at once: holding them saves nothing.
 _HOLD_LIMIT = 16384
-
-
-class ClientSocketError(ConnectionError):
-    """A read or write on the client's socket failed: reset, broken pipe or timeout.
-
-    An OSError, so an application that catches OSError around `write()` keeps working,
-    yet a type of its own, so the application's own OSErrors still count as its failures.
-    """
 
 
 @dataclass(eq=False)
@@ -68,7 +57,8 @@ class ServingState:
 
 
 class Connection:
-    """One accepted socket and the bytes received on it but not yet consumed."""
+    """One accepted connection's transport and the bytes received on it but not yet
+    consumed."""
 
     __slots__ = (
         "buffer",
@@ -83,15 +73,15 @@ class Connection:
         "request",
         "request_started",
         "scanner",
-        "sock",
         "state",
+        "transport",
     )
 
-    def __init__(self, sock: socket.socket, peer: Any, state: ServingState) -> None:
-        self.sock = sock
-        self.peer = peer
+    def __init__(self, transport: Transport, state: ServingState) -> None:
+        self.transport = transport
+        self.peer = transport.peer
         self.state = state
-        self.fd = sock.fileno()
+        self.fd = transport.fileno()
         self.buffer = bytearray()
         self.scanner = HeadScanner(state.limits)
         self.busy = False
@@ -122,16 +112,7 @@ class Connection:
         if self.held is not None:
             # The client may wait for the earlier response before sending more.
             self.flush()
-        sock = self.sock
-        try:
-            while True:
-                try:
-                    data = sock.recv(size)
-                    break
-                except BlockingIOError:
-                    _wait(sock, select.POLLIN, self.state.client_timeout)
-        except OSError as error:
-            raise ClientSocketError(f"receiving the request body: {error}") from error
+        data = self.transport.receive(size)
         if not data:
             raise IncompleteBody("peer closed the connection inside a request body")
         return data
@@ -141,29 +122,7 @@ class Connection:
         if held is not None:
             self.held = None
             data = held + data
-        try:
-            self._send_all(data)
-        except OSError as error:
-            raise ClientSocketError(f"sending: {error}") from error
-
-    def _send_all(self, data: bytes) -> None:
-        """sendall() for a non-blocking socket. CPython's own, on a socket with a timeout,
-        polls before every send: a system call more per response."""
-        sock = self.sock
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent == len(data):
-            return
-        rest = memoryview(data)[sent:]
-        while rest:
-            try:
-                sent = sock.send(rest)
-            except BlockingIOError:
-                _wait(sock, select.POLLOUT, self.state.client_timeout)
-                continue
-            rest = rest[sent:]
+        self.transport.send_all(data)
 
     def send_last(self, data: bytes) -> None:
         """Send the bytes that complete a response, or hold them while the client's next
@@ -187,7 +146,7 @@ class Connection:
             return
         self.held = None
         try:
-            self._send_all(held)
+            self.transport.send_all(held)
         except OSError as error:
             error_log.debug("%s: connection ended: %s", self.peer_text(), error)
             self.close()
@@ -195,40 +154,22 @@ class Connection:
     def sendfile(self, fd: int, offset: int, count: int) -> None:
         if self.held is not None:
             self.send(b"")
-        sent = 0
-        sock = self.sock
-        while sent < count:
-            try:
-                # The socket is non-blocking (or, under gevent, non-blocking underneath).
-                n = os.sendfile(sock.fileno(), fd, offset + sent, min(count - sent, 1 << 30))
-            except BlockingIOError:
-                try:
-                    _wait(sock, select.POLLOUT, self.state.client_timeout)
-                except TimeoutError as error:
-                    raise ClientSocketError(str(error)) from error
-                continue
-            except OSError as error:
-                if error.errno in (errno.EPIPE, errno.ECONNRESET):
-                    raise ClientSocketError(f"sending a file: {error}") from error
-                # Anything else is about the file, which the application gave us.
-                raise
-            if n == 0:
-                # The application's file shrank after its length was announced; the
-                # response cannot be completed, so the connection must end.
-                raise InvalidResponse("file ended before its announced length")
-            sent += n
+        if self.transport.sendfile(fd, offset, count) < count:
+            # The application's file shrank after its length was announced; the
+            # response cannot be completed, so the connection must end.
+            raise InvalidResponse("file ended before its announced length")
 
     # The request loop.
 
     def serve(self) -> bool:
         """Serve every complete request that has arrived; False once the connection is closed."""
         try:
-            data = self.sock.recv(_RECEIVE_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return True
+            data = self.transport.receive_ready(_RECEIVE_SIZE)
         except OSError:
             self.close()
             return False
+        if data is None:
+            return True
         if not data:
             self.close()
             return False
@@ -369,15 +310,11 @@ class Connection:
         answer = encode_error(error.status, error.reason, version, current_date())
         try:
             self.send(answer)
-            # Half-close first so the answer is not lost to a reset if the client is
-            # still sending (RFC 9112 section 9.6).
-            self.sock.shutdown(socket.SHUT_WR)
-            self.sock.setblocking(False)
-            for _ in range(16):
-                if not self.sock.recv(65536):
-                    break
         except OSError:
+            # The client is gone; there is no one left to tell.
             pass
+        else:
+            self.transport.half_close()
         self.close()
         return answer
 
@@ -388,25 +325,11 @@ class Connection:
             held, self.held = self.held, None
             with contextlib.suppress(OSError):
                 # A response completed before the connection ends still goes out.
-                self._send_all(held)
+                self.transport.send_all(held)
         self.closed = True
         if self.on_close is not None:
             self.on_close(self)
-        with contextlib.suppress(OSError):
-            # Closing can only fail on an fd already gone, which is the goal anyway.
-            self.sock.close()
+        self.transport.close()
 
     def peer_text(self) -> str:
-        if isinstance(self.peer, tuple):
-            return f"{self.peer[0]}:{self.peer[1]}"
-        return str(self.peer) or "unix"
-
-
-def _wait(sock: socket.socket, event: int, timeout: float) -> None:
-    """Wait until `sock` is readable (POLLIN) or writable (POLLOUT), or time out."""
-    poller = select.poll()
-    poller.register(sock.fileno(), event)
-    if not poller.poll(timeout * 1000):
-        if event == select.POLLIN:
-            raise TimeoutError("client sent nothing in time")
-        raise TimeoutError("client did not read the response in time")
+        return self.transport.peer_text()

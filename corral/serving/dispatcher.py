@@ -14,7 +14,6 @@ import contextlib
 import errno
 import logging
 import os
-import select
 import signal
 import socket
 import threading
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from corral.serving.connection import Connection, ServingState
 from corral.serving.readiness import make_readiness, make_wake_pipe
+from corral.serving.transport import PlainTransport
 
 if TYPE_CHECKING:
     from corral.workers import WorkerModel
@@ -109,6 +109,9 @@ class Dispatcher:
         # Called on the loop thread after `request_reopen` (USR1: log files rotated).
         self.on_reopen: Callable[[], None] | None = None
         self.reopen_requested = False
+        # Connections released with bytes already inside their transport (TLS): no
+        # readiness will report those, so the loop hands them to the model again.
+        self.served_again: collections.deque[Connection] = collections.deque()
         self.signals_prepared = False
         self.wake_read, self.wake_write = make_wake_pipe()
         self.readiness = model.make_readiness(self.wake_write) or make_readiness(
@@ -192,6 +195,11 @@ class Dispatcher:
         if connection.closed:
             return
         connection.idle_since = time.monotonic()
+        if connection.transport.pending():
+            # Never with plain sockets: their unread bytes are in the kernel.
+            self.served_again.append(connection)
+            self._wake()
+            return
         connection.busy = False
         if self.rearm:
             try:
@@ -278,6 +286,10 @@ class Dispatcher:
             elif fd == self.wake_read:
                 with contextlib.suppress(OSError):
                     os.read(self.wake_read, 4096)
+                while self.served_again:
+                    again = self.served_again.popleft()
+                    if not again.closed:
+                        self.submit(again)
                 if self.paused_for_slots:
                     self._check_slots()
             else:
@@ -332,15 +344,12 @@ class Dispatcher:
                     error_log.error("cannot accept a connection: %s; pausing accepts", error)
                     self._pause_accepting()
                 return
-            if self.model.cooperative_sockets:
-                sock.settimeout(state.client_timeout)
-            else:
-                # Connection waits itself when a read or write would block; a socket
-                # with a timeout would poll before every recv and send.
-                sock.setblocking(False)
             if is_tcp:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            connection = Connection(sock, peer, state)
+            transport = PlainTransport(
+                sock, peer, state.client_timeout, cooperative=self.model.cooperative_sockets
+            )
+            connection = Connection(transport, state)
             connection.on_close = self._forget
             if self.accept_only_when_free:
                 connection.fresh = True
@@ -429,7 +438,7 @@ class Dispatcher:
                 if (
                     not connection.busy
                     and now - connection.idle_since >= _DRAIN_IDLE_SECONDS
-                    and not _has_bytes_waiting(connection.sock)
+                    and not connection.transport.has_bytes_waiting()
                 ):
                     connection.close()
             if not self.connections and self.model.idle():
@@ -467,7 +476,7 @@ class Dispatcher:
         for connection in list(self.connections.values()):
             if connection is not keep:
                 connection.on_close = None
-                connection.sock.close()
+                connection.transport.close()
         for sock, _ in self.listeners.values():
             sock.close()
         for fd in list(self.watched):
@@ -477,14 +486,3 @@ class Dispatcher:
         self.readiness.close()
         os.close(self.wake_read)
         os.close(self.wake_write)
-
-
-def _has_bytes_waiting(sock: socket.socket) -> bool:
-    """True when a request (or the peer's close) has arrived but is not yet read: closing
-    then would reset the connection under a request the client has already sent."""
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    try:
-        return bool(poller.poll(0))
-    except OSError:
-        return False
