@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from corral.http.parser import HeadLimits  # noqa: E402
 from corral.serving.connection import Connection, ServingState  # noqa: E402
+from corral.serving.listeners import ListenerInfo  # noqa: E402
 from corral.serving.transport import PlainTransport  # noqa: E402
 from corral.wsgi.environ import base_environ  # noqa: E402
 
@@ -50,7 +51,12 @@ SHOWN_FUNCTIONS = 18
 
 def serve_loop(app: Any) -> Any:
     state = ServingState(
-        app, HeadLimits(), base_environ("127.0.0.1", "8000", "", False, False), 30.0, None
+        app,
+        HeadLimits(),
+        ListenerInfo("127.0.0.1", "8000"),
+        base_environ("127.0.0.1", "8000", "http", "", False, False),
+        30.0,
+        None,
     )
     server_side, client_side = socket.socketpair()
     # Non-blocking, as the dispatcher leaves it: CPython polls before each call on a

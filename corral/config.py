@@ -553,6 +553,18 @@ SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
 @dataclass(frozen=True)
+class Timeouts:
+    """The seconds a server waits on its clients and on itself."""
+
+    # An idle keep-alive connection (--keep-alive).
+    keep_alive: float
+    # A client stalled while sending a request or reading a response (--client-timeout).
+    client: float
+    # Requests in flight after TERM (--graceful-timeout).
+    graceful: float
+
+
+@dataclass(frozen=True)
 class Config:
     """Validated settings, read-only: one typed attribute per entry of `SETTINGS`, in
     the same order (a test checks that they match). Made by `build_config`; a derived
@@ -611,6 +623,10 @@ class Config:
     nworkers_changed: Hook
     on_exit: Hook
     ssl_context: Hook
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return Timeouts(self.keep_alive, self.client_timeout, self.graceful_timeout)
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting by name, values as they are (not copied)."""

@@ -18,7 +18,7 @@ from corral.http.parser import HeadLimits
 from corral.serving.access_log import AccessLog
 from corral.serving.connection import ServingState
 from corral.serving.dispatcher import Dispatcher
-from corral.serving.listeners import inherited_listeners, listen
+from corral.serving.listeners import inherited_listeners, listen, listener_info
 from corral.serving.request_observer import RequestObserver
 from corral.workers import WorkerModel, make_model, model_name
 from corral.wsgi.environ import base_environ
@@ -83,27 +83,23 @@ def build_dispatcher(
     every_observer = ((access_log,) if access_log is not None else ()) + tuple(observers)
     bound = []
     for sock in listeners:
-        if sock.family == socket.AF_UNIX:
-            server_name, server_port = "localhost", ""
-        else:
-            server_name, server_port = str(sock.getsockname()[0]), str(sock.getsockname()[1])
+        listener = listener_info(sock)
         environ = base_environ(
-            server_name,
-            server_port,
+            listener.name,
+            listener.port,
+            listener.scheme,
             script_name,
             model.multithread,
             model.multiprocess or multiprocess,
         )
         state = ServingState(
-            app, limits, environ, config.client_timeout, access_log, every_observer
+            app, limits, listener, environ, config.client_timeout, access_log, every_observer
         )
         bound.append((sock, state))
     return Dispatcher(
         bound,
         model,
-        config.keep_alive,
-        config.client_timeout,
-        config.graceful_timeout,
+        config.timeouts,
         config.poller,
         accept_only_when_free=multiprocess,
     )

@@ -24,6 +24,7 @@ from corral.http.parser import (
     parse_request_line_only,
 )
 from corral.serving.access_log import AccessLog
+from corral.serving.listeners import ListenerInfo
 from corral.serving.request_observer import RequestObserver, RequestRecord
 from corral.serving.transport import ClientSocketError, Transport
 from corral.wsgi.environ import build_environ
@@ -46,6 +47,7 @@ class ServingState:
 
     app: WSGIApp
     limits: HeadLimits
+    listener: ListenerInfo
     base_environ: dict[str, Any]
     client_timeout: float
     # Also among `observers`; named here for USR1's reopen and for the requests corral

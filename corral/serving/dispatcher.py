@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from corral.config import Timeouts
 from corral.serving.connection import Connection, ServingState
 from corral.serving.readiness import make_readiness, make_wake_pipe
 from corral.serving.transport import PlainTransport
@@ -67,9 +68,7 @@ class Dispatcher:
         self,
         listeners: list[tuple[socket.socket, ServingState]],
         model: WorkerModel,
-        keep_alive: float,
-        client_timeout: float,
-        graceful_timeout: float,
+        timeouts: Timeouts,
         poller: str = "auto",
         accept_only_when_free: bool = False,
     ) -> None:
@@ -78,9 +77,9 @@ class Dispatcher:
         # thread or child serves it; served inline, it cannot be, and staying armed saves
         # a system call per request.
         self.rearm = not model.serves_inline
-        self.keep_alive = keep_alive
-        self.client_timeout = client_timeout
-        self.graceful_timeout = graceful_timeout
+        self.keep_alive = timeouts.keep_alive
+        self.client_timeout = timeouts.client
+        self.graceful_timeout = timeouts.graceful
         self.listeners = {sock.fileno(): (sock, state) for sock, state in listeners}
         self.connections: dict[int, Connection] = {}
         self.watched: dict[int, Callable[[], None]] = {}

@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 import stat
+from dataclasses import dataclass
 
 
 class BindError(Exception):
@@ -124,3 +125,22 @@ def describe(sock: socket.socket) -> str:
     if sock.family == socket.AF_INET6:
         host = f"[{host}]"
     return f"http://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class ListenerInfo:
+    """What requests through one listening socket are told of it (PEP 3333's
+    SERVER_NAME, SERVER_PORT and wsgi.url_scheme): a scheme of "https" once TLS is served
+    on it."""
+
+    name: str
+    port: str
+    scheme: str = "http"
+
+
+def listener_info(sock: socket.socket) -> ListenerInfo:
+    """A unix socket is "localhost" with no port, as gunicorn and Werkzeug say."""
+    if sock.family == socket.AF_UNIX:
+        return ListenerInfo("localhost", "")
+    host, port = sock.getsockname()[:2]
+    return ListenerInfo(str(host), str(port))

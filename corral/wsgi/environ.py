@@ -55,12 +55,17 @@ class FileWrapper:
 
 
 def base_environ(
-    server_name: str, server_port: str, script_name: str, multithread: bool, multiprocess: bool
+    server_name: str,
+    server_port: str,
+    url_scheme: str,
+    script_name: str,
+    multithread: bool,
+    multiprocess: bool,
 ) -> dict[str, Any]:
     """The keys that are the same for every request on one listening socket."""
     return {
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
+        "wsgi.url_scheme": url_scheme,
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": multithread,
         "wsgi.multiprocess": multiprocess,

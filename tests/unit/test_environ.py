@@ -6,7 +6,7 @@ from corral.http.parser import HeadLimits, RequestHead, parse_head
 from corral.wsgi.environ import base_environ, build_environ
 from corral.wsgi.input import RequestBody
 
-BASE = base_environ("localhost", "8000", "", False, False)
+BASE = base_environ("localhost", "8000", "http", "", False, False)
 
 
 def head_of(*field_lines: str, line: str = "POST /a%20b?x=1 HTTP/1.1") -> RequestHead:
