@@ -25,6 +25,8 @@ MODELS: dict[str, list[str]] = {
     "thread-per-request": ["--thread-per-request"],
     "process-per-request": ["--process-per-request", "4"],
     "gevent": ["-k", "gevent"],
+    # The usual production setting: worker processes under a master, threads in each.
+    "workers-thread": ["-w", "2", "--threads", "4"],
 }
 # Worker processes under a master, with each worker class.
 WORKER_MODELS: dict[str, list[str]] = {
@@ -33,6 +35,8 @@ WORKER_MODELS: dict[str, list[str]] = {
     "workers-gevent": ["-w", "2", "-k", "gevent"],
 }
 ALL_MODELS: dict[str, list[str]] = {**MODELS, **WORKER_MODELS}
+# The models of one process, by their names in corral.workers.MODELS.
+SINGLE_PROCESS_MODELS = {name: options for name, options in MODELS.items() if "-w" not in options}
 
 
 def free_port() -> int:

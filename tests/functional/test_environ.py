@@ -150,6 +150,7 @@ def test_multithread_and_multiprocess_tell_the_truth(
         "thread-per-request": (True, False),
         "process-per-request": (False, True),
         "gevent": (True, False),
+        "workers-thread": (True, True),
     }[model_name]
     environ = fetch_environ(server.port)
     assert (environ["wsgi.multithread"], environ["wsgi.multiprocess"]) == expected

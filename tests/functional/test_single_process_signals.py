@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import MODELS, ROOT, RunningServer, fetch, wait_until
+from tests.server import ROOT, SINGLE_PROCESS_MODELS, RunningServer, fetch, wait_until
 
 APP = "tests.apps.behaviours:app"
 
 
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("model", list(SINGLE_PROCESS_MODELS))
 def test_master_signals_are_logged_and_change_nothing(
     start_server: Callable[..., RunningServer], model: str
 ) -> None:
-    server = start_server(options=MODELS[model])
+    server = start_server(options=SINGLE_PROCESS_MODELS[model])
     for name in ("HUP", "USR2", "TTIN", "TTOU"):
         server.process.send_signal(signal.Signals["SIG" + name])
         assert server.wait_for_log(f"Received {name}: ignored"), server.log
@@ -32,10 +32,10 @@ def test_master_signals_are_logged_and_change_nothing(
     assert server.stop() == 0
 
 
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("model", list(SINGLE_PROCESS_MODELS))
 def test_usr1_reopens_the_log_files(tmp_path: Path, model: str) -> None:
     access, errors = tmp_path / "access.log", tmp_path / "error.log"
-    command = [sys.executable, "-m", "corral", "-b", "127.0.0.1:0", *MODELS[model]]
+    command = [sys.executable, "-m", "corral", "-b", "127.0.0.1:0", *SINGLE_PROCESS_MODELS[model]]
     command += ["--access-logfile", str(access), "--error-logfile", str(errors), APP]
     process = subprocess.Popen(command, cwd=ROOT)
     try:

@@ -22,7 +22,7 @@ def test_each_model_builds_from_the_settings_it_names(name: str) -> None:
 
 
 def test_behaviour_tests_run_under_every_model() -> None:
-    assert set(TESTED_MODELS) == set(MODELS)
+    assert set(MODELS) <= set(TESTED_MODELS)
 
 
 @pytest.mark.parametrize(
