@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-_LISTENING = re.compile(r"Listening at http://127\.0\.0\.1:(\d+)")
+# corral's startup line, and Werkzeug's run_simple's, naming the port it listens on.
+_LISTENING = re.compile(r"(?:Listening at|Running on) http://127\.0\.0\.1:(\d+)")
 
 # The concurrency models every behaviour test runs under, by their command-line options.
 MODELS: dict[str, list[str]] = {
@@ -44,6 +45,13 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def listening_port(text: str) -> int | None:
+    """The port of the first "Listening at http://127.0.0.1:PORT" line in `text` (or
+    Werkzeug's "Running on ..."), None before a server logged one."""
+    match = _LISTENING.search(text)
+    return int(match.group(1)) if match else None
 
 
 def open_idle_connections(port: int, count: int) -> list[socket.socket]:
@@ -142,9 +150,9 @@ class RunningServer:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(line)
-            match = _LISTENING.search(line)
-            if match and not self.port:
-                self.port = int(match.group(1))
+            port = listening_port(line)
+            if port and not self.port:
+                self.port = port
                 self.port_found.set()
 
     @property
