@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import ROOT, RunningServer, free_port, open_idle_connections, wait_until
+from tests.server import (
+    ROOT,
+    RunningServer,
+    listening_port,
+    open_idle_connections,
+    wait_until,
+)
 from tests.server import fetch as get
 
 APP = "tests.apps.behaviours:app"
@@ -59,19 +65,22 @@ def corral(arguments: list[str], output: Path) -> Iterator[subprocess.Popen[byte
 
 
 def test_bind_keep_alive_and_access_log_come_from_the_file(tmp_path: Path) -> None:
-    port = free_port()
     access_log = tmp_path / "access.log"
     config = tmp_path / "corral.conf.py"
     config.write_text(
-        f"bind = '127.0.0.1:{port}'\n"
+        "bind = '127.0.0.1:0'\n"
         "keepalive = 0.5\n"
         f"accesslog = {str(access_log)!r}\n"
         "access_log_format = 'from the file: %(m)s %(U)s %(s)s'\n"
     )
     output = tmp_path / "output.log"
     with corral(["-c", str(config), APP], output) as process:
-        assert wait_until(lambda: accepts(port) or process.poll() is not None), read(output)
+        assert wait_until(
+            lambda: listening_port(read(output)) is not None or process.poll() is not None
+        ), read(output)
         assert process.poll() is None, read(output)
+        port = listening_port(read(output))
+        assert port is not None
         assert get(port, "/from-file") == (200, b"hello\n")
         assert wait_until(lambda: "from the file" in read(access_log), 5), read(output)
         assert read(access_log) == "from the file: GET /from-file 200\n"
@@ -83,7 +92,10 @@ def test_bind_keep_alive_and_access_log_come_from_the_file(tmp_path: Path) -> No
 
 
 def test_cmd_args_and_command_line_outrank_the_file(tmp_path: Path) -> None:
-    file_port = free_port()
+    # The file names a port held here, bound and not listening, for the whole test.
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    file_port = held.getsockname()[1]
     access_log = tmp_path / "access.log"
     config = tmp_path / "corral.conf.py"
     config.write_text(
@@ -97,7 +109,7 @@ def test_cmd_args_and_command_line_outrank_the_file(tmp_path: Path) -> None:
         ["-c", str(config)],
         env={"CORRAL_CMD_ARGS": "--access-logformat 'from CORRAL_CMD_ARGS %(s)s'"},
     )
-    with server:
+    with held, server:
         assert server.port != file_port
         assert not accepts(file_port)
         assert get(server.port) == (200, b"hello\n")
