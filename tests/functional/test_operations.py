@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import MODELS, ROOT, RunningServer, fetch, free_port, wait_until
+from tests.server import MODELS, ROOT, RunningServer, fetch, listening_port, wait_until
 
 
 def _run_cli(*arguments: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -110,13 +110,19 @@ def test_graceful_timeout_bounds_the_wait(start_server: Callable[..., RunningSer
 def test_binds_ipv6_loopback_and_several_addresses(
     start_server: Callable[..., RunningServer],
 ) -> None:
-    second_port = free_port()
-    server = start_server(options=["-b", "[::1]:0", "-b", f"127.0.0.1:{second_port}"])
-    assert server.wait_for_log(f"Listening at http://127.0.0.1:{second_port}")
+    # Two more addresses besides the helper's own 127.0.0.1:0, each port kernel-chosen.
+    server = start_server(options=["-b", "[::1]:0", "-b", "127.0.0.1:0"])
+
+    def ipv4_ports() -> list[int]:
+        return [port for line in server.log.splitlines() if (port := listening_port(line))]
+
+    assert wait_until(lambda: len(ipv4_ports()) == 2, 5), server.log
+    first, second = ipv4_ports()
+    assert first == server.port and second != first
     match = re.search(r"Listening at http://\[::1\]:(\d+)", server.log)
     assert match, server.log
     assert fetch(int(match.group(1)), host="::1")[0] == 200
-    assert fetch(second_port)[0] == 200
+    assert fetch(second)[0] == 200
     assert fetch(server.port)[0] == 200
 
 
@@ -217,27 +223,28 @@ def test_request_hooks_see_header_names_as_sent(
 
 def test_error_log_file(start_server: Callable[..., RunningServer], tmp_path: Path) -> None:
     log_file = tmp_path / "error.log"
-    # The start-up line is what tells the helper the port, so it must reach stdout too;
-    # here only the file is checked, the port comes from an explicit bind.
-    port = free_port()
+    # Only the file gets the start-up line, so the port is read back from it.
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "corral",
             "-b",
-            f"127.0.0.1:{port}",
+            "127.0.0.1:0",
             "--error-logfile",
             str(log_file),
             "tests.apps.behaviours:app",
         ],
         cwd=ROOT,
     )
+
+    def logged_port() -> int | None:
+        return listening_port(log_file.read_text() if log_file.exists() else "")
+
     try:
-        deadline = time.monotonic() + 15
-        while "Listening at" not in (log_file.read_text() if log_file.exists() else ""):
-            assert time.monotonic() < deadline, "no start-up line in the error log file"
-            time.sleep(0.05)
+        assert wait_until(lambda: logged_port() is not None, 15), "no start-up line in the file"
+        port = logged_port()
+        assert port is not None
         assert fetch(port)[0] == 200
     finally:
         process.terminate()
@@ -315,9 +322,8 @@ def test_app_factory(start_server: Callable[..., RunningServer]) -> None:
 
 
 def test_flask_command_serves_the_flask_cli_app() -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [
+    server = RunningServer(
+        command=[
             sys.executable,
             "-m",
             "flask",
@@ -325,30 +331,16 @@ def test_flask_command_serves_the_flask_cli_app() -> None:
             "tests.apps.flask_app",
             "corral",
             "-b",
-            f"127.0.0.1:{port}",
+            "127.0.0.1:0",
             "--threads",
             "8",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        ]
     )
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 15
-        lines = []
-        while not any("Listening at" in line for line in lines):
-            assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
-            lines.append(process.stdout.readline())
-        assert any("8 threads (thread pool)" in line for line in lines)
-        status, body = fetch(port, "/hello")
+    with server:
+        assert "8 threads (thread pool)" in server.log
+        status, body = fetch(server.port, "/hello")
         assert status == 200 and b'"message":"hello"' in body
-    finally:
-        process.terminate()
-        assert process.wait(10) == 0
-        if process.stdout is not None:
-            process.stdout.close()
+        assert server.stop() == 0
 
 
 def test_running_out_of_descriptors_pauses_accepting_then_recovers(
