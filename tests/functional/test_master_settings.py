@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.functional.test_master import APP, get, start, wait_until, workers_of
-from tests.server import ROOT, free_port
+from tests.server import ROOT
 
 
 def run_to_exit(*arguments: str, modules: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -183,8 +183,8 @@ def _unix_get(path: Path) -> bytes:
 
 
 def test_systemd_socket_activation_serves_on_the_passed_socket() -> None:
-    port = free_port()
-    listener = socket.create_server(("127.0.0.1", port))
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
     # systemd sets LISTEN_PID to the pid it execs; a wrapper that execs keeps its pid.
     wrapper = (
         "import os, sys; os.environ['LISTEN_PID'] = str(os.getpid()); "
@@ -219,27 +219,15 @@ def _answers(port: int) -> bool:
 
 
 def test_reuse_port_lets_a_second_server_bind_the_same_port() -> None:
-    port = free_port()
     options = ["-w", "1", "--reuse-port"]
-    first = subprocess.Popen(
-        [sys.executable, "-m", "corral", *options, "-b", f"127.0.0.1:{port}", APP],
-        cwd=ROOT,
-        stderr=subprocess.DEVNULL,
-    )
-    second = subprocess.Popen(
-        [sys.executable, "-m", "corral", *options, "-b", f"127.0.0.1:{port}", APP],
-        cwd=ROOT,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert wait_until(lambda: len(workers_of(first.pid)) == 1, 15)
-        assert wait_until(lambda: len(workers_of(second.pid)) == 1, 15)
-        assert second.poll() is None and first.poll() is None
-        assert _answers(port)
-    finally:
-        for process in (first, second):
-            process.terminate()
-            process.wait(15)
+    with start(options, 1) as first:
+        # The second is told the port the first was given.
+        command = [sys.executable, "-m", "corral", *options]
+        command += ["-b", f"127.0.0.1:{first.port}", APP]
+        with start([], 1, command=command) as second:
+            assert second.port == first.port
+            assert second.process.poll() is None and first.process.poll() is None
+            assert _answers(first.port)
 
 
 def test_a_pid_file_that_cannot_be_written_stops_the_master(tmp_path: Path) -> None:
