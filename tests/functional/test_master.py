@@ -120,13 +120,13 @@ def test_a_killed_worker_is_replaced_within_a_second() -> None:
 
         thread = threading.Thread(target=client)
         thread.start()
-        time.sleep(0.5)
+        assert wait_until(lambda: len(served) >= 5, 5), failures
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
         replaced = wait_until(lambda: len(workers_of(master) - {victim}) == 2, 1.0)
         replaced_after = time.monotonic() - killed_at
-        time.sleep(0.5)
+        wait_until(lambda: any(moment > killed_at + 0.1 for moment in served), 5)
         stop.set()
         thread.join(10)
         assert replaced, f"no replacement after {replaced_after:.2f} s:\n{server.log}"
@@ -217,6 +217,7 @@ def test_term_lets_ten_requests_in_flight_finish_then_everything_exits_0() -> No
     threads = [threading.Thread(target=request) for _ in range(10)]
     for thread in threads:
         thread.start()
+    # Nothing the server tells shows a request has reached the app: time to get there.
     time.sleep(0.5)
     assert server.stop(signal.SIGTERM) == 0
     for thread in threads:
@@ -261,6 +262,7 @@ def test_a_busy_worker_leaves_new_connections_to_an_idle_one() -> None:
         try:
             for connection in pair:
                 connection.request("GET", "/sleep?2")
+            # Nothing the server tells shows both have reached the app: time to get there.
             time.sleep(0.3)
             for _ in range(4):
                 started = time.monotonic()
