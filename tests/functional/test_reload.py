@@ -14,7 +14,14 @@ import pytest
 
 from tests.functional.test_flask_command import MACHINERY, FlaskCommand
 from tests.functional.test_master import is_gone, workers_of
-from tests.server import ROOT, RunningServer, fetch, free_port, stop_process, wait_until
+from tests.server import (
+    ROOT,
+    RunningServer,
+    fetch,
+    listening_port,
+    stop_process,
+    wait_until,
+)
 
 RELOAD_MODELS = {
     "one-process": [],
@@ -161,10 +168,8 @@ def test_the_flask_command_tells_a_syntax_error_and_resumes_once_fixed(tmp_path:
 def test_a_flask_app_broken_from_the_start_is_served_once_fixed(tmp_path: Path) -> None:
     source = tmp_path / "flask_reload_app.py"
     source.write_text(FLASK_APP + "\nRATIO = 1 / 0\n")
-    # Nothing serves yet to say which port it has: the reloader is given one.
-    port = free_port()
     process = subprocess.Popen(
-        flask_reload_command(port),
+        flask_reload_command(),
         cwd=ROOT,
         env={**os.environ, **env_for(tmp_path)},
         stdout=subprocess.PIPE,
@@ -181,6 +186,10 @@ def test_a_flask_app_broken_from_the_start_is_served_once_fixed(tmp_path: Path) 
         assert_told_briefly(log(), "ZeroDivisionError: division by zero")
         assert "RATIO = 1 / 0" in log()
         source.write_text(FLASK_APP)
+        # The fixed app is served on the port the start-up line names.
+        assert wait_until(lambda: listening_port(log()) is not None, 20), log()
+        port = listening_port(log())
+        assert port is not None
         assert wait_until(lambda: answer(port)[1] == "1", 20), log()
         assert stop_process(process, signal.SIGTERM, 15) == 0
     finally:
