@@ -17,40 +17,44 @@ import pytest
 import requests
 
 from tests.dev_server import DevServer
-from tests.server import ROOT, free_port, wait_until
+from tests.server import ROOT, listening_port, wait_until
 
 # Headers that name the server or the moment, or that are framing a server may choose.
 _SERVER_SPECIFIC = {"server", "date", "connection", "keep-alive"}
 
 
-def _wait_until_serving(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not start")
+def _start(which: str, log: Path, *keywords: str) -> tuple[subprocess.Popen[bytes], int]:
+    """`run_simple_server WHICH 0 KEYWORDS`, its standard error in `log`, and the port it
+    logged it listens on."""
+    with log.open("wb") as errors:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.apps.run_simple_server", which, "0", *keywords],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+
+    def port() -> int | None:
+        return listening_port(log.read_text())
+
+    wait_until(lambda: port() is not None or process.poll() is not None, 15)
+    found = port()
+    if found is None:
+        process.kill()
+        process.wait(5)
+        raise RuntimeError(f"server did not start:\n{log.read_text()}")
+    return process, found
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, str]]:
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     started: dict[str, subprocess.Popen[bytes]] = {}
     urls = {}
+    logs = tmp_path_factory.mktemp("run_simple")
     try:
         for which in ("corral", "werkzeug"):
-            port = free_port()
-            started[which] = subprocess.Popen(
-                [sys.executable, "-m", "tests.apps.run_simple_server", which, str(port)],
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONWARNINGS": "ignore"},
-            )
-            _wait_until_serving(port, started[which])
+            started[which], port = _start(which, logs / f"{which}.log")
             urls[which] = f"http://127.0.0.1:{port}"
         yield urls
     finally:
@@ -138,18 +142,7 @@ def test_what_cannot_be_honoured_is_a_clear_error(keyword: dict[str, object]) ->
 
 
 def _serve_with(tmp_path: Path, *keywords: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    command = [sys.executable, "-m", "tests.apps.run_simple_server", "corral", str(port)]
-    command += keywords
-    with (tmp_path / "server.log").open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    _wait_until_serving(port, process)
-    return process, port
+    return _start("corral", tmp_path / "server.log", *keywords)
 
 
 def test_a_config_file_and_worker_processes_through_run_simple(tmp_path: Path) -> None:
@@ -271,23 +264,16 @@ def test_each_request_is_logged_on_standard_error_as_werkzeug_logs_it() -> None:
     assert not any("/hello" in line for line in server.stdout)
 
 
-def test_werkzeug_logs_its_request_line_in_the_same_shape() -> None:
+def test_werkzeug_logs_its_request_line_in_the_same_shape(tmp_path: Path) -> None:
     # The shape asserted above, checked against Werkzeug's own run_simple.
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.apps.run_simple_server", "werkzeug", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = tmp_path / "werkzeug.log"
+    process, port = _start("werkzeug", log)
     try:
-        _wait_until_serving(port, process)
         requests.get(f"http://127.0.0.1:{port}/hello?x=1", timeout=10)
     finally:
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=10)
-    logged = [line + "\n" for line in stderr.splitlines() if '"GET /hello' in line]
+        process.wait(10)
+    logged = [line + "\n" for line in log.read_text().splitlines() if '"GET /hello' in line]
     assert len(logged) == 1
     assert _WERKZEUG_REQUEST_LINE.fullmatch(logged[0]), logged
 
