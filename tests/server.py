@@ -40,13 +40,6 @@ ALL_MODELS: dict[str, list[str]] = {**MODELS, **WORKER_MODELS}
 SINGLE_PROCESS_MODELS = {name: options for name, options in MODELS.items() if "-w" not in options}
 
 
-def free_port() -> int:
-    """A port nothing listens on now, for a server that must be told its port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def listening_port(text: str) -> int | None:
     """The port of the first "Listening at http://127.0.0.1:PORT" line in `text` (or
     Werkzeug's "Running on ..."), None before a server logged one."""
