@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from tests.server import RunningServer
+from tests.wire import read_until_closed
 
 TIMEOUT = 5.0
 
@@ -22,15 +23,9 @@ def exchange(port: int, path: str) -> bytes:
     A server that kept the connection open would make this time out.
     """
     request = f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode()
-    received = b""
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
         sock.sendall(request)
-        try:
-            while piece := sock.recv(65536):
-                received += piece
-        except ConnectionResetError:
-            pass
-    return received
+        return read_until_closed(sock, reset_ends=True)
 
 
 def split_response(received: bytes) -> tuple[int, dict[str, str], bytes]:

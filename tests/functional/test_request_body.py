@@ -13,6 +13,7 @@ import time
 import pytest
 
 from tests.server import RunningServer
+from tests.wire import read_until_closed
 
 TIMEOUT = 5.0
 BODY = b"first line\nsecond line\n\nlast line, no newline"
@@ -37,13 +38,6 @@ SECOND = (
     b"POST /echo HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
     b"Content-Length: 18\r\n\r\nthe second request"
 )
-
-
-def read_until_closed(sock: socket.socket) -> bytes:
-    received = b""
-    while piece := sock.recv(65536):
-        received += piece
-    return received
 
 
 def responses_until_closed(port: int, data: bytes) -> list[tuple[int, bytes]]:

@@ -31,6 +31,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.test import stream_encode_multipart
 
 from tests.dev_server import DevServer
+from tests.wire import read_until_closed
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +46,6 @@ def _environ(server: DevServer, target: str = "/", **kwargs: object) -> dict[str
     assert response.status == 200, body
     environ: dict[str, object] = json.loads(body)
     return environ
-
-
-def _receive_all(sock: socket.socket) -> bytes:
-    received = b""
-    while data := sock.recv(65536):
-        received += data
-    return received
 
 
 # test_server
@@ -266,7 +260,7 @@ def test_a_streamed_response_to_http_1_0_ends_with_the_connection(
     # HTTP/1.1 in every model, so the close-delimited case is an HTTP/1.0 client's.
     with socket.create_connection(("127.0.0.1", streaming_server.port), timeout=10) as sock:
         sock.sendall(f"GET {target} HTTP/1.0\r\n\r\n".encode())
-        received = _receive_all(sock)
+        received = read_until_closed(sock)
     head, _, body = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 200 ")
     assert b"\r\nconnection: close" in head.lower()
@@ -303,7 +297,7 @@ def test_expect_100_continue_is_answered_before_the_body(form_server: DevServer)
             interim += data
         assert interim.startswith(b"HTTP/1.1 100 Continue\r\n")
         sock.sendall(b"value=1")
-        received = interim.partition(b"\r\n\r\n")[2] + _receive_all(sock)
+        received = interim.partition(b"\r\n\r\n")[2] + read_until_closed(sock)
     head, _, body = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     assert json.loads(body)["form"] == {"value": "1"}
@@ -312,7 +306,7 @@ def test_expect_100_continue_is_answered_before_the_body(form_server: DevServer)
 def test_connection_close_is_honoured(environ_server: DevServer) -> None:
     with socket.create_connection(("127.0.0.1", environ_server.port), timeout=10) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        received = _receive_all(sock)
+        received = read_until_closed(sock)
     head = received.partition(b"\r\n\r\n")[0].lower()
     assert head.startswith(b"http/1.1 200 ")
     assert b"\r\nconnection: close" in head
