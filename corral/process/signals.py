@@ -43,22 +43,35 @@ class _Handlers:
     def stop(self, signum: int, _frame: object) -> None:
         dispatcher = self.dispatcher
         name = signal.Signals(signum).name.removeprefix("SIG")
-        busy = dispatcher.requests_in_flight()
-        running = f"; {len(busy)} request{'s' if len(busy) != 1 else ''} in flight" if busy else ""
         if dispatcher.stop_requested:
-            error_log.info("Received %s again: stopping at once%s", name, running)
-        elif signum == signal.SIGTERM:
+            # Said first: stopping at once may end a request on this very thread.
+            error_log.info("Received %s again: stopping at once%s", name, self._running())
+            self._act(signum)
+            return
+        # Acted on before it is logged: a second signal can interrupt this handler
+        # (Ctrl-C to a process group that a supervisor also forwards) and must then find
+        # the first one counted.
+        self._act(signum)
+        if signum == signal.SIGTERM:
             error_log.info(
                 "Received TERM: stopping gracefully within %g s%s",
                 dispatcher.graceful_timeout,
-                running,
+                self._running(),
             )
         else:
-            error_log.info("Received %s: stopping within %g s%s", name, QUICK_STOP_SECONDS, running)
+            error_log.info(
+                "Received %s: stopping within %g s%s", name, QUICK_STOP_SECONDS, self._running()
+            )
+
+    def _act(self, signum: int) -> None:
         if signum == signal.SIGTERM:
-            dispatcher.request_stop()
+            self.dispatcher.request_stop()
         else:
-            dispatcher.request_quick_stop()
+            self.dispatcher.request_quick_stop()
+
+    def _running(self) -> str:
+        busy = self.dispatcher.requests_in_flight()
+        return f"; {len(busy)} request{'s' if len(busy) != 1 else ''} in flight" if busy else ""
 
     def master_signal(self, signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name.removeprefix("SIG")

@@ -76,3 +76,5 @@ def test_a_second_signal_stops_at_once(
         code, elapsed = stopped_after(server, started, 10)
     assert code == 0, server.log
     assert elapsed < 2.5, (elapsed, server.log)
+    if "-w" not in ALL_MODELS[model]:
+        assert server.wait_for_log("Received INT again: stopping at once"), server.log
