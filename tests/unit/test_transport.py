@@ -57,9 +57,9 @@ def test_peer_and_pending(pair: tuple[PlainTransport, socket.socket]) -> None:
     transport, client = pair
     assert transport.peer_text() == "192.0.2.7:50123"
     assert transport.fileno() == transport.sock.fileno()
+    # A socket pair delivers at once: the bytes are in the kernel when sendall returns,
+    # and there they wait, not in the transport.
     client.sendall(b"abc")
-    time.sleep(0.05)
-    # The bytes wait in the kernel, not in the transport.
     assert transport.pending() == 0
     assert transport.has_bytes_waiting()
     assert transport.receive_ready(10) == b"abc"
@@ -74,12 +74,11 @@ def test_send_all_of_a_large_buffer_waits_while_the_peer_reads(
     data = os.urandom(8 << 20)
     received = bytearray()
 
-    def read_slowly() -> None:
-        # Let the socket buffer fill first, so the sender has to wait for room.
-        time.sleep(0.1)
+    def read_everything() -> None:
+        # 8 MiB is far more than a socket buffer holds, so the sender waits for room.
         _read_exactly(client, len(data), received)
 
-    reader = threading.Thread(target=read_slowly)
+    reader = threading.Thread(target=read_everything)
     reader.start()
     transport.send_all(data)
     reader.join(10)
@@ -128,7 +127,6 @@ def test_half_close_ends_our_side_and_drains_theirs(
     transport, client = pair
     client.sendall(b"the rest of a request the answer refused" * 100)
     transport.send_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-    time.sleep(0.05)
     transport.half_close()
     answer = bytearray()
     _read_exactly(client, 1 << 20, answer)
