@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,17 @@ class ServingState:
     observers: tuple[RequestObserver, ...] = ()
     stopping: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # What happens on a new connection before its first request, in order (a PROXY
+    # protocol header, a TLS handshake): see `OpeningStep`.
+    opening: tuple[OpeningStep, ...] = ()
+
+
+# One step of opening a connection, run by the dispatcher on its own thread each time the
+# connection turns readable until it returns True (done). It must never wait: it reads
+# what has arrived and returns False to be called again when more arrives. It may replace
+# `connection.transport` or `connection.peer`. Any OSError or ValueError it raises closes
+# the connection. Steps that are not done within the client timeout close it too.
+OpeningStep = Callable[["Connection"], bool]
 
 
 class Connection:
@@ -71,6 +83,7 @@ class Connection:
         "held",
         "idle_since",
         "on_close",
+        "opening",
         "peer",
         "request",
         "request_started",
@@ -90,6 +103,8 @@ class Connection:
         # Accepted, its first request not yet handed to the model (see Dispatcher).
         self.fresh = False
         self.closed = False
+        # The opening steps not yet done; None once there are none left.
+        self.opening: list[OpeningStep] | None = list(state.opening) or None
         self.idle_since = time.monotonic()
         self.on_close: Any = None
         # The last bytes of responses already complete, not sent yet: see `send_last`.

@@ -322,6 +322,25 @@ class Dispatcher:
             # Full now, or (served inline, or its fresh slot handed over) free.
             self._check_slots()
 
+    def _open(self, connection: Connection) -> bool:
+        """Run the connection's opening steps (`ServingState.opening`) on this thread;
+        True once all are done and the connection may be served."""
+        steps = connection.opening
+        assert steps is not None
+        try:
+            while steps:
+                if not steps[0](connection):
+                    if self.rearm:
+                        self.readiness.rearm(connection.fd)
+                    return False
+                del steps[0]
+        except (OSError, ValueError) as error:
+            error_log.debug("%s: connection not opened: %s", connection.peer_text(), error)
+            connection.close()
+            return False
+        connection.opening = None
+        return True
+
     def _accept(self, fd: int) -> None:
         listener, state = self.listeners[fd]
         is_tcp = listener.family != socket.AF_UNIX
@@ -416,9 +435,12 @@ class Dispatcher:
         for connection in list(self.connections.values()):
             if connection.busy:
                 continue
-            # A half-received head gets the client timeout; an idle keep-alive connection
-            # the keep-alive timeout.
-            limit = self.client_timeout if connection.buffer else self.keep_alive
+            # A half-received head, or a connection still opening, gets the client
+            # timeout; an idle keep-alive connection the keep-alive timeout.
+            if connection.buffer or connection.opening is not None:
+                limit = self.client_timeout
+            else:
+                limit = self.keep_alive
             if now - connection.idle_since > limit:
                 connection.close()
 
