@@ -317,6 +317,11 @@ def main(
     except (BindError, PidFileError) as error:
         print(f"corral: error: {error}", file=sys.stderr)
         return RUNTIME_ERROR
+    except ConfigError as error:
+        # The TLS settings name files that make no context (a key that is not the
+        # certificate's, say): found only once they are read.
+        print(f"corral: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
     return 0
 
 

@@ -8,6 +8,7 @@ them by name. Precedence: defaults < config file < environment < command line.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -158,6 +159,68 @@ def hook(value: Any) -> Hook:
     return function
 
 
+def readable_file(value: Any) -> str | None:
+    """The path of a file this process can read, or None for none."""
+    if value is None:
+        return None
+    path = string(value)
+    if not os.path.isfile(path):
+        reason = "no such file" if not os.path.exists(path) else "not a file"
+        raise ValueError(f"cannot read {path}: {reason}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+    return path
+
+
+# gunicorn's --cert-reqs takes ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED by value.
+_CERTIFICATE_REQUIREMENTS = {"none": 0, "optional": 1, "required": 2}
+
+
+def certificate_requirement(value: Any) -> int:
+    """0, 1 or 2 (ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED), or their names."""
+    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1, 2):
+        return int(value)
+    lowered = str(value).strip().lower().removeprefix("cert_")
+    if lowered in ("0", "1", "2"):
+        return int(lowered)
+    if lowered in _CERTIFICATE_REQUIREMENTS:
+        return _CERTIFICATE_REQUIREMENTS[lowered]
+    raise ValueError(f"{value!r}: must be none (0), optional (1) or required (2)")
+
+
+# gunicorn's --ssl-version names a protocol of the ssl module (PROTOCOL_TLS_SERVER, 17),
+# by name or value; each is read as the oldest TLS version it allows. ssl.TLSVersion's
+# values (771, 772) are understood too. Matched by value, so that the master need not
+# import ssl (gevent must patch it first).
+_TLS_VERSIONS = {
+    **dict.fromkeys(("tlsv1.2", "tlsv1_2", "1.2", "771", "5"), "TLSv1.2"),
+    **dict.fromkeys(("tls", "sslv23", "2", "tls_server", "17"), "TLSv1.2"),
+    **dict.fromkeys(("tlsv1.3", "tlsv1_3", "1.3", "772"), "TLSv1.3"),
+}
+_BROKEN_TLS_VERSIONS = frozenset(
+    ("tlsv1", "tlsv1_1", "tlsv1.0", "tlsv1.1", "1.0", "1.1", "sslv3", "3", "4", "769", "770")
+)
+
+
+def tls_version(value: Any) -> str:
+    """The oldest TLS version to accept: "TLSv1.2" or "TLSv1.3"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(int(value))
+    else:
+        text = str(value).strip().lower().removeprefix("protocol_")
+    if text in _TLS_VERSIONS:
+        return _TLS_VERSIONS[text]
+    if text in _BROKEN_TLS_VERSIONS:
+        raise ValueError(
+            f"{value!r}: TLS 1.0 and 1.1 are broken (RFC 8996) and not offered; "
+            "use TLSv1.2 or TLSv1.3"
+        )
+    raise ValueError(f"{value!r}: must be TLSv1.2 or TLSv1.3")
+
+
 def _integer(text: Any) -> int:
     if isinstance(text, bool):
         raise ValueError(f"{text!r} is not a whole number")
@@ -221,8 +284,10 @@ _HOOKS = (
     ("on_exit", "on_exit(server): in the master, as it exits."),
     (
         "ssl_context",
-        "ssl_context(conf, default_ssl_context_factory): returns the SSLContext for TLS; "
-        "stored, and used once corral serves TLS itself.",
+        "ssl_context(conf, default_ssl_context_factory): in each serving process, returns "
+        "the ssl.SSLContext to serve TLS with (SNI through its sni_callback); the factory "
+        "builds the one the TLS settings describe. Given, TLS is served even without "
+        "--certfile; read again on HUP.",
     ),
 )
 
@@ -546,6 +611,75 @@ SETTINGS: tuple[Setting, ...] = (
         "Logging",
         "LEVEL",
     ),
+    Setting(
+        "certfile",
+        ("--certfile",),
+        readable_file,
+        None,
+        "PEM file with the server's certificate, then its chain; given, every address "
+        "serves HTTPS. Read by each serving process (as --user), again on HUP.",
+        "TLS",
+        "FILE",
+    ),
+    Setting(
+        "keyfile",
+        ("--keyfile",),
+        readable_file,
+        None,
+        "PEM file with the certificate's private key, unencrypted; default: the key inside "
+        "--certfile.",
+        "TLS",
+        "FILE",
+    ),
+    Setting(
+        "ca_certs",
+        ("--ca-certs",),
+        readable_file,
+        None,
+        "PEM file of the certificate authorities that client certificates are checked "
+        "against (--cert-reqs); none unless named.",
+        "TLS",
+        "FILE",
+    ),
+    Setting(
+        "cert_reqs",
+        ("--cert-reqs",),
+        certificate_requirement,
+        0,
+        "Client certificates: 0 or none (not asked for), 1 or optional (checked when sent), "
+        "2 or required.",
+        "TLS",
+        "N",
+    ),
+    Setting(
+        "ssl_version",
+        ("--ssl-version",),
+        tls_version,
+        "TLSv1.2",
+        "Oldest TLS version accepted: TLSv1.2 or TLSv1.3 (gunicorn's protocol names and "
+        "numbers are read as the oldest they allow; TLS 1.0 and 1.1 are refused).",
+        "TLS",
+        "VERSION",
+    ),
+    Setting(
+        "ciphers",
+        ("--ciphers",),
+        optional_string,
+        None,
+        "OpenSSL cipher list for TLS 1.2 (TLS 1.3's suites are OpenSSL's); default: Python's.",
+        "TLS",
+        "LIST",
+    ),
+    Setting(
+        "ssl_handshake_timeout",
+        ("--ssl-handshake-timeout",),
+        seconds,
+        10.0,
+        "Seconds a client has from connecting to finishing the TLS handshake (nginx's "
+        "ssl_handshake_timeout); a handshake never holds a worker meanwhile.",
+        "TLS",
+        "SECONDS",
+    ),
     *(Setting(name, (), hook, None, text, "Server hooks") for name, text in _HOOKS),
 )
 
@@ -607,6 +741,13 @@ class Config:
     access_logformat: str
     error_logfile: str
     log_level: str
+    certfile: str | None
+    keyfile: str | None
+    ca_certs: str | None
+    cert_reqs: int
+    ssl_version: str
+    ciphers: str | None
+    ssl_handshake_timeout: float
     on_starting: Hook
     on_reload: Hook
     when_ready: Hook
@@ -627,6 +768,12 @@ class Config:
     @property
     def timeouts(self) -> Timeouts:
         return Timeouts(self.keep_alive, self.client_timeout, self.graceful_timeout)
+
+    @property
+    def is_ssl(self) -> bool:
+        """True when corral serves TLS: --certfile or an ssl_context hook is given
+        (gunicorn's name, which its hooks may read)."""
+        return self.certfile is not None or self.ssl_context is not None
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting by name, values as they are (not copied)."""
@@ -708,6 +855,8 @@ def _check_combination(values: dict[str, Any]) -> None:
         )
     if not values["bind"]:
         raise ConfigError("--bind: at least one address is needed")
+    if values["keyfile"] is not None and values["certfile"] is None:
+        raise ConfigError("--keyfile needs --certfile, the certificate the key belongs to")
 
 
 def settings_markdown() -> str:

@@ -43,7 +43,14 @@ class GunicornSetting:
     default: Any = None
 
 
-_TLS = "terminate TLS in a proxy (nginx, HAProxy) in front of corral"
+_RAGGED_EOF = (
+    "drop it; a client that closes without TLS's close_notify ends its connection as a "
+    "plain close does"
+)
+_HANDSHAKE = (
+    "drop it; corral always finishes the TLS handshake in its event loop, before the "
+    "connection reaches a worker"
+)
 _FOREGROUND = "run corral in the foreground under systemd, Docker or supervisord"
 _PROXY_HEADERS = (
     "corral passes X-Forwarded-* headers to the app untouched; apply them with a WSGI "
@@ -109,7 +116,7 @@ GUNICORN_SETTINGS: tuple[GunicornSetting, ...] = (
         "sendfile",
         ("--no-sendfile",),
         None,
-        "drop it; corral always sends wsgi.file_wrapper files with sendfile()",
+        "drop it; corral sends wsgi.file_wrapper files with sendfile() (copied under TLS)",
     ),
     GunicornSetting("reuse_port", ("--reuse-port",), "reuse_port"),
     GunicornSetting(
@@ -198,15 +205,16 @@ GUNICORN_SETTINGS: tuple[GunicornSetting, ...] = (
     GunicornSetting(
         "proxy_allow_ips", ("--proxy-allow-from",), None, _PROXY_PROTOCOL, "127.0.0.1,::1"
     ),
-    GunicornSetting("keyfile", ("--keyfile",), None, _TLS),
-    GunicornSetting("certfile", ("--certfile",), None, _TLS),
-    # ssl.PROTOCOL_TLS and ssl.CERT_NONE, by value: naming them would import ssl here.
-    GunicornSetting("ssl_version", ("--ssl-version",), None, _TLS, 2),
-    GunicornSetting("cert_reqs", ("--cert-reqs",), None, _TLS, 0),
-    GunicornSetting("ca_certs", ("--ca-certs",), None, _TLS),
-    GunicornSetting("suppress_ragged_eofs", ("--suppress-ragged-eofs",), None, _TLS, True),
-    GunicornSetting("do_handshake_on_connect", ("--do-handshake-on-connect",), None, _TLS, False),
-    GunicornSetting("ciphers", ("--ciphers",), None, _TLS),
+    GunicornSetting("keyfile", ("--keyfile",), "keyfile"),
+    GunicornSetting("certfile", ("--certfile",), "certfile"),
+    GunicornSetting("ssl_version", ("--ssl-version",), "ssl_version"),
+    GunicornSetting("cert_reqs", ("--cert-reqs",), "cert_reqs"),
+    GunicornSetting("ca_certs", ("--ca-certs",), "ca_certs"),
+    GunicornSetting("suppress_ragged_eofs", ("--suppress-ragged-eofs",), None, _RAGGED_EOF, True),
+    GunicornSetting(
+        "do_handshake_on_connect", ("--do-handshake-on-connect",), None, _HANDSHAKE, False
+    ),
+    GunicornSetting("ciphers", ("--ciphers",), "ciphers"),
     GunicornSetting("strip_header_spaces", ("--strip-header-spaces",), None, _STRICT, False),
     GunicornSetting(
         "permit_unconventional_http_method",

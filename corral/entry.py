@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.app_loading import load_app
-from corral.config import Config
+from corral.config import Config, ConfigError
 from corral.process.setup import (
     configure_logging,
     drop_privileges,
@@ -24,6 +24,7 @@ from corral.serving.assembly import (
     PidFileError,
     build_dispatcher,
     describe_concurrency,
+    make_server_tls,
     make_worker_model,
     open_listeners,
     reopen_access_logs,
@@ -40,7 +41,9 @@ def serve(app: Any, config: Config) -> None:
     """Serve `app` from this one process until TERM or INT, then drain and return.
 
     Raises `corral.serving.listeners.BindError` when an address cannot be listened on,
-    and `corral.serving.assembly.PidFileError` when the --pid file cannot be written.
+    `corral.serving.assembly.PidFileError` when the --pid file cannot be written, and
+    `corral.serving.tls.TLSSetupError` (a `ConfigError`) when the TLS settings cannot make
+    a context.
     """
     from corral.process.master import Worker, remove_pidfile, write_pidfile
     from corral.process.reloader import watch_app_sources
@@ -55,8 +58,17 @@ def serve(app: Any, config: Config) -> None:
             for sock in listeners:
                 sock.close()
             raise PidFileError(f"cannot write the pid file: {error}") from None
-    # As a worker does: bound first, then the user and group the config names.
+    # As a worker does: bound first, then the user and group the config names, then
+    # the TLS files read as that user.
     drop_privileges(config)
+    try:
+        tls = make_server_tls(config)
+    except ConfigError:
+        for sock in listeners:
+            sock.close()
+        if config.pid:
+            remove_pidfile(config.pid, os.getpid())
+        raise
     hooks = RequestHooks.from_config(config, worker=None)
     if hooks is not None:
         # The `worker` gunicorn's request hooks get (hooks use worker.log, worker.pid).
@@ -64,16 +76,21 @@ def serve(app: Any, config: Config) -> None:
         record.pid = os.getpid()
         hooks.worker = record
     dispatcher = build_dispatcher(
-        app, config, listeners, model, [hooks] if hooks is not None else []
+        app, config, listeners, model, [hooks] if hooks is not None else [], tls=tls
     )
     dispatcher.on_reopen = lambda: reopen_logs(config, lambda: reopen_access_logs(dispatcher))
     if threading.current_thread() is threading.main_thread():
-        install_single_process_handlers(dispatcher)
+        reload_tls = None
+        if tls is not None:
+            from corral.serving.tls import make_reload_trigger
+
+            reload_tls = make_reload_trigger(tls, dispatcher.watch)
+        install_single_process_handlers(dispatcher, reload_tls)
     error_log.info("corral %s (pid %d)", __version__, os.getpid())
     error_log.info("Concurrency: %s", model.describe())
     warn_worker_process_settings(config)
     for sock in listeners:
-        error_log.info("Listening at %s", describe(sock))
+        error_log.info("Listening at %s", describe(sock, "http" if tls is None else "https"))
     watch_app_sources()
     freeze_heap()
     try:
@@ -93,12 +110,19 @@ def serve_with_workers(
 ) -> int:
     """Run the master and its workers until stopped; the command's exit status.
 
-    Raises `BindError` when an address cannot be listened on.
+    Raises `BindError` when an address cannot be listened on, and `TLSSetupError` when
+    the TLS settings cannot make a context.
     """
     from corral.process.master import Master
     from corral.process.worker_process import WorkerBoot
 
     configure_logging(config)
+    if config.is_ssl and config.worker_class != "gevent":
+        # Each worker makes its own context (HUP's new workers read the files again);
+        # this one only tells a bad certificate at once, in one line, before anything
+        # is bound. Not under gevent, which must patch ssl before its first import: its
+        # workers fail to boot instead, and the master stops with their reason.
+        make_server_tls(config)
     boot = WorkerBoot(spec, app)
     master = Master(
         config, [], boot, reload_config, exec_argv, describe_concurrency, configure_logging
@@ -107,7 +131,7 @@ def serve_with_workers(
         config.on_starting(master)
     master.listeners = open_listeners(config)
     for sock in master.listeners:
-        error_log.info("Listening at %s", describe(sock))
+        error_log.info("Listening at %s", describe(sock, "https" if config.is_ssl else "http"))
     if config.preload and boot.app is None:
         assert spec is not None
         prepare_process(config)

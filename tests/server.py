@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# corral's startup line, and Werkzeug's run_simple's, naming the port it listens on.
-_LISTENING = re.compile(r"(?:Listening at|Running on) http://127\.0\.0\.1:(\d+)")
+# corral's startup line, and Werkzeug's run_simple's, naming the port it listens on (over
+# TLS, with https).
+_LISTENING = re.compile(r"(?:Listening at|Running on) (https?)://127\.0\.0\.1:(\d+)")
 
 # The concurrency models every behaviour test runs under, by their command-line options.
 MODELS: dict[str, list[str]] = {
@@ -42,9 +43,15 @@ SINGLE_PROCESS_MODELS = {name: options for name, options in MODELS.items() if "-
 
 def listening_port(text: str) -> int | None:
     """The port of the first "Listening at http://127.0.0.1:PORT" line in `text` (or
-    Werkzeug's "Running on ..."), None before a server logged one."""
+    https://, or Werkzeug's "Running on ..."), None before a server logged one."""
     match = _LISTENING.search(text)
-    return int(match.group(1)) if match else None
+    return int(match.group(2)) if match else None
+
+
+def listening_scheme(text: str) -> str | None:
+    """The scheme, http or https, from the same line as `listening_port`."""
+    match = _LISTENING.search(text)
+    return match.group(1) if match else None
 
 
 def open_idle_connections(port: int, count: int) -> list[socket.socket]:
@@ -133,6 +140,7 @@ class RunningServer:
         self.lines: list[str] = []
         self.port_found = threading.Event()
         self.port = 0
+        self.scheme = "http"
         self.reader = threading.Thread(target=self._read_output, daemon=True)
         self.reader.start()
         if not self.port_found.wait(start_timeout):
@@ -146,6 +154,7 @@ class RunningServer:
             port = listening_port(line)
             if port and not self.port:
                 self.port = port
+                self.scheme = listening_scheme(line) or "http"
                 self.port_found.set()
 
     @property
@@ -154,7 +163,7 @@ class RunningServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def wait_for_log(self, text: str, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout

@@ -2,9 +2,10 @@
 
 TERM drains within --graceful-timeout; INT and QUIT within about a second; a second one of
 them stops at once; each is logged as it arrives, with the requests in flight. USR1
-reopens the log files. HUP, USR2, TTIN and TTOU, which gunicorn's master answers, are
-logged and change nothing: left to their defaults, HUP, USR1 and USR2 would end the
-process and TTIN and TTOU stop it. Worker processes and the master install their own
+reopens the log files. HUP reads the TLS certificates again when the process serves
+TLS. HUP otherwise, USR2, TTIN and TTOU, which gunicorn's master answers, are logged and
+change nothing: left to their defaults, HUP, USR1 and USR2 would end the process and TTIN
+and TTOU stop it. Worker processes and the master install their own
 (`worker_process.py`, `master.py`).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from corral.serving.dispatcher import QUICK_STOP_SECONDS
@@ -25,11 +27,14 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _MASTER_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU)
 
 
-def install_single_process_handlers(dispatcher: Dispatcher) -> None:
+def install_single_process_handlers(
+    dispatcher: Dispatcher, reload_tls: Callable[[], None] | None = None
+) -> None:
     """On the main thread, before the server says it listens: a signal sent as soon as
-    it does must find its handler."""
+    it does must find its handler. `reload_tls`, safe to call in a signal handler, has
+    the TLS certificates read again (HUP)."""
     dispatcher.prepare_signals()
-    handlers = _Handlers(dispatcher)
+    handlers = _Handlers(dispatcher, reload_tls)
     for signum in _STOP_SIGNALS:
         signal.signal(signum, handlers.stop)
     for signum in _MASTER_SIGNALS:
@@ -37,8 +42,9 @@ def install_single_process_handlers(dispatcher: Dispatcher) -> None:
 
 
 class _Handlers:
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, reload_tls: Callable[[], None] | None) -> None:
         self.dispatcher = dispatcher
+        self.reload_tls = reload_tls
 
     def stop(self, signum: int, _frame: object) -> None:
         dispatcher = self.dispatcher
@@ -78,6 +84,10 @@ class _Handlers:
         if signum == signal.SIGUSR1:
             error_log.info("Received USR1: reopening log files")
             self.dispatcher.request_reopen()
+            return
+        if signum == signal.SIGHUP and self.reload_tls is not None:
+            error_log.info("Received HUP: reading the TLS certificates again")
+            self.reload_tls()
             return
         if signum == signal.SIGHUP:
             why = "reloading needs worker processes (-w N); --reload restarts on changes"

@@ -21,6 +21,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from corral.app_loading import AppLoadError, load_app
+from corral.config import ConfigError
 from corral.process.exit_codes import WORKER_BOOT_ERROR
 from corral.process.heartbeat import READY, RETIRING
 from corral.process.master import call_hook, unblock_signals_to_workers
@@ -32,7 +33,12 @@ from corral.process.setup import (
     reopen_logs,
     set_process_title,
 )
-from corral.serving.assembly import build_dispatcher, make_worker_model, reopen_access_logs
+from corral.serving.assembly import (
+    build_dispatcher,
+    make_server_tls,
+    make_worker_model,
+    reopen_access_logs,
+)
 from corral.serving.request_observer import InFlightTable, RequestHooks, RequestObserver
 
 if TYPE_CHECKING:
@@ -81,6 +87,13 @@ class WorkerRun:
         except Exception as error:
             error_log.error("Worker %d cannot start: %s", os.getpid(), error)
             return WORKER_BOOT_ERROR
+        try:
+            # After the patching (gevent's ssl), as the user the worker runs as; a new
+            # worker after HUP reads the files again.
+            tls = make_server_tls(config)
+        except ConfigError as error:
+            self.master.report_boot_failure(str(error), "")
+            return WORKER_BOOT_ERROR
         app = self.boot.app
         if app is None:
             assert self.boot.spec is not None
@@ -101,7 +114,7 @@ class WorkerRun:
             observers.append(hooks)
         self.memory_limit = self._memory_limit()
         dispatcher = build_dispatcher(
-            app, config, self.master.listeners, model, observers, multiprocess=True
+            app, config, self.master.listeners, model, observers, multiprocess=True, tls=tls
         )
         self.dispatcher = dispatcher
         dispatcher.on_tick = self._tick

@@ -7,11 +7,12 @@ naming settings a single process ignores.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.config import Config
 from corral.http.parser import HeadLimits
@@ -22,6 +23,9 @@ from corral.serving.listeners import inherited_listeners, listen, listener_info
 from corral.serving.request_observer import RequestObserver
 from corral.workers import WorkerModel, make_model, model_name
 from corral.wsgi.environ import base_environ
+
+if TYPE_CHECKING:
+    from corral.serving.tls import ServerTLS
 
 error_log = logging.getLogger("corral.error")
 
@@ -59,6 +63,16 @@ def open_listeners(config: Config) -> list[socket.socket]:
     return listeners
 
 
+def make_server_tls(config: Config) -> ServerTLS | None:
+    """The TLS context and handshake for a serving process, when the config asks for
+    TLS; None otherwise, without importing ssl. Raises `TLSSetupError` in one line."""
+    if not config.is_ssl:
+        return None
+    from corral.serving.tls import ServerTLS
+
+    return ServerTLS(config)
+
+
 def build_dispatcher(
     app: Any,
     config: Config,
@@ -66,9 +80,12 @@ def build_dispatcher(
     model: WorkerModel,
     observers: Sequence[RequestObserver] = (),
     multiprocess: bool = False,
+    tls: ServerTLS | None = None,
 ) -> Dispatcher:
     """The event loop serving `app` on `listeners` with `model`; the access log the
-    config names is the first of the request observers, `observers` follow it."""
+    config names is the first of the request observers, `observers` follow it. With
+    `tls` every listener serves HTTPS: each new connection's handshake is its opening
+    step."""
     limits = HeadLimits(
         request_line=config.limit_request_line,
         field_count=config.limit_request_fields,
@@ -84,6 +101,8 @@ def build_dispatcher(
     bound = []
     for sock in listeners:
         listener = listener_info(sock)
+        if tls is not None:
+            listener = dataclasses.replace(listener, scheme="https")
         environ = base_environ(
             listener.name,
             listener.port,
@@ -95,6 +114,9 @@ def build_dispatcher(
         state = ServingState(
             app, limits, listener, environ, config.client_timeout, access_log, every_observer
         )
+        if tls is not None:
+            state.opening += (tls.open,)
+            state.opening_timeout = config.ssl_handshake_timeout
         bound.append((sock, state))
     return Dispatcher(
         bound,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +61,9 @@ class ServingState:
     # What happens on a new connection before its first request, in order (a PROXY
     # protocol header, a TLS handshake): see `OpeningStep`.
     opening: tuple[OpeningStep, ...] = ()
+    # Seconds from accept that the opening steps may take (--ssl-handshake-timeout);
+    # None for the client timeout.
+    opening_timeout: float | None = None
 
 
 # One step of opening a connection, run by the dispatcher on its own thread each time the
@@ -112,6 +116,22 @@ class Connection:
         # The request being served and when it began, for the log of a stop that cuts it.
         self.request: RequestHead | None = None
         self.request_started = 0.0
+
+    @property
+    def stays_in_process(self) -> bool:
+        """True when a process that serves this connection must keep it to its end: its
+        transport's state (a TLS session) cannot be handed back to another process."""
+        return self.transport.stays_in_process
+
+    def serve_to_end(self, idle_seconds: float) -> None:
+        """Serve request after request until the client closes, or sends nothing for
+        `idle_seconds` after a response (the client timeout inside a request head); then
+        close. For a forked process serving a connection that stays in it."""
+        while self.serve():
+            limit = self.state.client_timeout if self.buffer else idle_seconds
+            if not self.transport.pending() and not _readable_within(self.fd, limit):
+                break
+        self.close()
 
     def restore(self, received: bytes) -> None:
         """Take back bytes received by another process serving this connection (the start
@@ -350,3 +370,9 @@ class Connection:
 
     def peer_text(self) -> str:
         return self.transport.peer_text()
+
+
+def _readable_within(fd: int, seconds: float) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(seconds * 1000))

@@ -308,6 +308,8 @@ class Dispatcher:
     def submit(self, connection: Connection) -> None:
         """Hand a connection with bytes to read to the model. Called by the loop, or by a
         readiness set that delivers ready connections itself (gevent's)."""
+        if connection.opening is not None and not self._open(connection):
+            return
         connection.busy = True
         if connection.fresh:
             connection.fresh = False
@@ -435,9 +437,13 @@ class Dispatcher:
         for connection in list(self.connections.values()):
             if connection.busy:
                 continue
-            # A half-received head, or a connection still opening, gets the client
-            # timeout; an idle keep-alive connection the keep-alive timeout.
-            if connection.buffer or connection.opening is not None:
+            # A connection still opening gets its listener's opening timeout (the TLS
+            # handshake's), a half-received head the client timeout, and an idle
+            # keep-alive connection the keep-alive timeout.
+            if connection.opening is not None:
+                opening_timeout = connection.state.opening_timeout
+                limit = self.client_timeout if opening_timeout is None else opening_timeout
+            elif connection.buffer:
                 limit = self.client_timeout
             else:
                 limit = self.keep_alive

@@ -117,14 +117,14 @@ def listen(address: str, backlog: int, reuse_port: bool = False) -> socket.socke
         raise BindError(f"cannot listen on {address}: {error.strerror or error}") from None
 
 
-def describe(sock: socket.socket) -> str:
-    """The URL-ish name a user would connect to."""
+def describe(sock: socket.socket, scheme: str = "http") -> str:
+    """The URL-ish name a user would connect to; `scheme` "https" when it serves TLS."""
     if sock.family == socket.AF_UNIX:
         return f"unix:{sock.getsockname()}"
     host, port = sock.getsockname()[:2]
     if sock.family == socket.AF_INET6:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 @dataclass(frozen=True)

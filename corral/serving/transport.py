@@ -40,6 +40,9 @@ class Transport(Protocol):
     except `receive_ready`, whose OSError the caller takes as the connection's end."""
 
     peer: Any
+    # True when the transport's state lives in the memory of the process using it (a TLS
+    # session): a forked process serving the connection must keep it to its end.
+    stays_in_process: bool
 
     def fileno(self) -> int: ...
 
@@ -83,6 +86,8 @@ class PlainTransport:
 
     # Whether `sendfile` may hand the file to the kernel; a TLS transport must copy.
     uses_os_sendfile = True
+    # The kernel holds all of a plain connection's state: any process can take it up.
+    stays_in_process = False
 
     def __init__(
         self, sock: socket.socket, peer: Any, timeout: float, cooperative: bool = False

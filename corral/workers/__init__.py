@@ -25,6 +25,15 @@ class Served(Protocol):
         """Take back bytes another process received on this connection but did not use
         (process per request: a next request's start)."""
 
+    @property
+    def stays_in_process(self) -> bool:
+        """True when a forked process serving the connection must keep it to its end
+        (its TLS session lives in that process's memory)."""
+        ...
+
+    def serve_to_end(self, idle_seconds: float) -> None:
+        """Serve requests until the client closes or is idle `idle_seconds`; then close."""
+
 
 class Host(Protocol):
     """What a model may ask of the dispatcher that hands it connections
@@ -150,7 +159,9 @@ MODELS: dict[str, ModelEntry] = {
         "corral.workers.thread_per_request", "ThreadPerRequest", ("max_threads",)
     ),
     "process-per-request": ModelEntry(
-        "corral.workers.process_per_request", "ProcessPerRequest", ("process_per_request",)
+        "corral.workers.process_per_request",
+        "ProcessPerRequest",
+        ("process_per_request", "keep_alive"),
     ),
     "gevent": ModelEntry("corral.workers.coroutines", "Coroutines", ("worker_connections",)),
 }

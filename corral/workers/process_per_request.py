@@ -6,6 +6,12 @@ keep-alive connection holds no process. Bytes of a next request that had only pa
 arrived go back to the parent through the child's exit pipe: the child never waits for
 the rest of a head (a client that stops mid-head would hold a process), and the parent
 closes the connection when --client-timeout passes without it.
+
+A TLS connection cannot go back: its session (keys, record counters) lives in the memory
+of the child that used it, and the parent's copy is stale from the child's first record
+on. Its child keeps it to its end, serving request after request until the client
+closes or stays idle for --keep-alive, as Werkzeug's forking server keeps every
+connection.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ _CLOSED = 1
 class ProcessPerRequest(WorkerModel):
     multiprocess = True
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, keep_alive: float = 5.0) -> None:
         super().__init__()
         self.max_processes = processes
+        # How long a child keeping a connection to its end waits for the next request.
+        self.keep_alive = keep_alive
         self.children: dict[int, tuple[int, Served]] = {}
         self.waiting: collections.deque[Served] = collections.deque()
 
@@ -48,7 +56,9 @@ class ProcessPerRequest(WorkerModel):
             code = _CLOSED
             try:
                 dispatcher.close_in_child(keep=connection)
-                if connection.serve():
+                if connection.stays_in_process:
+                    connection.serve_to_end(self.keep_alive)
+                elif connection.serve():
                     code = _KEEP_OPEN
                     if connection.buffer:
                         _write_all(exit_write, bytes(connection.buffer))

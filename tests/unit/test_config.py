@@ -109,3 +109,40 @@ def test_config_is_frozen_and_derived_copies_keep_the_rest() -> None:
         config.threads = 8  # type: ignore[misc]
     derived = dataclasses.replace(config, workers=3)
     assert (derived.workers, derived.threads, config.workers) == (3, 4, 0)
+
+
+def test_tls_versions_in_corrals_and_gunicorns_spellings() -> None:
+    import ssl
+
+    for given in ("TLSv1.2", "1.2", "TLSv1_2", ssl.PROTOCOL_TLSv1_2, ssl.PROTOCOL_TLS_SERVER, 2):
+        assert build_config(None, {"ssl_version": given}).ssl_version == "TLSv1.2", given
+    for given in ("TLSv1.3", "1.3", ssl.TLSVersion.TLSv1_3):
+        assert build_config(None, {"ssl_version": given}).ssl_version == "TLSv1.3", given
+    for given in ("TLSv1", "TLSv1_1", ssl.TLSVersion.TLSv1_1, 3):
+        with pytest.raises(ConfigError, match=r"--ssl-version: .*RFC 8996"):
+            build_config(None, {"ssl_version": given})
+    with pytest.raises(ConfigError, match=r"must be TLSv1\.2 or TLSv1\.3"):
+        build_config(None, {"ssl_version": "SSLv2-please"})
+
+
+def test_client_certificate_requirements_by_number_and_name() -> None:
+    for given, expected in (("none", 0), (1, 1), ("2", 2), ("CERT_REQUIRED", 2)):
+        assert build_config(None, {"cert_reqs": given}).cert_reqs == expected
+    with pytest.raises(ConfigError, match="--cert-reqs: 3: must be none"):
+        build_config(None, {"cert_reqs": 3})
+
+
+def test_tls_files_must_be_readable_and_tls_is_on_with_a_certificate_or_a_hook(
+    tmp_path: Path,
+) -> None:
+    certificate = tmp_path / "cert.pem"
+    certificate.write_text("PEM\n")
+    assert not build_config().is_ssl
+    assert build_config(None, {"certfile": str(certificate)}).is_ssl
+    assert build_config(None, None, {"ssl_context": lambda conf, factory: None}).is_ssl
+    with pytest.raises(ConfigError, match=f"--ca-certs: cannot read {tmp_path}/no.pem: no such"):
+        build_config(None, {"ca_certs": str(tmp_path / "no.pem")})
+    with pytest.raises(ConfigError, match=f"CORRAL_CERTFILE: cannot read {tmp_path}: not a file"):
+        build_config({"CORRAL_CERTFILE": str(tmp_path)})
+    with pytest.raises(ConfigError, match="--keyfile needs --certfile"):
+        build_config(None, {"keyfile": str(certificate)})

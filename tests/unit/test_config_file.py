@@ -103,6 +103,33 @@ def test_gunicorn_names_from_the_file(tmp_path: Path) -> None:
     }
 
 
+def test_gunicorns_tls_settings_from_the_file(tmp_path: Path) -> None:
+    certificate = tmp_path / "cert.pem"
+    certificate.write_text("PEM\n")
+    path = write(
+        tmp_path,
+        f"""
+        import ssl
+        certfile = {str(certificate)!r}
+        keyfile = {str(certificate)!r}
+        ca_certs = {str(certificate)!r}
+        cert_reqs = ssl.CERT_REQUIRED
+        ssl_version = ssl.PROTOCOL_TLS_SERVER
+        ciphers = "ECDHE+AESGCM"
+        suppress_ragged_eofs = True
+        do_handshake_on_connect = False
+        """,
+    )
+    assert read_config_file(path) == {
+        "certfile": str(certificate),
+        "keyfile": str(certificate),
+        "ca_certs": str(certificate),
+        "cert_reqs": 2,
+        "ssl_version": "TLSv1.2",
+        "ciphers": "ECDHE+AESGCM",
+    }
+
+
 def test_precedence_file_environment_cmd_args_command_line(tmp_path: Path) -> None:
     path = write(tmp_path, "threads = 2\nkeepalive = 3\nbacklog = 64\ntimeout = 10\n")
     environ = {
@@ -295,7 +322,9 @@ def test_a_hook_must_be_callable(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("daemon = True\n", r"daemon is a gunicorn setting corral does not support: run"),
-        ("certfile = 'x.pem'\n", r"certfile is a gunicorn setting .* terminate TLS in a proxy"),
+        ("certfile = 'x.pem'\n", r"corral.conf.py: certfile: cannot read x.pem: no such file$"),
+        ("ssl_version = 'TLSv1'\n", r"ssl_version: 'TLSv1': TLS 1.0 and 1.1 are broken"),
+        ("do_handshake_on_connect = True\n", r"corral does not support: drop it; .* handshake"),
         ("raw_env = ['A=1', 'B']\n", r"corral.conf.py: raw_env: 'B' is not NAME=value$"),
         ("spew = True\n", r"spew is a gunicorn setting corral does not support: trace"),
         ("header_map = 'dangerous'\n", r"header_map is a gunicorn setting .* strictly"),
@@ -375,7 +404,11 @@ def test_bad_cmd_args_say_so(environ: dict[str, str], message: str) -> None:
     ("argv", "message"),
     [
         (["--daemon", "app:x"], r"^--daemon is a gunicorn setting corral does not support: "),
-        (["--certfile=a.pem", "app:x"], r"^--certfile is a gunicorn setting .* TLS"),
+        (
+            ["--do-handshake-on-connect", "app:x"],
+            r"^--do-handshake-on-connect is a gunicorn setting corral does not support: drop",
+        ),
+        (["--certfile=/no/a.pem", "app:x"], r"^--certfile: cannot read /no/a.pem: no such file$"),
         (["-e", "A", "app:x"], r"^--env: 'A' is not NAME=value$"),
         (["--env==1", "app:x"], r"^--env: '=1' is not NAME=value$"),
         (["--no-such-option", "app:x"], r"^unknown option --no-such-option \(corral --help"),
