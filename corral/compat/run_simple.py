@@ -61,6 +61,13 @@ def run_simple(
     (worker processes under a master, forked with the app already imported) or
     `config="corral.conf.py"` (a config file, below the keywords in precedence).
 
+    `ssl_context` serves HTTPS, taking what Werkzeug takes: an `ssl.SSLContext` (used as
+    it is, with ALPN set to "http/1.1"), a `(certfile, keyfile)` pair of PEM paths (a
+    1-tuple when the key is inside the certificate file), or "adhoc" for a throw-away
+    self-signed certificate for localhost, made with the `cryptography` package (`pip
+    install 'corral[adhoc]'`; without it, one line on standard error and status 1). The
+    start-up line then says `Listening at https://...`.
+
     Each request is logged on standard error as Werkzeug logs it,
     `127.0.0.1 - - [30/Nov/2026 15:20:00] "GET / HTTP/1.1" 200 -` (the target as sent,
     where Werkzeug decodes it), unless `access_logfile` is given: a path, "-" for
@@ -75,13 +82,14 @@ def run_simple(
     standard error in one line and ends the process with status 1, as Werkzeug does,
     rather than with a traceback.
 
-    Raises TypeError for a `port` that is not an int, and ValueError for `threaded`
-    together with `processes > 1` (both as Werkzeug does),
-    and for what corral cannot honour: `request_handler` (corral is not built on
+    Raises TypeError for a `port` that is not an int or an `ssl_context` of another
+    kind, and ValueError for `threaded` together with `processes > 1` (both as Werkzeug
+    does), and for what corral cannot honour: `request_handler` (corral is not built on
     http.server), `passthrough_errors=True` (application errors become a 500 response),
-    and `ssl_context` (terminate TLS in a proxy such as nginx or HAProxy), and for
-    `worker_class="gevent"` and `reload=True`, which need the app not yet imported. A bad corral
-    setting raises `corral.config.ConfigError`.
+    and for `worker_class="gevent"` and `reload=True`, which need the app not yet
+    imported. A bad corral setting raises `corral.config.ConfigError` (a certificate
+    file that cannot be read among them); files that make no TLS context (not PEM, a key
+    that is not the certificate's) are told in one line with status 1.
     """
     if not isinstance(port, int):
         raise TypeError("port must be an integer")
@@ -96,11 +104,6 @@ def run_simple(
             "corral.run_simple cannot pass errors through: application "
             "errors are logged and answered with 500"
         )
-    if ssl_context is not None:
-        raise ValueError(
-            "corral.run_simple does not serve TLS: terminate TLS in a proxy "
-            "(nginx, HAProxy) in front of corral"
-        )
     if processes < 1:
         raise ValueError("processes must be at least 1")
     if static_files:
@@ -112,7 +115,7 @@ def run_simple(
 
         application = DebuggedApplication(application, evalex=use_evalex)
     address = _bind_address(hostname, port)
-    overrides: dict[str, Any] = {"bind": [address], **settings}
+    overrides: dict[str, Any] = {"bind": [address], **_tls_settings(ssl_context), **settings}
     if threaded:
         overrides["thread_per_request"] = True
     elif processes > 1:
@@ -135,6 +138,7 @@ def run_simple(
     if config.reload:
         raise ValueError("corral.run_simple restarts on code changes with use_reloader=True")
 
+    from corral.config import ConfigError
     from corral.serving.assembly import PidFileError
     from corral.serving.listeners import BindError
 
@@ -148,7 +152,8 @@ def run_simple(
             reloader_interval,
             reloader_type,
         )
-    except (BindError, PidFileError) as error:
+    except (BindError, PidFileError, ConfigError) as error:
+        # ConfigError here: TLS files that make no context, found once they are read.
         print(f"corral: error: {error}", file=sys.stderr)
         if "in use" in str(error) and not address.startswith("unix:"):
             print(
@@ -157,6 +162,42 @@ def run_simple(
                 file=sys.stderr,
             )
         sys.exit(1)
+
+
+def _tls_settings(ssl_context: Any) -> dict[str, Any]:
+    """corral's settings for Werkzeug's `ssl_context`: a pair of paths is --certfile and
+    --keyfile, read again by each worker; a context (or the ad-hoc one) is given by an
+    `ssl_context` hook returning it."""
+    if ssl_context is None:
+        return {}
+    if isinstance(ssl_context, tuple) and 1 <= len(ssl_context) <= 2:
+        certfile, keyfile = (*ssl_context, None)[:2]
+        return {
+            "certfile": os.fspath(certfile),
+            "keyfile": None if keyfile is None else os.fspath(keyfile),
+        }
+    if ssl_context == "adhoc":
+        from corral.compat.adhoc_certificate import CryptographyMissing, make_adhoc_context
+
+        try:
+            context = make_adhoc_context()
+        except CryptographyMissing as error:
+            print(f"corral: error: {error}", file=sys.stderr)
+            sys.exit(1)
+    else:
+        import ssl
+
+        if not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError(
+                "ssl_context must be an ssl.SSLContext, a (certfile, keyfile) pair or "
+                f"'adhoc', not {ssl_context!r}"
+            )
+        context = ssl_context
+
+    def given_context(conf: Any, default_ssl_context_factory: Any) -> Any:
+        return context
+
+    return {"ssl_context": given_context}
 
 
 def _serve(

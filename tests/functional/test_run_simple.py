@@ -129,16 +129,23 @@ def test_cannot_be_both_threaded_and_multiprocess() -> None:
     [
         {"request_handler": object()},
         {"passthrough_errors": True},
-        {"ssl_context": "adhoc"},
         {"worker_class": "gevent"},
     ],
-    ids=["request_handler", "passthrough_errors", "ssl_context", "gevent"],
+    ids=["request_handler", "passthrough_errors", "gevent"],
 )
 def test_what_cannot_be_honoured_is_a_clear_error(keyword: dict[str, object]) -> None:
     from corral import run_simple
 
     with pytest.raises(ValueError, match=r"corral\.run_simple"):
         run_simple("127.0.0.1", 0, lambda environ, start_response: [], **keyword)  # type: ignore[arg-type]
+
+
+def test_an_ssl_context_of_another_kind_is_a_type_error() -> None:
+    """Werkzeug takes an SSLContext, a (certfile, keyfile) pair or "adhoc"."""
+    from corral import run_simple
+
+    with pytest.raises(TypeError, match=r"ssl_context must be an ssl\.SSLContext, a \(cert"):
+        run_simple("127.0.0.1", 0, lambda environ, start_response: [], ssl_context="cert.pem")
 
 
 def _serve_with(tmp_path: Path, *keywords: str) -> tuple[subprocess.Popen[bytes], int]:
