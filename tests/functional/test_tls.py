@@ -19,7 +19,13 @@ import trustme
 
 from tests.requirements import require
 from tests.server import ALL_MODELS, RunningServer, wait_until
-from tests.tls import CertificateFiles, client_hello, https_connection, write_certificate
+from tests.tls import (
+    CertificateFiles,
+    client_context,
+    client_hello,
+    https_connection,
+    write_certificate,
+)
 from tests.wire import read_until_closed
 
 STALLED = 200
@@ -101,6 +107,24 @@ def test_requests_gets_a_file_response_whole(
             assert response.content == b"0123456789" * 100_000
         response = session.get(f"{server.url}/stream", timeout=30, verify=verify)
         assert response.text == "".join(f"part {number}\n" for number in range(5))
+
+
+def test_a_request_decrypted_with_the_end_of_a_body_is_served_at_once(
+    server: RunningServer, certificate: CertificateFiles
+) -> None:
+    """The next request shares a TLS record with the end of the previous body: reading
+    the body decrypts it too, so it waits in the TLS layer, where no readiness set sees
+    it, and is served all the same."""
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw,
+        client_context(certificate.ca).wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n")
+        tls.sendall(b"abcGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = read_until_closed(tls)
+    first, second = received.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert first.endswith(b"\r\n\r\nabc")
+    assert second.endswith(b"\r\n\r\nhello\n")
 
 
 def test_a_plain_http_request_is_answered_400_and_closed(server: RunningServer) -> None:
