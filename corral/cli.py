@@ -299,6 +299,15 @@ def main(
         print(f"corral: error: {error}", file=sys.stderr)
         return USAGE_ERROR
     if check_only:
+        if config.is_ssl:
+            from corral.serving.assembly import make_server_tls
+
+            try:
+                # The certificate and key are read as the server will read them.
+                make_server_tls(config)
+            except ConfigError as error:
+                print(f"corral: error: {error}", file=sys.stderr)
+                return USAGE_ERROR
         print("corral: configuration OK")
         return 0
     from corral.entry import serve, serve_with_workers

@@ -133,6 +133,21 @@ def test_each_mistake_is_one_line_and_a_non_zero_exit(
         assert "Listening" not in result.stdout + result.stderr
 
 
+def test_check_config_reads_the_certificate_and_key(authority: trustme.CA, tmp_path: Path) -> None:
+    files = write_certificate(authority, tmp_path / "tls")
+    other = write_certificate(authority, tmp_path / "other")
+    good = _corral("--check-config", *files.options())
+    assert (good.returncode, good.stdout) == (0, "corral: configuration OK\n"), good.stderr
+    bad = _corral("--check-config", "--certfile", str(files.cert), "--keyfile", str(other.key))
+    assert bad.returncode == 2
+    lines = bad.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        f"corral: error: --certfile {files.cert} with --keyfile {other.key}: the key is not "
+        "the certificate's"
+    )
+
+
 def test_gevent_workers_that_cannot_read_the_certificate_stop_the_master(
     certificate: CertificateFiles,
 ) -> None:
