@@ -19,6 +19,7 @@ from corral.serving.access_log import AccessLog
 from corral.serving.connection import ServingState
 from corral.serving.dispatcher import Dispatcher
 from corral.serving.listeners import inherited_listeners, listen, listener_info
+from corral.serving.refusals import RefusalLog
 from corral.serving.request_observer import RequestObserver
 from corral.workers import WorkerModel, make_model, model_name
 from corral.wsgi.environ import base_environ
@@ -81,6 +82,7 @@ def build_dispatcher(
         else None
     )
     every_observer = ((access_log,) if access_log is not None else ()) + tuple(observers)
+    refusals = RefusalLog()
     bound = []
     for sock in listeners:
         listener = listener_info(sock)
@@ -93,7 +95,14 @@ def build_dispatcher(
             model.multiprocess or multiprocess,
         )
         state = ServingState(
-            app, limits, listener, environ, config.client_timeout, access_log, every_observer
+            app,
+            limits,
+            listener,
+            environ,
+            config.client_timeout,
+            access_log,
+            every_observer,
+            refusals=refusals,
         )
         bound.append((sock, state))
     return Dispatcher(

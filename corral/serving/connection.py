@@ -25,6 +25,7 @@ from corral.http.parser import (
 )
 from corral.serving.access_log import AccessLog
 from corral.serving.listeners import ListenerInfo
+from corral.serving.refusals import RefusalLog
 from corral.serving.request_observer import RequestObserver, RequestRecord
 from corral.serving.transport import ClientSocketError, Transport
 from corral.wsgi.environ import build_environ
@@ -54,6 +55,8 @@ class ServingState:
     # refuses itself, which no other observer is told of.
     access_log: AccessLog | None
     observers: tuple[RequestObserver, ...] = ()
+    # The process's count of refused requests, shared by all its listeners.
+    refusals: RefusalLog = field(default_factory=RefusalLog)
     stopping: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -97,6 +100,15 @@ class Connection:
         # The request being served and when it began, for the log of a stop that cuts it.
         self.request: RequestHead | None = None
         self.request_started = 0.0
+
+    def forward_refusals(self, fd: int) -> None:
+        """In a child process serving this connection for its parent: write refusals to
+        `fd` for the parent to count (`take_refusals`), not to this process's log."""
+        self.state.refusals.forward_to(fd)
+
+    def take_refusals(self, data: bytes) -> None:
+        """Count the refusals a child process serving this connection wrote."""
+        self.state.refusals.take_forwarded(data)
 
     def restore(self, received: bytes) -> None:
         """Take back bytes received by another process serving this connection (the start
@@ -285,15 +297,21 @@ class Connection:
             self.send(encode_error(500, "Internal Server Error", head.version, current_date()))
 
     def _refuse_head(self, error: RequestError) -> None:
-        """Answer a head that cannot be parsed, and log it as Werkzeug and gunicorn do: with
-        its request line when that much was valid, else with "-"."""
+        """Answer a head that cannot be parsed, logged in the access log as Werkzeug and
+        gunicorn log it: with its request line when that much was valid, else with "-"."""
+        head = None
+        if self.state.access_log is not None:
+            head = parse_request_line_only(self.buffer, self.state.limits)
+        self._refuse(error, head, "HTTP/1.1")
+
+    def _refuse(self, error: RequestError, head: RequestHead | None, version: str) -> None:
+        """Answer a request the app never sees, and close; the access log, which no other
+        observer shares, gets its line."""
         access_log = self.state.access_log
-        if access_log is None:
-            self._answer_error(error, "HTTP/1.1")
-            return
         started = time.monotonic()
-        head = parse_request_line_only(self.buffer, self.state.limits)
-        answer = self._answer_error(error, "HTTP/1.1")
+        answer = self._answer_error(error, version)
+        if access_log is None:
+            return
         fields, _, body = answer.partition(b"\r\n\r\n")
         headers = [
             (name, value)
@@ -307,8 +325,9 @@ class Connection:
         access_log.finished(None, record, time.monotonic() - started)
 
     def _answer_error(self, error: RequestError, version: str) -> bytes:
-        """Send the short answer for `error` and close; returns the answer."""
-        error_log.info("%s: bad request: %s; answered %d", self.peer_text(), error, error.status)
+        """Send the short answer for `error` and close; returns the answer. The error log
+        counts it among the refusals (`corral.serving.refusals`)."""
+        self.state.refusals.record(error.status, error.reason, str(error), self.peer_text())
         answer = encode_error(error.status, error.reason, version, current_date())
         try:
             self.send(answer)

@@ -81,6 +81,10 @@ class Dispatcher:
         self.client_timeout = timeouts.client
         self.graceful_timeout = timeouts.graceful
         self.listeners = {sock.fileno(): (sock, state) for sock, state in listeners}
+        # Listeners share the process's one count of refusals, as assembly builds them.
+        self.refusal_logs = list(
+            {id(state.refusals): state.refusals for _, state in listeners}.values()
+        )
         self.connections: dict[int, Connection] = {}
         self.watched: dict[int, Callable[[], None]] = {}
         self.stop_requested = False
@@ -265,6 +269,8 @@ class Dispatcher:
                     self.on_reopen()
             if now >= next_sweep:
                 self._close_idle(now)
+                for refusals in self.refusal_logs:
+                    refusals.flush_due(now)
                 if self.on_tick is not None:
                     self.on_tick()
                 next_sweep = now + _SWEEP_INTERVAL
@@ -459,6 +465,8 @@ class Dispatcher:
     def _close_everything(self) -> None:
         for connection in list(self.connections.values()):
             connection.close()
+        for refusals in self.refusal_logs:
+            refusals.flush()
         for sock, _ in self.listeners.values():
             sock.close()
         self.readiness.close()

@@ -25,6 +25,13 @@ class Served(Protocol):
         """Take back bytes another process received on this connection but did not use
         (process per request: a next request's start)."""
 
+    def forward_refusals(self, fd: int) -> None:
+        """In a child serving this connection: write refused requests to `fd` for the
+        parent to count (process per request)."""
+
+    def take_refusals(self, data: bytes) -> None:
+        """Count the refused requests a child serving this connection wrote."""
+
 
 class Host(Protocol):
     """What a model may ask of the dispatcher that hands it connections

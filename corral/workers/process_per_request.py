@@ -48,6 +48,8 @@ class ProcessPerRequest(WorkerModel):
             code = _CLOSED
             try:
                 dispatcher.close_in_child(keep=connection)
+                # Refusals are counted by the parent, which outlives this child.
+                connection.forward_refusals(exit_write)
                 if connection.serve():
                     code = _KEEP_OPEN
                     if connection.buffer:
@@ -64,8 +66,8 @@ class ProcessPerRequest(WorkerModel):
         dispatcher = self.dispatcher
         assert dispatcher is not None
         dispatcher.unwatch(exit_read)
-        # Readable means the child has exited or is writing the start of a next request
-        # and then exits: read to the end either way.
+        # Readable means the child has exited or is writing (the start of a next request,
+        # or the requests it refused) and then exits: read to the end either way.
         pending = _read_all(exit_read)
         os.close(exit_read)
         pid, connection = self.children.pop(exit_read)
@@ -74,6 +76,8 @@ class ProcessPerRequest(WorkerModel):
             connection.restore(pending)
             dispatcher.release(connection)
         else:
+            if pending:
+                connection.take_refusals(pending)
             connection.close()
         if self.waiting:
             self._fork(self.waiting.popleft())
