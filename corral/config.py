@@ -510,6 +510,17 @@ SETTINGS: tuple[Setting, ...] = (
         "BYTES",
     ),
     Setting(
+        "limit_request_body",
+        ("--limit-request-body",),
+        non_negative_int,
+        0,
+        "Largest request body in bytes, by its Content-Length before the app runs or as a "
+        "chunked body arrives; larger gets 413. 0 for no limit, as in gunicorn and Werkzeug: "
+        "the app reads the body as a stream and knows its own limit.",
+        "Limits",
+        "BYTES",
+    ),
+    Setting(
         "access_logfile",
         ("--access-logfile",),
         string,
@@ -603,6 +614,7 @@ class Config:
     limit_request_line: int
     limit_request_fields: int
     limit_request_field_size: int
+    limit_request_body: int
     access_logfile: str
     access_logformat: str
     error_logfile: str

@@ -74,6 +74,7 @@ def build_dispatcher(
         request_line=config.limit_request_line,
         field_count=config.limit_request_fields,
         field_size=config.limit_request_field_size,
+        body_size=config.limit_request_body,
     )
     script_name = config.root_path.rstrip("/")
     access_log = (

@@ -224,7 +224,12 @@ class Connection:
         state = self.state
         self.request = head
         self.request_started = started = time.monotonic()
-        decoder = body_decoder(head, state.limits)
+        try:
+            decoder = body_decoder(head, state.limits)
+        except RequestError as error:
+            # A declared body over --limit-request-body: refused before the app runs.
+            self._refuse(error, head, head.version)
+            return False
         before_first_read = None
         if head.expect_continue and not decoder.done and not self.buffer:
             before_first_read = self._send_continue
