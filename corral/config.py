@@ -289,6 +289,16 @@ SETTINGS: tuple[Setting, ...] = (
         "N",
     ),
     Setting(
+        "queue_timeout",
+        ("--queue-timeout",),
+        seconds,
+        0.0,
+        "Seconds a request may wait for a free thread, coroutine or process; one that "
+        "waited longer gets 503 with Retry-After instead of running late. 0 for no limit.",
+        "Concurrency",
+        "SECONDS",
+    ),
+    Setting(
         "workers",
         ("-w", "--workers"),
         non_negative_int,
@@ -589,6 +599,7 @@ class Config:
     thread_per_request: bool
     max_threads: int
     process_per_request: int
+    queue_timeout: float
     workers: int
     worker_class: str
     worker_connections: int

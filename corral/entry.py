@@ -27,6 +27,7 @@ from corral.serving.assembly import (
     make_worker_model,
     open_listeners,
     reopen_access_logs,
+    warn_queue_timeout_without_queue,
     warn_worker_process_settings,
 )
 from corral.serving.listeners import describe
@@ -72,6 +73,7 @@ def serve(app: Any, config: Config) -> None:
     error_log.info("corral %s (pid %d)", __version__, os.getpid())
     error_log.info("Concurrency: %s", model.describe())
     warn_worker_process_settings(config)
+    warn_queue_timeout_without_queue(config)
     for sock in listeners:
         error_log.info("Listening at %s", describe(sock))
     watch_app_sources()
@@ -108,6 +110,7 @@ def serve_with_workers(
     master.listeners = open_listeners(config)
     for sock in master.listeners:
         error_log.info("Listening at %s", describe(sock))
+    warn_queue_timeout_without_queue(config)
     if config.preload and boot.app is None:
         assert spec is not None
         prepare_process(config)

@@ -103,6 +103,7 @@ def build_dispatcher(
             config.client_timeout,
             access_log,
             every_observer,
+            queue_timeout=config.queue_timeout,
             refusals=refusals,
         )
         bound.append((sock, state))
@@ -151,6 +152,18 @@ def warn_worker_process_settings(config: Config) -> None:
         error_log.warning(
             "Ignored in a single process, they need worker processes (-w N): %s",
             ", ".join(ignored),
+        )
+
+
+def warn_queue_timeout_without_queue(config: Config) -> None:
+    """One line when --queue-timeout is given to a model that serves one request at a
+    time on the thread that reads the sockets: its requests wait in the kernel, where no
+    wait is measured, so the setting would do nothing unsaid."""
+    if config.queue_timeout and make_worker_model(config).serves_inline:
+        error_log.warning(
+            "--queue-timeout has no effect with one request at a time per process: requests "
+            "wait in the kernel, unmeasured; it applies with --threads N, "
+            "--thread-per-request, --process-per-request or -k gevent"
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,20 @@ _RECEIVE_SIZE = 65536
 _HOLD_LIMIT = 16384
 
 
+class WaitedTooLong(RequestError):
+    """A request waited longer than --queue-timeout for a thread, coroutine or process to
+    serve it. Not the client's fault: the server is overloaded, and a balancer in front
+    can send the request elsewhere sooner than it would be served here."""
+
+    status = 503
+    reason = "Service Unavailable"
+
+    def __init__(self, limit: float) -> None:
+        super().__init__(f"waited more than --queue-timeout {limit:g} s to be served")
+        # RFC 9110 section 10.2.3: when to ask again. The queue was at least this long.
+        self.headers = (("Retry-After", str(max(1, math.ceil(limit)))),)
+
+
 @dataclass(eq=False)
 class ServingState:
     """What every connection of one server shares. `stopping` flips once, on shutdown."""
@@ -55,6 +70,8 @@ class ServingState:
     # refuses itself, which no other observer is told of.
     access_log: AccessLog | None
     observers: tuple[RequestObserver, ...] = ()
+    # Seconds a request may wait between `Dispatcher.submit` and its serving (0: no limit).
+    queue_timeout: float = 0.0
     # The process's count of refused requests, shared by all its listeners.
     refusals: RefusalLog = field(default_factory=RefusalLog)
     stopping: bool = False
@@ -79,6 +96,7 @@ class Connection:
         "request_started",
         "scanner",
         "state",
+        "submitted",
         "transport",
     )
 
@@ -100,6 +118,8 @@ class Connection:
         # The request being served and when it began, for the log of a stop that cuts it.
         self.request: RequestHead | None = None
         self.request_started = 0.0
+        # When the dispatcher last handed it to the model, for --queue-timeout.
+        self.submitted = self.idle_since
 
     def forward_refusals(self, fd: int) -> None:
         """In a child process serving this connection for its parent: write refusals to
@@ -177,6 +197,9 @@ class Connection:
 
     def serve(self) -> bool:
         """Serve every complete request that has arrived; False once the connection is closed."""
+        queue_timeout = self.state.queue_timeout
+        # Only the first request waited for this call: the others follow it at once.
+        waited = time.monotonic() - self.submitted if queue_timeout else 0.0
         try:
             data = self.transport.receive_ready(_RECEIVE_SIZE)
         except OSError:
@@ -202,6 +225,10 @@ class Connection:
                     return True
                 head, size = parsed
                 del self.buffer[:size]
+                if waited > queue_timeout:
+                    self._refuse(WaitedTooLong(queue_timeout), head, head.version)
+                    return False
+                waited = 0.0
                 # While draining, a response sent with keep-alive leaves the connection
                 # open: the next request gets "Connection: close" (RFC 9112 section 9.6).
                 if not self._serve_request(head):
@@ -333,7 +360,7 @@ class Connection:
         """Send the short answer for `error` and close; returns the answer. The error log
         counts it among the refusals (`corral.serving.refusals`)."""
         self.state.refusals.record(error.status, error.reason, str(error), self.peer_text())
-        answer = encode_error(error.status, error.reason, version, current_date())
+        answer = encode_error(error.status, error.reason, version, current_date(), error.headers)
         try:
             self.send(answer)
         except OSError:

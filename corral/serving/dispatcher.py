@@ -315,6 +315,7 @@ class Dispatcher:
         """Hand a connection with bytes to read to the model. Called by the loop, or by a
         readiness set that delivers ready connections itself (gevent's)."""
         connection.busy = True
+        connection.submitted = time.monotonic()
         if connection.fresh:
             connection.fresh = False
             self.fresh -= 1

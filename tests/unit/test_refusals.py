@@ -79,8 +79,18 @@ def test_a_period_ends_with_the_refusal_that_comes_after_it(log: pytest.LogCaptu
 
 def test_5xx_refusals_are_warnings(log: pytest.LogCaptureFixture) -> None:
     refusals = RefusalLog(10.0, Clock())
-    refusals.record(503, "Service Unavailable", "waited over 1 s to be served", "10.0.0.1:1")
-    refusals.record(503, "Service Unavailable", "waited over 1 s to be served", "10.0.0.1:2")
+    refusals.record(
+        503,
+        "Service Unavailable",
+        "waited more than --queue-timeout 1 s to be served",
+        "10.0.0.1:1",
+    )
+    refusals.record(
+        503,
+        "Service Unavailable",
+        "waited more than --queue-timeout 1 s to be served",
+        "10.0.0.1:2",
+    )
     refusals.record(400, "Bad Request", "malformed header field", "10.0.0.1:3")
     refusals.flush()
     assert [record.levelno for record in log.records] == [
