@@ -444,6 +444,16 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="N",
     ),
     Setting(
+        "connection_limit",
+        ("--connection-limit",),
+        non_negative_int,
+        10000,
+        "Most connections each process holds open; at the limit it closes the longest-idle "
+        "ones, or accepts none until one closes. Lowered to fit the open-file limit, whose "
+        "soft value is raised toward the hard one at start. 0 for no limit.",
+        metavar="N",
+    ),
+    Setting(
         "keep_alive",
         ("--keep-alive",),
         seconds,
@@ -616,6 +626,7 @@ class Config:
     umask: int | None
     reuse_port: bool
     backlog: int
+    connection_limit: int
     keep_alive: float
     client_timeout: float
     poller: str

@@ -26,6 +26,7 @@ from corral.serving.assembly import (
     describe_concurrency,
     make_worker_model,
     open_listeners,
+    raise_open_file_limit,
     reopen_access_logs,
     warn_queue_timeout_without_queue,
     warn_worker_process_settings,
@@ -47,6 +48,7 @@ def serve(app: Any, config: Config) -> None:
     from corral.process.reloader import watch_app_sources
 
     configure_logging(config)
+    raise_open_file_limit(config)
     model = make_worker_model(config)
     listeners = open_listeners(config)
     if config.pid:
@@ -101,6 +103,7 @@ def serve_with_workers(
     from corral.process.worker_process import WorkerBoot
 
     configure_logging(config)
+    raise_open_file_limit(config)
     boot = WorkerBoot(spec, app)
     master = Master(
         config, [], boot, reload_config, exec_argv, describe_concurrency, configure_logging

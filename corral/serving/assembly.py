@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +38,54 @@ def make_worker_model(config: Config) -> WorkerModel:
     """The concurrency model the config chooses, from the registry in corral.workers."""
     name = model_name(config.worker_class, config.thread_per_request, config.process_per_request)
     return make_model(name, lambda setting: getattr(config, setting))
+
+
+# Descriptors a serving process needs besides its connections: listening sockets, the
+# readiness set and its wake pipe, log files, a child's pipe per --process-per-request
+# child, and the application's own files and database connections.
+_RESERVED_DESCRIPTORS = 100
+
+
+def raise_open_file_limit(config: Config) -> None:
+    """Raise this process's soft RLIMIT_NOFILE toward its hard limit, as far as
+    --connection-limit needs; at start, before any worker is forked (they inherit it).
+
+    The soft limit is often 1024, which would stop a server at about a thousand
+    connections, while the hard limit, which only root can raise, is usually far higher
+    (524288 under systemd). Logs a warning when the hard limit leaves room for fewer
+    connections than --connection-limit; a system refusing the raise (macOS caps it at
+    OPEN_MAX) leaves the limit as it was.
+    """
+    if not config.connection_limit:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = config.connection_limit + _RESERVED_DESCRIPTORS
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError) as error:
+            error_log.debug("cannot raise the open-file limit to %d: %s", wanted, error)
+    ceiling = connection_ceiling(config)
+    if ceiling < config.connection_limit:
+        error_log.warning(
+            "--connection-limit %d lowered to %d: the open-file limit is %d (raise the hard "
+            "limit: ulimit -Hn, or LimitNOFILE= for a systemd service)",
+            config.connection_limit,
+            ceiling,
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        )
+
+
+def connection_ceiling(config: Config) -> int:
+    """--connection-limit, lowered to what this process's open-file limit leaves for
+    connections; 0 for no limit."""
+    limit = config.connection_limit
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if not limit or soft == resource.RLIM_INFINITY:
+        return limit
+    return max(1, min(limit, max(soft - _RESERVED_DESCRIPTORS, soft // 2)))
 
 
 def open_listeners(config: Config) -> list[socket.socket]:
@@ -113,6 +162,7 @@ def build_dispatcher(
         config.timeouts,
         config.poller,
         accept_only_when_free=multiprocess,
+        connection_limit=connection_ceiling(config),
     )
 
 
