@@ -446,8 +446,29 @@ SETTINGS: tuple[Setting, ...] = (
         ("--client-timeout",),
         seconds,
         30.0,
-        "Seconds a client may stall while sending a request or reading a response.",
+        "Seconds a client may go without taking a byte of its response (or, inside a "
+        "body an application reads as it arrives, without sending one) before the "
+        "connection is closed.",
         metavar="SECONDS",
+    ),
+    Setting(
+        "header_timeout",
+        ("--header-timeout",),
+        seconds,
+        20.0,
+        "Seconds a request head may take to arrive whole, however it trickles in; then "
+        "408 Request Timeout and the connection is closed.",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "min_request_body_rate",
+        ("--min-request-body-rate",),
+        non_negative_int,
+        240,
+        "Bytes per second a request body must average, after a 5 s grace, while it "
+        "arrives; slower, it gets 408 Request Timeout and the connection is closed. "
+        "0 for no minimum.",
+        metavar="BYTES",
     ),
     Setting(
         "poller",
@@ -558,10 +579,14 @@ class Timeouts:
 
     # An idle keep-alive connection (--keep-alive).
     keep_alive: float
-    # A client stalled while sending a request or reading a response (--client-timeout).
+    # A client that takes no byte of its response (--client-timeout).
     client: float
     # Requests in flight after TERM (--graceful-timeout).
     graceful: float
+    # A request head from its first byte to its last (--header-timeout).
+    header: float = 20.0
+    # The least a request body must average, bytes per second (--min-request-body-rate).
+    min_body_rate: int = 240
 
 
 @dataclass(frozen=True)
@@ -596,6 +621,8 @@ class Config:
     backlog: int
     keep_alive: float
     client_timeout: float
+    header_timeout: float
+    min_request_body_rate: int
     poller: str
     graceful_timeout: float
     root_path: str
@@ -626,7 +653,13 @@ class Config:
 
     @property
     def timeouts(self) -> Timeouts:
-        return Timeouts(self.keep_alive, self.client_timeout, self.graceful_timeout)
+        return Timeouts(
+            self.keep_alive,
+            self.client_timeout,
+            self.graceful_timeout,
+            self.header_timeout,
+            self.min_request_body_rate,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting by name, values as they are (not copied)."""

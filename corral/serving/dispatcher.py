@@ -79,6 +79,8 @@ class Dispatcher:
         self.rearm = not model.serves_inline
         self.keep_alive = timeouts.keep_alive
         self.client_timeout = timeouts.client
+        self.header_timeout = timeouts.header
+        self.min_body_rate = timeouts.min_body_rate
         self.graceful_timeout = timeouts.graceful
         self.listeners = {sock.fileno(): (sock, state) for sock, state in listeners}
         self.connections: dict[int, Connection] = {}
@@ -194,6 +196,15 @@ class Dispatcher:
         if connection.closed:
             return
         connection.idle_since = time.monotonic()
+        if connection.outbox:
+            # The client has not taken the whole response yet: this loop sends the rest
+            # when it can, and only then reads the connection again.
+            connection.busy = False
+            try:
+                self.readiness.arm_writable(connection.fd)
+            except OSError:
+                connection.close()
+            return
         if connection.transport.pending():
             # Never with plain sockets: their unread bytes are in the kernel.
             self.served_again.append(connection)
@@ -308,6 +319,19 @@ class Dispatcher:
     def submit(self, connection: Connection) -> None:
         """Hand a connection with bytes to read to the model. Called by the loop, or by a
         readiness set that delivers ready connections itself (gevent's)."""
+        if connection.outbox:
+            self._write_out(connection)
+            return
+        if connection.opening is not None and not self._open(connection):
+            return
+        if not connection.collect():
+            # No whole request yet: gathered here as it arrives, holding no thread.
+            if self.rearm and not connection.closed:
+                try:
+                    self.readiness.rearm(connection.fd)
+                except OSError:
+                    connection.close()
+            return
         connection.busy = True
         if connection.fresh:
             connection.fresh = False
@@ -321,6 +345,35 @@ class Dispatcher:
         if self.accept_only_when_free:
             # Full now, or (served inline, or its fresh slot handed over) free.
             self._check_slots()
+
+    def _write_out(self, connection: Connection) -> None:
+        """Send what the client takes of a connection's outbox; once it is empty, close
+        the connection if its last response said so, else serve or watch it again."""
+        try:
+            connection.push()
+        except OSError as error:
+            error_log.debug("%s: connection ended: %s", connection.peer_text(), error)
+            connection.close()
+            return
+        try:
+            if connection.outbox:
+                self.readiness.arm_writable(connection.fd)
+                return
+            if connection.closing:
+                connection.transport.half_close()
+                connection.close()
+                return
+            connection.idle_since = time.monotonic()
+            if not self.rearm:
+                # Served inline, the connection is watched for reading at all times.
+                self.readiness.resume(connection.fd)
+            if connection.has_request():
+                # Pipelined requests that arrived meanwhile.
+                self.submit(connection)
+            elif self.rearm:
+                self.readiness.rearm(connection.fd)
+        except OSError:
+            connection.close()
 
     def _open(self, connection: Connection) -> bool:
         """Run the connection's opening steps (`ServingState.opening`) on this thread;
@@ -435,13 +488,18 @@ class Dispatcher:
         for connection in list(self.connections.values()):
             if connection.busy:
                 continue
-            # A half-received head, or a connection still opening, gets the client
-            # timeout; an idle keep-alive connection the keep-alive timeout.
-            if connection.buffer or connection.opening is not None:
-                limit = self.client_timeout
-            else:
-                limit = self.keep_alive
-            if now - connection.idle_since > limit:
+            if connection.outbox:
+                # A client that takes no byte of its response (--client-timeout).
+                if now - connection.outbox_since > self.client_timeout:
+                    error_log.debug("%s: client stopped reading", connection.peer_text())
+                    connection.close()
+            elif connection.opening is not None:
+                if now - connection.idle_since > self.client_timeout:
+                    connection.close()
+            elif connection.buffer or connection.head is not None:
+                # A request arriving: --header-timeout, --min-request-body-rate.
+                connection.timed_out(now, self.header_timeout, self.min_body_rate)
+            elif now - connection.idle_since > self.keep_alive:
                 connection.close()
 
     def _drain(self) -> None:
@@ -458,6 +516,7 @@ class Dispatcher:
             for connection in list(self.connections.values()):
                 if (
                     not connection.busy
+                    and not connection.outbox
                     and now - connection.idle_since >= _DRAIN_IDLE_SECONDS
                     and not connection.transport.has_bytes_waiting()
                 ):
