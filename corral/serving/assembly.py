@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from corral.config import Config
@@ -66,6 +66,7 @@ def build_dispatcher(
     model: WorkerModel,
     observers: Sequence[RequestObserver] = (),
     multiprocess: bool = False,
+    client_wait: Callable[[bool], None] | None = None,
 ) -> Dispatcher:
     """The event loop serving `app` on `listeners` with `model`; the access log the
     config names is the first of the request observers, `observers` follow it."""
@@ -93,7 +94,14 @@ def build_dispatcher(
             model.multiprocess or multiprocess,
         )
         state = ServingState(
-            app, limits, listener, environ, config.client_timeout, access_log, every_observer
+            app,
+            limits,
+            listener,
+            environ,
+            config.client_timeout,
+            access_log,
+            every_observer,
+            client_wait=client_wait,
         )
         bound.append((sock, state))
     return Dispatcher(
