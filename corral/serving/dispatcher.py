@@ -308,6 +308,8 @@ class Dispatcher:
     def submit(self, connection: Connection) -> None:
         """Hand a connection with bytes to read to the model. Called by the loop, or by a
         readiness set that delivers ready connections itself (gevent's)."""
+        if connection.opening is not None and not self._open(connection):
+            return
         connection.busy = True
         if connection.fresh:
             connection.fresh = False
