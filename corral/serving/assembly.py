@@ -22,6 +22,7 @@ from corral.serving.listeners import inherited_listeners, listen, listener_info
 from corral.serving.request_observer import RequestObserver
 from corral.workers import WorkerModel, make_model, model_name
 from corral.wsgi.environ import base_environ
+from corral.wsgi.forwarded import ForwardedHeaders
 
 error_log = logging.getLogger("corral.error")
 
@@ -81,6 +82,9 @@ def build_dispatcher(
         else None
     )
     every_observer = ((access_log,) if access_log is not None else ()) + tuple(observers)
+    forwarded = ForwardedHeaders.from_settings(
+        config.forwarded_allow_ips, config.secure_scheme_headers
+    )
     bound = []
     for sock in listeners:
         listener = listener_info(sock)
@@ -93,7 +97,14 @@ def build_dispatcher(
             model.multiprocess or multiprocess,
         )
         state = ServingState(
-            app, limits, listener, environ, config.client_timeout, access_log, every_observer
+            app,
+            limits,
+            listener,
+            environ,
+            config.client_timeout,
+            access_log,
+            every_observer,
+            forwarded=forwarded,
         )
         bound.append((sock, state))
     return Dispatcher(

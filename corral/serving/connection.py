@@ -29,6 +29,7 @@ from corral.serving.listeners import ListenerInfo
 from corral.serving.request_observer import RequestObserver, RequestRecord
 from corral.serving.transport import ClientSocketError, Transport
 from corral.wsgi.environ import build_environ
+from corral.wsgi.forwarded import ForwardedHeaders
 from corral.wsgi.input import RequestBody
 from corral.wsgi.response import Response, WSGIApp, current_date, run_application
 
@@ -60,6 +61,8 @@ class ServingState:
     # What happens on a new connection before its first request, in order (a PROXY
     # protocol header, a TLS handshake): see `OpeningStep`.
     opening: tuple[OpeningStep, ...] = ()
+    # Whose proxy headers count (--forwarded-allow-ips); None reads none.
+    forwarded: ForwardedHeaders | None = None
 
 
 # One step of opening a connection, run by the dispatcher on its own thread each time the
@@ -232,7 +235,7 @@ class Connection:
         if head.expect_continue and not decoder.done and not self.buffer:
             before_first_read = self._send_continue
         body = RequestBody(self, decoder, before_first_read)
-        environ = build_environ(head, body, state.base_environ, self.peer)
+        environ = build_environ(head, body, state.base_environ, self.peer, state.forwarded)
         response = Response(self, head, body, state.stopping)
         observers = state.observers
         if observers:

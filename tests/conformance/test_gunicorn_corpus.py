@@ -103,8 +103,8 @@ EXPECTED_DIFFERENTLY: dict[str, tuple[int, str]] = {
     ),
     "invalid/019.http": (
         200,
-        "conflicting X-Forwarded-Proto and X-Forwarded-Ssl: corral trusts neither, so "
-        "their conflict changes nothing",
+        "conflicting X-Forwarded-Proto and X-Forwarded-Ssl from a trusted peer: corral "
+        "ignores scheme headers that disagree instead of refusing the request",
     ),
     "invalid/040.http": (
         200,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from corral.config import address_list
 from corral.http.trusted_addresses import TrustedAddresses
 
 LIST = TrustedAddresses(["127.0.0.1", "::1", "10.0.0.0/8", "2001:db8::/32", " 192.0.2.5 "])
@@ -44,6 +45,16 @@ def test_a_unix_socket_peer_is_trusted_as_in_gunicorn() -> None:
 @pytest.mark.parametrize(
     "entry", ["localhost", "10.0.0.1/8", "10.0.0.0/33", "300.0.0.1", "fe80::1%eth0", "**"]
 )
-def test_bad_entries_are_refused(entry: str) -> None:
+def test_bad_entries_are_refused_by_the_setting_and_by_the_list(entry: str) -> None:
     with pytest.raises(ValueError, match="is not an IP address, a network or"):
         TrustedAddresses([entry])
+    with pytest.raises(ValueError, match="is not an IP address, a network or"):
+        address_list(f"127.0.0.1,{entry}")
+
+
+def test_the_setting_takes_what_the_list_takes() -> None:
+    entries = address_list("127.0.0.1, ::1,10.0.0.0/8 *")
+    assert entries == ["127.0.0.1", "::1", "10.0.0.0/8", "*"]
+    TrustedAddresses(entries)
+    assert address_list(["192.0.2.0/24"]) == ["192.0.2.0/24"]
+    assert address_list("") == []
