@@ -552,6 +552,26 @@ SETTINGS: tuple[Setting, ...] = (
         "Behind a proxy",
     ),
     Setting(
+        "proxy_protocol",
+        ("--proxy-protocol",),
+        boolean,
+        False,
+        "Read a PROXY protocol header (HAProxy's, version 1 or 2) at the start of each "
+        "connection from --proxy-allow-from; such a peer that sends none is disconnected.",
+        "Behind a proxy",
+    ),
+    Setting(
+        "proxy_allow_ips",
+        ("--proxy-allow-from",),
+        address_list,
+        ["127.0.0.1", "::1"],
+        "Peers whose PROXY protocol header is read: IP addresses and CIDR networks "
+        "separated by commas, or *; a unix socket's peer always is. Others are served "
+        "as they are, and a PROXY header from them is answered 400.",
+        "Behind a proxy",
+        "ADDRESSES",
+    ),
+    Setting(
         "limit_request_line",
         ("--limit-request-line",),
         positive_int,
@@ -671,6 +691,8 @@ class Config:
     raw_env: list[str]
     forwarded_allow_ips: list[str]
     secure_scheme_headers: dict[str, str]
+    proxy_protocol: bool
+    proxy_allow_ips: list[str]
     limit_request_line: int
     limit_request_fields: int
     limit_request_field_size: int

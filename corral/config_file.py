@@ -45,7 +45,6 @@ class GunicornSetting:
 
 _TLS = "terminate TLS in a proxy (nginx, HAProxy) in front of corral"
 _FOREGROUND = "run corral in the foreground under systemd, Docker or supervisord"
-_PROXY_PROTOCOL = "have the proxy speak plain HTTP and send X-Forwarded-For"
 _FORWARDER_HEADERS = (
     "corral drops header names holding '_', so no header can set SCRIPT_NAME or "
     "PATH_INFO; a trusted proxy sets SCRIPT_NAME with X-Forwarded-Prefix"
@@ -182,10 +181,8 @@ GUNICORN_SETTINGS: tuple[GunicornSetting, ...] = (
     GunicornSetting("pythonpath", ("--pythonpath",), None, "set PYTHONPATH"),
     GunicornSetting("paste", ("--paste", "--paster"), None, _PASTE),
     GunicornSetting("raw_paste_global_conf", ("--paste-global",), None, _PASTE, []),
-    GunicornSetting("proxy_protocol", ("--proxy-protocol",), None, _PROXY_PROTOCOL, False),
-    GunicornSetting(
-        "proxy_allow_ips", ("--proxy-allow-from",), None, _PROXY_PROTOCOL, "127.0.0.1,::1"
-    ),
+    GunicornSetting("proxy_protocol", ("--proxy-protocol",), "proxy_protocol"),
+    GunicornSetting("proxy_allow_ips", ("--proxy-allow-from",), "proxy_allow_ips"),
     GunicornSetting("keyfile", ("--keyfile",), None, _TLS),
     GunicornSetting("certfile", ("--certfile",), None, _TLS),
     # ssl.PROTOCOL_TLS and ssl.CERT_NONE, by value: naming them would import ssl here.

@@ -99,6 +99,7 @@ def test_secure_scheme_headers_from_the_environment() -> None:
         ({"worker_class": "tornado"}, "--worker-class: 'tornado': must be sync"),
         ({"umask": "0o1000"}, "--umask: must be between"),
         ({"log_level": "loud"}, "--log-level: must be one of"),
+        ({"proxy_allow_ips": "10.0.0.0/33"}, "--proxy-allow-from: '10.0.0.0/33' is not an IP"),
         ({"forwarded_allow_ips": "a.example"}, "--forwarded-allow-ips: 'a.example' is not"),
     ],
 )

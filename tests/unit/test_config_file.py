@@ -200,11 +200,15 @@ def test_gunicorn_proxy_settings_are_corrals(tmp_path: Path) -> None:
         """
         secure_scheme_headers = {"X-Forwarded-Proto": "https", "X-SCHEME": "secure"}
         forwarded_allow_ips = "127.0.0.1,10.0.0.0/8"
+        proxy_protocol = True
+        proxy_allow_ips = "*"
         """,
     )
     assert read_config_file(path) == {
         "secure_scheme_headers": {"X-FORWARDED-PROTO": "https", "X-SCHEME": "secure"},
         "forwarded_allow_ips": ["127.0.0.1", "10.0.0.0/8"],
+        "proxy_protocol": True,
+        "proxy_allow_ips": ["*"],
     }
 
 
