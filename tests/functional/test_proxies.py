@@ -145,7 +145,8 @@ def test_an_untrusted_client_cannot_change_address_scheme_or_host(proxied: Runni
         assert seen(environ) == seen(alone), header
     environ = environ_from(proxied.port, STRANGER, FORGED)
     assert seen(environ) == (STRANGER, "http", "backend:8000", "127.0.0.1", str(proxied.port), "")
-    assert environ["REMOTE_PORT"] == alone["REMOTE_PORT"] or environ["REMOTE_PORT"].isdigit()
+    # The peer's own port stays beside its address.
+    assert environ["REMOTE_PORT"].isdigit()
     # The headers reach the application as sent.
     assert environ["HTTP_X_FORWARDED_FOR"] == "198.51.100.9"
 
