@@ -15,13 +15,16 @@ from typing import Any
 
 from corral.config import Config
 from corral.http.parser import HeadLimits
+from corral.http.trusted_addresses import TrustedAddresses
 from corral.serving.access_log import AccessLog
-from corral.serving.connection import ServingState
+from corral.serving.connection import OpeningStep, ServingState
 from corral.serving.dispatcher import Dispatcher
 from corral.serving.listeners import inherited_listeners, listen, listener_info
+from corral.serving.proxy_preamble import ProxyPreamble
 from corral.serving.request_observer import RequestObserver
 from corral.workers import WorkerModel, make_model, model_name
 from corral.wsgi.environ import base_environ
+from corral.wsgi.forwarded import ForwardedHeaders
 
 error_log = logging.getLogger("corral.error")
 
@@ -82,6 +85,13 @@ def build_dispatcher(
         else None
     )
     every_observer = ((access_log,) if access_log is not None else ()) + tuple(observers)
+    forwarded = ForwardedHeaders.from_settings(
+        config.forwarded_allow_ips, config.secure_scheme_headers
+    )
+    # What opens a connection, in order; a PROXY protocol header comes first of all.
+    opening: tuple[OpeningStep, ...] = ()
+    if config.proxy_protocol:
+        opening += (ProxyPreamble(TrustedAddresses(config.proxy_allow_ips)),)
     bound = []
     for sock in listeners:
         listener = listener_info(sock)
@@ -101,6 +111,8 @@ def build_dispatcher(
             config.client_timeout,
             access_log,
             every_observer,
+            opening=opening,
+            forwarded=forwarded,
             client_wait=client_wait,
         )
         bound.append((sock, state))

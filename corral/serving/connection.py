@@ -38,6 +38,7 @@ from corral.serving.listeners import ListenerInfo
 from corral.serving.request_observer import RequestObserver, RequestRecord
 from corral.serving.transport import ClientSocketError, Transport
 from corral.wsgi.environ import build_environ
+from corral.wsgi.forwarded import ForwardedHeaders
 from corral.wsgi.input import RequestBody
 from corral.wsgi.response import Response, WSGIApp, current_date, run_application
 
@@ -78,6 +79,8 @@ class ServingState:
     # What happens on a new connection before its first request, in order (a PROXY
     # protocol header, a TLS handshake): see `OpeningStep`.
     opening: tuple[OpeningStep, ...] = ()
+    # Whose proxy headers count (--forwarded-allow-ips); None reads none.
+    forwarded: ForwardedHeaders | None = None
     # Told when a request starts (True) and stops (False) waiting on a slow client, so
     # that --timeout does not count the wait (`InFlightTable.client_wait`).
     client_wait: Callable[[bool], None] | None = None
@@ -524,7 +527,7 @@ class Connection:
         self.request_started = started = time.monotonic()
         decoder = body_decoder(head, state.limits)
         body = RequestBody(self, decoder, None)
-        environ = build_environ(head, body, state.base_environ, self.peer)
+        environ = build_environ(head, body, state.base_environ, self.peer, state.forwarded)
         response = Response(self, head, body, state.stopping)
         observers = state.observers
         if observers:
