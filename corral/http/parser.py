@@ -72,7 +72,8 @@ _MAX_REMEMBERED_NAMES = 1024
 @dataclass(frozen=True, slots=True)
 class HeadLimits:
     """Size limits for a request head, and for its body (`body_size` bytes, 0 for no
-    limit); each excess is answered with its own status."""
+    limit; 413 Content Too Large, RFC 9110 section 15.5.14); each excess is answered
+    with its own status."""
 
     request_line: int = 8190
     field_count: int = 100
@@ -531,16 +532,11 @@ _NO_BODY = NoBody()
 
 
 def body_decoder(head: RequestHead, limits: HeadLimits) -> BodyDecoder:
-    """The decoder for the body that follows `head`.
-
-    Raises `BodyTooLarge` (413, RFC 9110 section 15.5.14) for a Content-Length over
-    `limits.body_size`: refused before the app runs and before the client is asked, by
-    100 Continue, to send it.
-    """
+    """The decoder for the body that follows `head`. A Content-Length over
+    `limits.body_size` is the caller's to refuse, once the head has arrived; a chunked
+    body over it raises `BodyTooLarge` as it is decoded."""
     if head.chunked:
         return ChunkedBody(limits)
     if head.content_length:
-        if head.content_length > limits.body_size > 0:
-            raise BodyTooLarge(f"Content-Length larger than {limits.body_size} bytes")
         return LengthBody(head.content_length)
     return _NO_BODY

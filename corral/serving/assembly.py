@@ -11,19 +11,22 @@ import logging
 import os
 import resource
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from corral.config import Config
 from corral.http.parser import HeadLimits
+from corral.http.trusted_addresses import TrustedAddresses
 from corral.serving.access_log import AccessLog
-from corral.serving.connection import ServingState
+from corral.serving.connection import OpeningStep, ServingState
 from corral.serving.dispatcher import Dispatcher
 from corral.serving.listeners import inherited_listeners, listen, listener_info
+from corral.serving.proxy_preamble import ProxyPreamble
 from corral.serving.refusals import RefusalLog
 from corral.serving.request_observer import RequestObserver
 from corral.workers import WorkerModel, make_model, model_name
 from corral.wsgi.environ import base_environ
+from corral.wsgi.forwarded import ForwardedHeaders
 
 error_log = logging.getLogger("corral.error")
 
@@ -116,6 +119,7 @@ def build_dispatcher(
     model: WorkerModel,
     observers: Sequence[RequestObserver] = (),
     multiprocess: bool = False,
+    client_wait: Callable[[bool], None] | None = None,
 ) -> Dispatcher:
     """The event loop serving `app` on `listeners` with `model`; the access log the
     config names is the first of the request observers, `observers` follow it."""
@@ -133,6 +137,13 @@ def build_dispatcher(
     )
     every_observer = ((access_log,) if access_log is not None else ()) + tuple(observers)
     refusals = RefusalLog()
+    forwarded = ForwardedHeaders.from_settings(
+        config.forwarded_allow_ips, config.secure_scheme_headers
+    )
+    # What opens a connection, in order; a PROXY protocol header comes first of all.
+    opening: tuple[OpeningStep, ...] = ()
+    if config.proxy_protocol:
+        opening += (ProxyPreamble(TrustedAddresses(config.proxy_allow_ips)),)
     bound = []
     for sock in listeners:
         listener = listener_info(sock)
@@ -154,6 +165,9 @@ def build_dispatcher(
             every_observer,
             queue_timeout=config.queue_timeout,
             refusals=refusals,
+            opening=opening,
+            forwarded=forwarded,
+            client_wait=client_wait,
         )
         bound.append((sock, state))
     return Dispatcher(

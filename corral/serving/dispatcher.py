@@ -86,6 +86,8 @@ class Dispatcher:
         self.rearm = not model.serves_inline
         self.keep_alive = timeouts.keep_alive
         self.client_timeout = timeouts.client
+        self.header_timeout = timeouts.header
+        self.min_body_rate = timeouts.min_body_rate
         self.graceful_timeout = timeouts.graceful
         self.listeners = {sock.fileno(): (sock, state) for sock, state in listeners}
         # Listeners share the process's one count of refusals, as assembly builds them.
@@ -212,6 +214,15 @@ class Dispatcher:
         if connection.closed:
             return
         connection.idle_since = time.monotonic()
+        if connection.outbox:
+            # The client has not taken the whole response yet: this loop sends the rest
+            # when it can, and only then reads the connection again.
+            connection.busy = False
+            try:
+                self.readiness.arm_writable(connection.fd)
+            except OSError:
+                connection.close()
+            return
         if connection.transport.pending():
             # Never with plain sockets: their unread bytes are in the kernel.
             self.served_again.append(connection)
@@ -331,6 +342,19 @@ class Dispatcher:
     def submit(self, connection: Connection) -> None:
         """Hand a connection with bytes to read to the model. Called by the loop, or by a
         readiness set that delivers ready connections itself (gevent's)."""
+        if connection.outbox:
+            self._write_out(connection)
+            return
+        if connection.opening is not None and not self._open(connection):
+            return
+        if not connection.collect():
+            # No whole request yet: gathered here as it arrives, holding no thread.
+            if self.rearm and not connection.closed:
+                try:
+                    self.readiness.rearm(connection.fd)
+                except OSError:
+                    connection.close()
+            return
         connection.busy = True
         connection.submitted = time.monotonic()
         if connection.fresh:
@@ -345,6 +369,54 @@ class Dispatcher:
         if self.accept_only_when_free:
             # Full now, or (served inline, or its fresh slot handed over) free.
             self._check_slots()
+
+    def _write_out(self, connection: Connection) -> None:
+        """Send what the client takes of a connection's outbox; once it is empty, close
+        the connection if its last response said so, else serve or watch it again."""
+        try:
+            connection.push()
+        except OSError as error:
+            error_log.debug("%s: connection ended: %s", connection.peer_text(), error)
+            connection.close()
+            return
+        try:
+            if connection.outbox:
+                self.readiness.arm_writable(connection.fd)
+                return
+            if connection.closing:
+                connection.transport.half_close()
+                connection.close()
+                return
+            connection.idle_since = time.monotonic()
+            if not self.rearm:
+                # Served inline, the connection is watched for reading at all times.
+                self.readiness.resume(connection.fd)
+            if connection.has_request():
+                # Pipelined requests that arrived meanwhile.
+                self.submit(connection)
+            elif self.rearm:
+                self.readiness.rearm(connection.fd)
+        except OSError:
+            connection.close()
+
+    def _open(self, connection: Connection) -> bool:
+        """Run the connection's opening steps (`ServingState.opening`) on this thread;
+        True once all are done and the connection may be served."""
+        steps = connection.opening
+        assert steps is not None
+        try:
+            while steps:
+                if not steps[0](connection):
+                    if self.rearm:
+                        self.readiness.rearm(connection.fd)
+                    return False
+                del steps[0]
+        except (OSError, ValueError) as error:
+            error_log.debug("%s: connection not opened: %s", connection.peer_text(), error)
+            connection.close()
+            return False
+        connection.opening = None
+        return True
 
     def _accept(self, fd: int) -> None:
         listener, state = self.listeners[fd]
@@ -409,8 +481,9 @@ class Dispatcher:
         for a first one) make room, as in nginx, so that idle clients cannot keep new
         ones out: one is closed for each connection accepted (`_close_longest_idle`), so
         none is closed unless a client is there to take its place. A connection in a
-        request, or part way through sending one, is left alone (--client-timeout ends
-        those that stall). With none idle, the listeners pause until one closes.
+        request, part way through sending one or still taking a response is left alone
+        (--header-timeout and --client-timeout end those that stall). With none idle, the
+        listeners pause until one closes.
         """
         room = self.connection_limit - len(self.connections)
         if room > 0:
@@ -434,7 +507,7 @@ class Dispatcher:
         idle = [
             (connection.idle_since, connection.fd, connection)
             for connection in list(self.connections.values())
-            if not connection.busy and not connection.buffer
+            if not connection.busy and not connection.buffer and not connection.outbox
         ]
         heapq.heapify(idle)
         found: list[Connection] = []
@@ -451,7 +524,7 @@ class Dispatcher:
         none is left (accepting then pauses)."""
         while self.idle_to_close:
             connection = self.idle_to_close.pop(0)
-            if connection.closed or connection.busy or connection.buffer:
+            if connection.closed or connection.busy or connection.buffer or connection.outbox:
                 continue
             connection.close()
             return True
@@ -519,10 +592,18 @@ class Dispatcher:
         for connection in list(self.connections.values()):
             if connection.busy:
                 continue
-            # A half-received head gets the client timeout; an idle keep-alive connection
-            # the keep-alive timeout.
-            limit = self.client_timeout if connection.buffer else self.keep_alive
-            if now - connection.idle_since > limit:
+            if connection.outbox:
+                # A client that takes no byte of its response (--client-timeout).
+                if now - connection.outbox_since > self.client_timeout:
+                    error_log.debug("%s: client stopped reading", connection.peer_text())
+                    connection.close()
+            elif connection.opening is not None:
+                if now - connection.idle_since > self.client_timeout:
+                    connection.close()
+            elif connection.buffer or connection.head is not None:
+                # A request arriving: --header-timeout, --min-request-body-rate.
+                connection.timed_out(now, self.header_timeout, self.min_body_rate)
+            elif now - connection.idle_since > self.keep_alive:
                 connection.close()
 
     def _drain(self) -> None:
@@ -539,6 +620,7 @@ class Dispatcher:
             for connection in list(self.connections.values()):
                 if (
                     not connection.busy
+                    and not connection.outbox
                     and now - connection.idle_since >= _DRAIN_IDLE_SECONDS
                     and not connection.transport.has_bytes_waiting()
                 ):

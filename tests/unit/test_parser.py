@@ -593,17 +593,6 @@ def test_malformed_chunk_size_is_refused(size: bytes) -> None:
 BODY_LIMIT = HeadLimits(body_size=11)
 
 
-def test_content_length_over_the_body_limit_is_refused_before_any_body() -> None:
-    at_limit = request("Content-Length: 11", line="POST / HTTP/1.1") + b"hello world"
-    assert body_of(at_limit, BODY_LIMIT) == b"hello world"
-    with pytest.raises(BodyTooLarge) as raised:
-        body_decoder(head_of(request("Content-Length: 12", line="POST / HTTP/1.1")), BODY_LIMIT)
-    assert raised.value.status == 413
-    # 0 is no limit.
-    huge = request(f"Content-Length: {10**18 - 1}", line="POST / HTTP/1.1")
-    assert isinstance(body_decoder(head_of(huge), LIMITS), LengthBody)
-
-
 def test_chunked_body_over_the_limit_is_refused_at_the_size_line_that_passes_it() -> None:
     assert body_of(chunked(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"), BODY_LIMIT) == (
         b"hello world"
