@@ -643,10 +643,11 @@ SETTINGS: tuple[Setting, ...] = (
         "limit_request_body",
         ("--limit-request-body",),
         non_negative_int,
-        0,
-        "Largest request body in bytes, by its Content-Length before the app runs or as a "
-        "chunked body arrives; larger gets 413. 0 for no limit, as in gunicorn and Werkzeug: "
-        "the app reads the body as a stream and knows its own limit.",
+        1 << 30,
+        "Largest request body in bytes, by its Content-Length or as a chunked body arrives; "
+        "larger gets 413 before the app runs. Bodies are gathered (past 1 MiB in a temporary "
+        "file) before the app runs, so this bounds the disk one request takes, as waitress's "
+        "1 GiB default does; 0 for no limit.",
         "Limits",
         "BYTES",
     ),

@@ -84,3 +84,9 @@ def test_a_body_over_the_limit_is_refused_even_where_the_app_would_not_read_it(
     # does with it.
     assert_refused_with_413(exchange(server, chunk_framed("/ignore-body", b"x" * 1001)))
     assert_refused_with_413(exchange(server, length_framed("/ignore-body", b"x" * 1001)))
+
+
+def test_the_default_limit_is_one_gibibyte() -> None:
+    over = b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % ((1 << 30) + 1)
+    with RunningServer() as default:
+        assert_refused_with_413(exchange(default, over))
