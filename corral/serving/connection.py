@@ -261,6 +261,7 @@ class Connection:
             if self.probe is not None:
                 self._probe(data)
             return
+        ended = False
         if self.probe is not None:
             end = self.probe.feed(data)
             if end is not None:
@@ -269,8 +270,11 @@ class Connection:
                 self.tail = data[cut:]
                 data = data[:cut]
                 self._found_body_end()
+                ended = True
         self.spool.write(data)
         self.spooled += len(data)
+        if ended:
+            self.wire_body = len(self.buffer) - self.head_size + self.spooled
 
     def has_request(self) -> bool:
         """True when a whole request (head and body) is in hand, or a request to refuse.
@@ -546,6 +550,9 @@ class Connection:
     def _take_request(self) -> None:
         """Remove the head of the request about to be served from the buffer."""
         del self.buffer[: self.head_size]
+        if self.spool is not None:
+            # The rest of the body, read after what the buffer holds.
+            self.spool.seek(0)
         self.head = None
         self.head_started = 0.0
 
