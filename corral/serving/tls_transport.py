@@ -23,6 +23,9 @@ from typing import Any
 from corral.serving.transport import ClientSocketError, PlainTransport
 
 _WOULD_BLOCK = (ssl.SSLWantReadError, BlockingIOError, InterruptedError)
+# The most plaintext one TLS record carries (RFC 8446 section 5.1): `send_some` writes a
+# record at a time, so that what it reports sent follows the client's reading.
+_RECORD_SIZE = 16384
 
 
 class TLSTransport(PlainTransport):
@@ -31,9 +34,9 @@ class TLSTransport(PlainTransport):
 
     The session's state (keys, sequence numbers) lives in the memory of the process that
     uses it, so a forked process that serves the connection must keep it to its end
-    (`stays_in_process`). Only the process that last read from the session ends it with
-    a close_notify alert; any other process holding a copy of the socket (a forked child
-    letting go of what it inherited) closes its descriptor and sends nothing.
+    (`stays_in_process`). Only the process that last read or wrote on the session ends it
+    with a close_notify alert; any other process holding a copy of the socket (a forked
+    child letting go of what it inherited) closes its descriptor and sends nothing.
     """
 
     __slots__ = ("established", "user")
@@ -44,7 +47,7 @@ class TLSTransport(PlainTransport):
 
     def __init__(self, sock: ssl.SSLSocket, peer: Any, timeout: float) -> None:
         # The socket is non-blocking already: the handshake needed it so.
-        self.sock = sock
+        self.sock = self.raw = sock
         self.peer = peer
         self.timeout = timeout
         # True once the handshake is done: only then is there a session to end.
@@ -77,6 +80,7 @@ class TLSTransport(PlainTransport):
     def receive(self, size: int) -> bytes:
         """Up to `size` decrypted bytes, waiting up to the client timeout for a record;
         b"" when the client has closed."""
+        self.user = os.getpid()
         sock = self.sock
         try:
             while True:
@@ -91,10 +95,39 @@ class TLSTransport(PlainTransport):
 
     # Writing.
 
+    def send_some(self, data: bytes | bytearray | memoryview) -> int:
+        """Encrypt and send what the client's window takes now, a record at a time,
+        without waiting: the count of bytes sent, 0 when none fits.
+
+        After a record that would block, OpenSSL has begun writing it and must be given
+        the same bytes again (more may follow them): the next call must start where this
+        one stopped, as the connection's outbox, unchanged until sent, does. A record is
+        a slice (a copy) rather than a view: a view would pin a bytearray outbox against
+        resizing for as long as an error raised here is alive."""
+        self.user = os.getpid()
+        sock = self.sock
+        total = len(data)
+        sent = 0
+        try:
+            while sent < total:
+                record = data if total <= _RECORD_SIZE else data[sent : sent + _RECORD_SIZE]
+                try:
+                    # gevent's SSLSocket returns 0 where the stdlib's raises.
+                    count = sock.send(record)
+                except (ssl.SSLWantWriteError, *_WOULD_BLOCK):
+                    break
+                if not count:
+                    break
+                sent += count
+        except OSError as error:
+            raise ClientSocketError(f"sending: {error}") from error
+        return sent
+
     def send_all(self, data: bytes) -> None:
         """Encrypt and send every byte, waiting (client timeout) while the client's
         window is full. After a write that would block, OpenSSL must be given the same
         bytes again, which the loop does."""
+        self.user = os.getpid()
         sock = self.sock
         rest = memoryview(data)
         try:

@@ -5,6 +5,7 @@ certificates again in a single process and under a master."""
 from __future__ import annotations
 
 import http.client
+import json
 import signal
 import socket
 import ssl
@@ -264,6 +265,23 @@ def test_a_plain_http_request_is_one_debug_line(
     lines = [line for line in server.lines if f":{port}" in line]
     assert len(lines) == 1 and "[DEBUG]" in lines[0], lines
     assert "plain HTTP request on the TLS port; answered 400" in lines[0]
+
+
+@pytest.mark.parametrize("model", ["one-at-a-time", "gevent", "process-per-request"])
+def test_a_proxy_protocol_header_comes_before_the_handshake(
+    start_server: Callable[..., RunningServer], certificate: CertificateFiles, model: str
+) -> None:
+    """HAProxy's send-proxy to a TLS port: the header in the clear, then TLS."""
+    options = [*SINGLE_PROCESS_MODELS[model], *certificate.options()]
+    server = start_server(options=[*options, "--proxy-protocol", "--proxy-allow-from", "127.0.0.1"])
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 51000 443\r\n")
+        with client_context(certificate.ca).wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"GET /environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            received = read_until_closed(tls)
+    environ = json.loads(received.partition(b"\r\n\r\n")[2])
+    assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("203.0.113.7", "51000")
+    assert environ["wsgi.url_scheme"] == "https"
 
 
 # HUP reads the certificates again.

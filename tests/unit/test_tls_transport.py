@@ -137,3 +137,38 @@ def test_a_forked_process_that_never_read_lets_go_without_a_word(
     assert client.recv(100) == b"still here"
     client.sendall(b"and you?")
     assert transport.receive(100) == b"and you?"
+
+
+def test_send_some_reports_records_sent_and_resumes_from_an_outbox_that_grew(
+    session: tuple[TLSTransport, ssl.SSLSocket],
+) -> None:
+    """As the connection's outbox uses it: what was sent is cut from the front, more is
+    appended while the client is slow, and each call starts where the last one stopped."""
+    transport, client = session
+    first, second = os.urandom(4 << 20), os.urandom(1 << 20)
+    outbox = bytearray(first)
+    received = bytearray()
+    counts: list[int] = []
+
+    def read_everything() -> None:
+        while len(received) < len(first) + len(second):
+            received.extend(client.recv(65536))
+
+    # Nothing is read yet: the socket's buffer fills, and a record would block.
+    while sent := transport.send_some(outbox):
+        counts.append(sent)
+        del outbox[:sent]
+    assert outbox, "4 MiB fit in the socket's buffer"
+    outbox += second
+    reader = threading.Thread(target=read_everything)
+    reader.start()
+    while outbox:
+        sent = transport.send_some(outbox)
+        counts.append(sent)
+        del outbox[:sent]
+        if not sent:
+            transport.wait_writable()
+    reader.join(10)
+    assert bytes(received) == first + second
+    # Progress is told as records go, not only once the whole outbox has gone.
+    assert any(0 < count < len(first) for count in counts)
