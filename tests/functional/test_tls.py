@@ -17,6 +17,7 @@ import pytest
 import requests
 import trustme
 
+from tests.apps.behaviours import big_body
 from tests.requirements import require
 from tests.server import ALL_MODELS, RunningServer, wait_until
 from tests.tls import (
@@ -125,6 +126,28 @@ def test_a_request_decrypted_with_the_end_of_a_body_is_served_at_once(
     first, second = received.split(b"HTTP/1.1 200 OK\r\n")[1:]
     assert first.endswith(b"\r\n\r\nabc")
     assert second.endswith(b"\r\n\r\nhello\n")
+
+
+def test_a_large_response_reaches_a_client_with_a_small_window_whole(
+    server: RunningServer, certificate: CertificateFiles
+) -> None:
+    """The server's writes keep meeting a full socket: each TLS record it began must be
+    finished before the next, through the outbox and the waiting thread alike."""
+    with socket.socket() as raw:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(30)
+        raw.connect(("127.0.0.1", server.port))
+        with client_context(certificate.ca).wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            for kib in (4096, 300):
+                tls.sendall(f"GET /big?kib={kib} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += tls.recv(1)
+                body = bytearray()
+                while len(body) < kib * 1024:
+                    body += tls.recv(65536)
+                assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+                assert body == big_body(kib)
 
 
 def test_a_plain_http_request_is_answered_400_and_closed(server: RunningServer) -> None:
