@@ -398,7 +398,8 @@ class Connection:
             if received >= rate * (now - self.body_started):
                 return False
             reason = f"request body slower than {rate} bytes/s"
-        error_log.debug("%s: %s; answered 408", self.peer_text(), reason)
+        # Counted with the other refusals: a slowloris run makes thousands of them.
+        self.state.refusals.record(408, "Request Timeout", reason, self.peer_text())
         with contextlib.suppress(OSError):
             self.transport.send_some(
                 encode_error(408, "Request Timeout", _TIMEOUT_ANSWER_VERSION, current_date())
@@ -658,7 +659,7 @@ class Connection:
             except RequestError as error:
                 # The response has gone out whole; the unread rest of the body is bad
                 # or cut short, so the connection cannot carry another request.
-                error_log.info("%s: unread request body: %s; closing", self.peer_text(), error)
+                error_log.debug("%s: unread request body: %s; closing", self.peer_text(), error)
                 return False
         return True
 

@@ -15,7 +15,7 @@ import pytest
 
 from corral.serving.connection import BODY_RATE_GRACE
 from tests.apps.behaviours import big_body
-from tests.server import MODELS, RunningServer
+from tests.server import MODELS, RunningServer, wait_until
 
 TIMEOUT = 10.0
 BIG_KIB = 4096
@@ -97,6 +97,10 @@ def test_a_head_that_trickles_in_is_answered_408_at_the_header_timeout(
         assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
         assert 1 < time.monotonic() - started < 3
     assert _served_within(server.port, 2)
+    # Told once, with the other refusals; a slowloris run makes thousands.
+    assert wait_until(
+        lambda: "request head not received in time; answered 408 Request Timeout" in server.log
+    )
 
 
 @pytest.mark.parametrize("model", STALL_MODELS)
