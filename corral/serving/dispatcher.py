@@ -50,6 +50,8 @@ _ACCEPT_BATCH = 64
 # slot held for it would leave real requests waiting while the worker sits idle.
 _FRESH_SECONDS = 0.02
 _SWEEP_INTERVAL = 0.5
+# Seconds of opening steps (TLS handshakes) per turn of the loop, at most.
+_OPENING_BUDGET = 0.002
 # A quick stop (INT, QUIT) still lets requests already running finish, for this long.
 QUICK_STOP_SECONDS = 1.0
 # At --connection-limit, idle connections to close are looked for this many at a time
@@ -131,6 +133,8 @@ class Dispatcher:
         # Connections released with bytes already inside their transport (TLS): no
         # readiness will report those, so the loop hands them to the model again.
         self.served_again: collections.deque[Connection] = collections.deque()
+        # Connections whose opening steps are due, run within `_OPENING_BUDGET` a turn.
+        self.opening_due: collections.deque[Connection] = collections.deque()
         self.signals_prepared = False
         self.wake_read, self.wake_write = make_wake_pipe()
         self.readiness = model.make_readiness(self.wake_write) or make_readiness(
@@ -282,7 +286,9 @@ class Dispatcher:
         next_sweep = time.monotonic() + _SWEEP_INTERVAL
         while not self.stop_requested:
             timeout = _SWEEP_INTERVAL
-            if self.fresh_deadlines:
+            if self.opening_due:
+                timeout = 0.0
+            elif self.fresh_deadlines:
                 timeout = max(0.0, min(timeout, self.fresh_deadlines[0][0] - time.monotonic()))
             self._poll_once(timeout)
             now = time.monotonic()
@@ -310,7 +316,10 @@ class Dispatcher:
         for fd in ready:
             connection = connections.get(fd)
             if connection is not None:
-                self.submit(connection)
+                if connection.opening is None:
+                    self.submit(connection)
+                else:
+                    self.opening_due.append(connection)
             elif fd in self.listeners:
                 self._accept(fd)
             elif fd == self.wake_read:
@@ -329,6 +338,24 @@ class Dispatcher:
                 callback = self.watched.get(fd)
                 if callback is not None:
                     callback()
+        if self.opening_due:
+            self._open_due()
+
+    def _open_due(self) -> None:
+        """Run due opening steps for at most `_OPENING_BUDGET` seconds; the rest wait for
+        the next turn of the loop, which then does not wait for readiness.
+
+        A TLS handshake step costs this thread up to a millisecond: a flood of new
+        connections would otherwise hold a request on an established connection for as
+        long as every handshake that became ready with it takes."""
+        due = self.opening_due
+        deadline = time.monotonic() + _OPENING_BUDGET
+        while due:
+            connection = due.popleft()
+            if not connection.closed:
+                self.submit(connection)
+            if time.monotonic() >= deadline:
+                break
 
     def submit_ready(self, fd: int) -> bool:
         """Submit the connection on `fd` now, for a readiness set that reports ready
@@ -336,6 +363,11 @@ class Dispatcher:
         connection = self.connections.get(fd)
         if connection is None:
             return False
+        if connection.opening is not None:
+            # Opened by the dispatcher's own turn, within its budget (`_open_due`).
+            self.opening_due.append(connection)
+            self._wake()
+            return True
         self.submit(connection)
         return True
 
