@@ -148,6 +148,9 @@ class Master:
         # Places (0 to N-1) that have had a worker; a new worker in one is a restart.
         self.places_filled: set[int] = set()
         self.place_restarts: dict[int, int] = {}
+        # The --stats listener (`corral.process.stats_server`), when there is one: this
+        # process serves it on a thread of its own, reading only the table.
+        self.stats: Any = None
 
     def _hook(self, name: str, *arguments: Any) -> None:
         call_hook(self.cfg, name, *arguments)
@@ -174,6 +177,8 @@ class Master:
         error_log.info("corral master (pid %d)", self.pid)
         self._describe_to_table(started=time.time())
         error_log.info("Concurrency: %s", self.describe(self.cfg))
+        if self.stats is not None:
+            self.stats.start()
         self._hook("when_ready", self)
         try:
             while not self.stopping:
@@ -279,6 +284,8 @@ class Master:
         os.close(self.wake_read)
         os.close(self.wake_write)
         os.close(self.boot_reports_read)
+        if self.stats is not None:
+            self.stats.close_in_child()
         self.WORKERS = {}
         self.pending_signals = []
 
@@ -551,6 +558,8 @@ class Master:
             self.pidfile = old_pidfile
         environment = dict(os.environ)
         environment.update(handover_environment(self.listeners))
+        if self.stats is not None:
+            environment.update(self.stats.handover_environment())
         pid = os.fork()
         if pid == 0:
             try:
