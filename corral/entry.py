@@ -100,8 +100,6 @@ def serve(app: Any, config: Config) -> None:
         hooks.worker = record
     observers: list[RequestObserver] = [hooks] if hooks is not None else []
     slot = _single_process_slot(config, model, table) if table is not None else None
-    if slot is not None:
-        observers.append(slot)
     dispatcher = build_dispatcher(
         app,
         config,
@@ -111,6 +109,7 @@ def serve(app: Any, config: Config) -> None:
         tls=tls,
         client_wait=slot.client_wait if slot is not None else None,
         refused=slot.refused if slot is not None else None,
+        slot=slot,
     )
     if slot is not None:
         dispatcher.on_tick = _beat_of(slot, dispatcher)
