@@ -8,6 +8,8 @@ them by name. Precedence: defaults < config file < environment < command line.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +69,52 @@ def string_list(text: Any) -> list[str]:
     if isinstance(text, (list, tuple)) and all(isinstance(part, str) for part in text):
         return list(text)
     raise ValueError(f"{text!r} is not a list of strings")
+
+
+def address_list(value: Any) -> list[str]:
+    """IP addresses and CIDR networks, or *, as gunicorn's forwarded_allow_ips takes them:
+    one string separated by commas, or a list. As in gunicorn, a network with host bits
+    set (10.0.0.1/8) is refused as the likely mistake it is; so is an IPv6 zone index.
+    `corral.http.trusted_addresses` reads the entries this accepts."""
+    entries = string_list(value)
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            if "%" in entry:
+                raise ValueError("a zone index names an interface, not an address")
+            ipaddress.ip_network(entry)
+        except ValueError as error:
+            raise ValueError(f"{entry!r} is not an IP address, a network or *: {error}") from None
+    return entries
+
+
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def header_values(value: Any) -> dict[str, str]:
+    """Header names and values, as gunicorn's secure_scheme_headers: a dict in a config
+    file, or "NAME=value,NAME=value" in an environment variable. Names are upper-cased."""
+    if isinstance(value, str):
+        pairs = []
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            name, equals, text = item.partition("=")
+            if not equals:
+                raise ValueError(f"{item.strip()!r} is not NAME=value")
+            pairs.append((name.strip(), text.strip()))
+        value = dict(pairs)
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{value!r} is not a dict of header names and values")
+    headers = {}
+    for name, text in value.items():
+        if not isinstance(name, str) or _FIELD_NAME.fullmatch(name) is None:
+            raise ValueError(f"{name!r} is not a header name")
+        if not isinstance(text, str):
+            raise ValueError(f"{text!r} (for {name}) is not a string")
+        headers[name.upper()] = text
+    return headers
 
 
 def environment_assignments(value: Any) -> list[str]:
@@ -289,6 +337,16 @@ SETTINGS: tuple[Setting, ...] = (
         "N",
     ),
     Setting(
+        "queue_timeout",
+        ("--queue-timeout",),
+        seconds,
+        0.0,
+        "Seconds a request may wait for a free thread, coroutine or process; one that "
+        "waited longer gets 503 with Retry-After instead of running late. 0 for no limit.",
+        "Concurrency",
+        "SECONDS",
+    ),
+    Setting(
         "workers",
         ("-w", "--workers"),
         non_negative_int,
@@ -434,6 +492,16 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="N",
     ),
     Setting(
+        "connection_limit",
+        ("--connection-limit",),
+        non_negative_int,
+        10000,
+        "Most connections each process holds open; at the limit it closes the longest-idle "
+        "ones, or accepts none until one closes. Lowered to fit the open-file limit, whose "
+        "soft value is raised toward the hard one at start. 0 for no limit.",
+        metavar="N",
+    ),
+    Setting(
         "keep_alive",
         ("--keep-alive",),
         seconds,
@@ -446,8 +514,29 @@ SETTINGS: tuple[Setting, ...] = (
         ("--client-timeout",),
         seconds,
         30.0,
-        "Seconds a client may stall while sending a request or reading a response.",
+        "Seconds a client may go without taking a byte of its response (or, inside a "
+        "body an application reads as it arrives, without sending one) before the "
+        "connection is closed.",
         metavar="SECONDS",
+    ),
+    Setting(
+        "header_timeout",
+        ("--header-timeout",),
+        seconds,
+        20.0,
+        "Seconds a request head may take to arrive whole, however it trickles in; then "
+        "408 Request Timeout and the connection is closed.",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "min_request_body_rate",
+        ("--min-request-body-rate",),
+        non_negative_int,
+        240,
+        "Bytes per second a request body must average, after a 5 s grace, while it "
+        "arrives; slower, it gets 408 Request Timeout and the connection is closed. "
+        "0 for no minimum.",
+        metavar="BYTES",
     ),
     Setting(
         "poller",
@@ -483,6 +572,47 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="NAME=VALUE",
     ),
     Setting(
+        "forwarded_allow_ips",
+        ("--forwarded-allow-ips",),
+        address_list,
+        ["127.0.0.1", "::1"],
+        "Proxies whose X-Forwarded-* and Forwarded headers set REMOTE_ADDR, the scheme, "
+        "host, port and SCRIPT_NAME: IP addresses and CIDR networks separated by commas, "
+        "or * for any peer; a unix socket's peer is always trusted. gunicorn's "
+        "FORWARDED_ALLOW_IPS variable replaces the default, 127.0.0.1,::1.",
+        "Behind a proxy",
+        "ADDRESSES",
+    ),
+    Setting(
+        "secure_scheme_headers",
+        (),
+        header_values,
+        {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
+        "Headers from a trusted proxy that give the scheme: https when one has its "
+        "value here, http when it has another (gunicorn's setting and default).",
+        "Behind a proxy",
+    ),
+    Setting(
+        "proxy_protocol",
+        ("--proxy-protocol",),
+        boolean,
+        False,
+        "Read a PROXY protocol header (HAProxy's, version 1 or 2) at the start of each "
+        "connection from --proxy-allow-from; such a peer that sends none is disconnected.",
+        "Behind a proxy",
+    ),
+    Setting(
+        "proxy_allow_ips",
+        ("--proxy-allow-from",),
+        address_list,
+        ["127.0.0.1", "::1"],
+        "Peers whose PROXY protocol header is read: IP addresses and CIDR networks "
+        "separated by commas, or *; a unix socket's peer always is. Others are served "
+        "as they are, and a PROXY header from them is answered 400.",
+        "Behind a proxy",
+        "ADDRESSES",
+    ),
+    Setting(
         "limit_request_line",
         ("--limit-request-line",),
         positive_int,
@@ -506,6 +636,18 @@ SETTINGS: tuple[Setting, ...] = (
         positive_int,
         8190,
         "Longest header field line in bytes; longer gets 431.",
+        "Limits",
+        "BYTES",
+    ),
+    Setting(
+        "limit_request_body",
+        ("--limit-request-body",),
+        non_negative_int,
+        1 << 30,
+        "Largest request body in bytes, by its Content-Length or as a chunked body arrives; "
+        "larger gets 413 before the app runs. Bodies are gathered (past 1 MiB in a temporary "
+        "file) before the app runs, so this bounds the disk one request takes, as waitress's "
+        "1 GiB default does; 0 for no limit.",
         "Limits",
         "BYTES",
     ),
@@ -558,10 +700,14 @@ class Timeouts:
 
     # An idle keep-alive connection (--keep-alive).
     keep_alive: float
-    # A client stalled while sending a request or reading a response (--client-timeout).
+    # A client that takes no byte of its response (--client-timeout).
     client: float
     # Requests in flight after TERM (--graceful-timeout).
     graceful: float
+    # A request head from its first byte to its last (--header-timeout).
+    header: float = 20.0
+    # The least a request body must average, bytes per second (--min-request-body-rate).
+    min_body_rate: int = 240
 
 
 @dataclass(frozen=True)
@@ -578,6 +724,7 @@ class Config:
     thread_per_request: bool
     max_threads: int
     process_per_request: int
+    queue_timeout: float
     workers: int
     worker_class: str
     worker_connections: int
@@ -594,15 +741,23 @@ class Config:
     umask: int | None
     reuse_port: bool
     backlog: int
+    connection_limit: int
     keep_alive: float
     client_timeout: float
+    header_timeout: float
+    min_request_body_rate: int
     poller: str
     graceful_timeout: float
     root_path: str
     raw_env: list[str]
+    forwarded_allow_ips: list[str]
+    secure_scheme_headers: dict[str, str]
+    proxy_protocol: bool
+    proxy_allow_ips: list[str]
     limit_request_line: int
     limit_request_fields: int
     limit_request_field_size: int
+    limit_request_body: int
     access_logfile: str
     access_logformat: str
     error_logfile: str
@@ -626,7 +781,13 @@ class Config:
 
     @property
     def timeouts(self) -> Timeouts:
-        return Timeouts(self.keep_alive, self.client_timeout, self.graceful_timeout)
+        return Timeouts(
+            self.keep_alive,
+            self.client_timeout,
+            self.graceful_timeout,
+            self.header_timeout,
+            self.min_request_body_rate,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting by name, values as they are (not copied)."""
@@ -640,7 +801,8 @@ def build_config(
     defaults: Mapping[str, Any] | None = None,
 ) -> Config:
     """Defaults (the table's, replaced by `defaults`, a command's own such as the Flask
-    command's port 5000), then `file_values`, then `CORRAL_*` variables from `environ`,
+    command's port 5000, and by gunicorn's FORWARDED_ALLOW_IPS in `environ`), then
+    `file_values`, then `CORRAL_*` variables from `environ`,
     then `overrides`; all checked.
 
     `file_values` are a config file's settings by corral's names, as
@@ -649,6 +811,13 @@ def build_config(
     unknown name or a bad value or combination.
     """
     values = {setting.name: setting.default for setting in SETTINGS}
+    if environ is not None and _FORWARDED_ALLOW_IPS in environ:
+        # gunicorn reads this variable as the setting's default, below a config file.
+        values["forwarded_allow_ips"] = convert_value(
+            SETTINGS_BY_NAME["forwarded_allow_ips"],
+            environ[_FORWARDED_ALLOW_IPS],
+            _FORWARDED_ALLOW_IPS,
+        )
     for name, value in (defaults or {}).items():
         values[name] = convert_value(_known_setting(name), value, name)
     for name, value in (file_values or {}).items():
@@ -668,6 +837,9 @@ def build_config(
         values[name] = convert_value(setting, value, setting.flags[-1] if setting.flags else name)
     _check_combination(values)
     return Config(**values)
+
+
+_FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"
 
 
 def _known_setting(name: str) -> Setting:

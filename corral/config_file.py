@@ -45,11 +45,10 @@ class GunicornSetting:
 
 _TLS = "terminate TLS in a proxy (nginx, HAProxy) in front of corral"
 _FOREGROUND = "run corral in the foreground under systemd, Docker or supervisord"
-_PROXY_HEADERS = (
-    "corral passes X-Forwarded-* headers to the app untouched; apply them with a WSGI "
-    "middleware (such as werkzeug's ProxyFix) that trusts only your proxy"
+_FORWARDER_HEADERS = (
+    "corral drops header names holding '_', so no header can set SCRIPT_NAME or "
+    "PATH_INFO; a trusted proxy sets SCRIPT_NAME with X-Forwarded-Prefix"
 )
-_PROXY_PROTOCOL = "have the proxy speak plain HTTP and send X-Forwarded-For"
 _LOGGING = (
     "log with --error-logfile and --access-logfile; for anything else, add handlers to "
     "the 'corral' logger from the app"
@@ -134,25 +133,13 @@ GUNICORN_SETTINGS: tuple[GunicornSetting, ...] = (
         "initgroups", ("--initgroups",), None, "give the group to run as with --group", False
     ),
     GunicornSetting("tmp_upload_dir", (), None, "drop it; request bodies are streamed to the app"),
-    GunicornSetting(
-        "secure_scheme_headers",
-        (),
-        None,
-        _PROXY_HEADERS,
-        {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
-    ),
-    GunicornSetting(
-        "forwarded_allow_ips",
-        ("--forwarded-allow-ips",),
-        None,
-        _PROXY_HEADERS,
-        "127.0.0.1,::1",
-    ),
+    GunicornSetting("secure_scheme_headers", (), "secure_scheme_headers"),
+    GunicornSetting("forwarded_allow_ips", ("--forwarded-allow-ips",), "forwarded_allow_ips"),
     GunicornSetting(
         "forwarder_headers",
         ("--forwarder-headers",),
         None,
-        _PROXY_HEADERS,
+        _FORWARDER_HEADERS,
         "SCRIPT_NAME,PATH_INFO",
     ),
     GunicornSetting("accesslog", ("--access-logfile",), "access_logfile"),
@@ -194,10 +181,8 @@ GUNICORN_SETTINGS: tuple[GunicornSetting, ...] = (
     GunicornSetting("pythonpath", ("--pythonpath",), None, "set PYTHONPATH"),
     GunicornSetting("paste", ("--paste", "--paster"), None, _PASTE),
     GunicornSetting("raw_paste_global_conf", ("--paste-global",), None, _PASTE, []),
-    GunicornSetting("proxy_protocol", ("--proxy-protocol",), None, _PROXY_PROTOCOL, False),
-    GunicornSetting(
-        "proxy_allow_ips", ("--proxy-allow-from",), None, _PROXY_PROTOCOL, "127.0.0.1,::1"
-    ),
+    GunicornSetting("proxy_protocol", ("--proxy-protocol",), "proxy_protocol"),
+    GunicornSetting("proxy_allow_ips", ("--proxy-allow-from",), "proxy_allow_ips"),
     GunicornSetting("keyfile", ("--keyfile",), None, _TLS),
     GunicornSetting("certfile", ("--certfile",), None, _TLS),
     # ssl.PROTOCOL_TLS and ssl.CERT_NONE, by value: naming them would import ssl here.

@@ -26,7 +26,9 @@ from corral.serving.assembly import (
     describe_concurrency,
     make_worker_model,
     open_listeners,
+    raise_open_file_limit,
     reopen_access_logs,
+    warn_queue_timeout_without_queue,
     warn_worker_process_settings,
 )
 from corral.serving.listeners import describe
@@ -46,6 +48,7 @@ def serve(app: Any, config: Config) -> None:
     from corral.process.reloader import watch_app_sources
 
     configure_logging(config)
+    raise_open_file_limit(config)
     model = make_worker_model(config)
     listeners = open_listeners(config)
     if config.pid:
@@ -72,6 +75,7 @@ def serve(app: Any, config: Config) -> None:
     error_log.info("corral %s (pid %d)", __version__, os.getpid())
     error_log.info("Concurrency: %s", model.describe())
     warn_worker_process_settings(config)
+    warn_queue_timeout_without_queue(config)
     for sock in listeners:
         error_log.info("Listening at %s", describe(sock))
     watch_app_sources()
@@ -99,6 +103,7 @@ def serve_with_workers(
     from corral.process.worker_process import WorkerBoot
 
     configure_logging(config)
+    raise_open_file_limit(config)
     boot = WorkerBoot(spec, app)
     master = Master(
         config, [], boot, reload_config, exec_argv, describe_concurrency, configure_logging
@@ -108,6 +113,7 @@ def serve_with_workers(
     master.listeners = open_listeners(config)
     for sock in master.listeners:
         error_log.info("Listening at %s", describe(sock))
+    warn_queue_timeout_without_queue(config)
     if config.preload and boot.app is None:
         assert spec is not None
         prepare_process(config)

@@ -6,6 +6,8 @@ class RequestError(Exception):
 
     status = 400
     reason = "Bad Request"
+    # Fields the answer carries besides its framing, as (name, value) pairs.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class RequestLineTooLong(RequestError):

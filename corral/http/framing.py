@@ -185,8 +185,15 @@ def encode_chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-def encode_error(status: int, reason: str, version: str, date: str) -> bytes:
-    """A complete short response that closes the connection, for errors we answer ourselves."""
+def encode_error(
+    status: int,
+    reason: str,
+    version: str,
+    date: str,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> bytes:
+    """A complete short response that closes the connection, for errors we answer ourselves;
+    `headers` are added as given (our own, never the client's: they are not checked)."""
     body = f"{status} {reason}\n".encode("ascii")
     head = (
         f"{version} {status} {reason}\r\n"
@@ -194,6 +201,7 @@ def encode_error(status: int, reason: str, version: str, date: str) -> bytes:
         "Server: corral\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in headers)
+        + "Connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body

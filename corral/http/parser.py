@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from corral.http.errors import (
+    BodyTooLarge,
     FieldsTooLarge,
     RequestError,
     RequestLineTooLong,
@@ -70,11 +71,14 @@ _MAX_REMEMBERED_NAMES = 1024
 
 @dataclass(frozen=True, slots=True)
 class HeadLimits:
-    """Size limits for a request head; each excess is answered with its own status."""
+    """Size limits for a request head, and for its body (`body_size` bytes, 0 for no
+    limit; 413 Content Too Large, RFC 9110 section 15.5.14); each excess is answered
+    with its own status."""
 
     request_line: int = 8190
     field_count: int = 100
     field_size: int = 8190
+    body_size: int = 0
 
     @property
     def head_size(self) -> int:
@@ -441,7 +445,9 @@ class ChunkedBody(BodyDecoder):
     """A body framed by the chunked transfer coding (RFC 9112 section 7.1).
 
     Extensions are checked for control characters and otherwise ignored; trailer fields
-    are read, checked and discarded.
+    are read, checked and discarded. A chunk that takes the body past `limits.body_size`
+    raises `BodyTooLarge` once its size line is read, before its data arrives, and every
+    read after that raises it again.
     """
 
     _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
@@ -450,10 +456,14 @@ class ChunkedBody(BodyDecoder):
         self.limits = limits
         self.state = self._SIZE
         self.chunk_remaining = 0
+        # The sizes of the chunks begun so far.
+        self.declared = 0
         self.trailer_count = 0
         self.done = False
 
     def read(self, buffer: bytearray, size: int) -> bytes:
+        if self.declared > self.limits.body_size > 0:
+            raise self._too_large()
         while not self.done:
             if self.state == self._DATA:
                 take = min(size, self.chunk_remaining, len(buffer))
@@ -510,7 +520,13 @@ class ChunkedBody(BodyDecoder):
         if match is None:
             raise RequestError("malformed chunk size")
         self.chunk_remaining = int(match.group(1), 16)
+        self.declared += self.chunk_remaining
+        if self.declared > self.limits.body_size > 0:
+            raise self._too_large()
         self.state = self._DATA if self.chunk_remaining else self._TRAILER
+
+    def _too_large(self) -> BodyTooLarge:
+        return BodyTooLarge(f"chunked body larger than {self.limits.body_size} bytes")
 
     def _read_trailer_line(self, line: bytes) -> None:
         if not line:
@@ -530,7 +546,9 @@ _NO_BODY = NoBody()
 
 
 def body_decoder(head: RequestHead, limits: HeadLimits) -> BodyDecoder:
-    """The decoder for the body that follows `head`."""
+    """The decoder for the body that follows `head`. A Content-Length over
+    `limits.body_size` is the caller's to refuse, once the head has arrived; a chunked
+    body over it raises `BodyTooLarge` as it is decoded."""
     if head.chunked:
         return ChunkedBody(limits)
     if head.content_length:

@@ -101,7 +101,13 @@ class WorkerRun:
             observers.append(hooks)
         self.memory_limit = self._memory_limit()
         dispatcher = build_dispatcher(
-            app, config, self.master.listeners, model, observers, multiprocess=True
+            app,
+            config,
+            self.master.listeners,
+            model,
+            observers,
+            multiprocess=True,
+            client_wait=self.in_flight.client_wait,
         )
         self.dispatcher = dispatcher
         dispatcher.on_tick = self._tick
@@ -214,28 +220,62 @@ class WorkerRun:
         in_flight = table.requests_in_flight() if table is not None else {}
         now = time.monotonic()
         names = {thread.ident: thread.name for thread in threading.enumerate()}
-        lines = [f"Worker {os.getpid()} aborted by --timeout; its threads:"]
+
+        def doing(ident: int) -> str:
+            request = in_flight.get(ident)
+            if request is None:
+                return ""
+            return f', serving "{request[1]}" for {now - request[0]:.1f} s'
+
+        stacks: list[tuple[str, Any]] = []
         for ident, thread_frame in sys._current_frames().items():
             if ident == threading.get_ident():
                 thread_frame = frame
-            request = in_flight.get(ident)
-            doing = f', serving "{request[1]}" for {now - request[0]:.1f} s' if request else ""
-            lines.append(f"Thread {names.get(ident, ident)}{doing}:")
-            lines.append("".join(traceback.format_stack(thread_frame)).rstrip())
-        for ident, (started, request_line) in in_flight.items():
-            if ident not in names:
-                lines.append(
-                    f'Coroutine {ident}, serving "{request_line}" for {now - started:.1f} s'
-                )
-        if "gevent" in sys.modules:
-            # Greenlets' stacks are not threads' frames; gevent can list them.
-            from gevent.util import format_run_info
-
-            lines.extend(format_run_info())
+            stacks.append((f"Thread {names.get(ident, ident)}{doing(ident)}", thread_frame))
+        for greenlet_id, greenlet_frame in _greenlet_frames():
+            stacks.append((f"Greenlet {greenlet_id}{doing(greenlet_id)}", greenlet_frame))
+        lines = [f"Worker {os.getpid()} aborted by --timeout; its threads and greenlets:"]
+        lines.extend(group_stacks(stacks))
         error_log.critical("\n".join(lines))
         self._hook("worker_abort", self.worker)
         logging.shutdown()
         os._exit(1)
+
+
+def group_stacks(stacks: list[tuple[str, Any]], shown: int = 3) -> list[str]:
+    """Lines for a dump of `(description, frame)` pairs, identical stacks told once:
+    "812 greenlets with this stack (Greenlet 1, serving ...; ...):" then the stack. A
+    worker of 1,000 greenlets waiting in the same place writes one stack, not 1,000."""
+    groups: dict[str, list[str]] = {}
+    for description, frame in stacks:
+        text = "".join(traceback.format_stack(frame)).rstrip()
+        groups.setdefault(text, []).append(description)
+    lines = []
+    for text, descriptions in sorted(groups.items(), key=lambda item: -len(item[1])):
+        if len(descriptions) == 1:
+            lines.append(f"{descriptions[0]}:")
+        else:
+            named = "; ".join(descriptions[:shown])
+            more = f"; and {len(descriptions) - shown} more" if len(descriptions) > shown else ""
+            lines.append(f"{len(descriptions)} with this stack ({named}{more}):")
+        lines.append(text)
+    return lines
+
+
+def _greenlet_frames() -> list[tuple[int, Any]]:
+    """(id, frame) of each greenlet suspended in this process, when gevent is in use:
+    their stacks are not threads' frames."""
+    if "gevent" not in sys.modules:
+        return []
+    import gc
+
+    from greenlet import greenlet
+
+    return [
+        (id(item), item.gr_frame)
+        for item in gc.get_objects()
+        if isinstance(item, greenlet) and item.gr_frame is not None
+    ]
 
 
 def _resident_mib() -> float:

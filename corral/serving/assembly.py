@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from corral.config import Config
 from corral.http.parser import HeadLimits
+from corral.http.trusted_addresses import TrustedAddresses
 from corral.serving.access_log import AccessLog
-from corral.serving.connection import ServingState
+from corral.serving.connection import OpeningStep, ServingState
 from corral.serving.dispatcher import Dispatcher
 from corral.serving.listeners import inherited_listeners, listen, listener_info
+from corral.serving.proxy_preamble import ProxyPreamble
+from corral.serving.refusals import RefusalLog
 from corral.serving.request_observer import RequestObserver
 from corral.workers import WorkerModel, make_model, model_name
 from corral.wsgi.environ import base_environ
+from corral.wsgi.forwarded import ForwardedHeaders
 
 error_log = logging.getLogger("corral.error")
 
@@ -36,6 +41,54 @@ def make_worker_model(config: Config) -> WorkerModel:
     """The concurrency model the config chooses, from the registry in corral.workers."""
     name = model_name(config.worker_class, config.thread_per_request, config.process_per_request)
     return make_model(name, lambda setting: getattr(config, setting))
+
+
+# Descriptors a serving process needs besides its connections: listening sockets, the
+# readiness set and its wake pipe, log files, a child's pipe per --process-per-request
+# child, and the application's own files and database connections.
+_RESERVED_DESCRIPTORS = 100
+
+
+def raise_open_file_limit(config: Config) -> None:
+    """Raise this process's soft RLIMIT_NOFILE toward its hard limit, as far as
+    --connection-limit needs; at start, before any worker is forked (they inherit it).
+
+    The soft limit is often 1024, which would stop a server at about a thousand
+    connections, while the hard limit, which only root can raise, is usually far higher
+    (524288 under systemd). Logs a warning when the hard limit leaves room for fewer
+    connections than --connection-limit; a system refusing the raise (macOS caps it at
+    OPEN_MAX) leaves the limit as it was.
+    """
+    if not config.connection_limit:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = config.connection_limit + _RESERVED_DESCRIPTORS
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError) as error:
+            error_log.debug("cannot raise the open-file limit to %d: %s", wanted, error)
+    ceiling = connection_ceiling(config)
+    if ceiling < config.connection_limit:
+        error_log.warning(
+            "--connection-limit %d lowered to %d: the open-file limit is %d (raise the hard "
+            "limit: ulimit -Hn, or LimitNOFILE= for a systemd service)",
+            config.connection_limit,
+            ceiling,
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        )
+
+
+def connection_ceiling(config: Config) -> int:
+    """--connection-limit, lowered to what this process's open-file limit leaves for
+    connections; 0 for no limit."""
+    limit = config.connection_limit
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if not limit or soft == resource.RLIM_INFINITY:
+        return limit
+    return max(1, min(limit, max(soft - _RESERVED_DESCRIPTORS, soft // 2)))
 
 
 def open_listeners(config: Config) -> list[socket.socket]:
@@ -66,6 +119,7 @@ def build_dispatcher(
     model: WorkerModel,
     observers: Sequence[RequestObserver] = (),
     multiprocess: bool = False,
+    client_wait: Callable[[bool], None] | None = None,
 ) -> Dispatcher:
     """The event loop serving `app` on `listeners` with `model`; the access log the
     config names is the first of the request observers, `observers` follow it."""
@@ -73,6 +127,7 @@ def build_dispatcher(
         request_line=config.limit_request_line,
         field_count=config.limit_request_fields,
         field_size=config.limit_request_field_size,
+        body_size=config.limit_request_body,
     )
     script_name = config.root_path.rstrip("/")
     access_log = (
@@ -81,6 +136,14 @@ def build_dispatcher(
         else None
     )
     every_observer = ((access_log,) if access_log is not None else ()) + tuple(observers)
+    refusals = RefusalLog()
+    forwarded = ForwardedHeaders.from_settings(
+        config.forwarded_allow_ips, config.secure_scheme_headers
+    )
+    # What opens a connection, in order; a PROXY protocol header comes first of all.
+    opening: tuple[OpeningStep, ...] = ()
+    if config.proxy_protocol:
+        opening += (ProxyPreamble(TrustedAddresses(config.proxy_allow_ips)),)
     bound = []
     for sock in listeners:
         listener = listener_info(sock)
@@ -93,7 +156,18 @@ def build_dispatcher(
             model.multiprocess or multiprocess,
         )
         state = ServingState(
-            app, limits, listener, environ, config.client_timeout, access_log, every_observer
+            app,
+            limits,
+            listener,
+            environ,
+            config.client_timeout,
+            access_log,
+            every_observer,
+            queue_timeout=config.queue_timeout,
+            refusals=refusals,
+            opening=opening,
+            forwarded=forwarded,
+            client_wait=client_wait,
         )
         bound.append((sock, state))
     return Dispatcher(
@@ -102,6 +176,7 @@ def build_dispatcher(
         config.timeouts,
         config.poller,
         accept_only_when_free=multiprocess,
+        connection_limit=connection_ceiling(config),
     )
 
 
@@ -141,6 +216,18 @@ def warn_worker_process_settings(config: Config) -> None:
         error_log.warning(
             "Ignored in a single process, they need worker processes (-w N): %s",
             ", ".join(ignored),
+        )
+
+
+def warn_queue_timeout_without_queue(config: Config) -> None:
+    """One line when --queue-timeout is given to a model that serves one request at a
+    time on the thread that reads the sockets: its requests wait in the kernel, where no
+    wait is measured, so the setting would do nothing unsaid."""
+    if config.queue_timeout and make_worker_model(config).serves_inline:
+        error_log.warning(
+            "--queue-timeout has no effect with one request at a time per process: requests "
+            "wait in the kernel, unmeasured; it applies with --threads N, "
+            "--thread-per-request, --process-per-request or -k gevent"
         )
 
 

@@ -1,22 +1,33 @@
 """Serves one client connection: recv -> parser -> WSGI app -> framing -> send.
 
 Every concurrency model runs this same code; they differ only in who calls `serve()`
-and when. `serve()` handles the requests whose bytes have arrived and returns as soon as
-the connection has nothing complete to work on, so an idle keep-alive connection holds
-no thread or process.
+and when. A thread (or process, or greenlet) is given a connection only once a whole
+request has arrived: the dispatcher calls `collect()` on its own thread each time the
+connection turns readable, and it gathers the head and the body (the body in memory up
+to `_BODY_IN_MEMORY`, in a temporary file beyond, as waitress does) without waiting.
+`serve()` then handles the complete requests and returns as soon as there is none, so a
+client that sends slowly, or not at all, holds no thread.
+
+Response bytes the client does not take at once wait in the connection's outbox (up to
+`_OUTBOX_LIMIT`) while the thread goes on; the dispatcher sends the rest when the client
+reads, so a client that reads slowly holds no thread either.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
-from corral.http.errors import IncompleteBody, RequestError
+from corral.http.errors import BodyTooLarge, IncompleteBody, RequestError
 from corral.http.framing import CONTINUE_RESPONSE, InvalidResponse, encode_error
 from corral.http.parser import (
+    ChunkedBody,
     HeadLimits,
     HeadScanner,
     RequestHead,
@@ -25,9 +36,11 @@ from corral.http.parser import (
 )
 from corral.serving.access_log import AccessLog
 from corral.serving.listeners import ListenerInfo
+from corral.serving.refusals import RefusalLog
 from corral.serving.request_observer import RequestObserver, RequestRecord
 from corral.serving.transport import ClientSocketError, Transport
 from corral.wsgi.environ import build_environ
+from corral.wsgi.forwarded import ForwardedHeaders
 from corral.wsgi.input import RequestBody
 from corral.wsgi.response import Response, WSGIApp, current_date, run_application
 
@@ -39,6 +52,29 @@ error_log = logging.getLogger("corral.error")
 _RECEIVE_SIZE = 65536
 # Responses ending in more than this are sent at once: holding them saves nothing.
 _HOLD_LIMIT = 16384
+# A request body is gathered in memory up to this size, in a temporary file beyond it.
+_BODY_IN_MEMORY = 1 << 20
+# Response bytes kept for a client that is slow to read them; beyond this, the thread
+# writing the response waits for the client (up to --client-timeout).
+_OUTBOX_LIMIT = 1 << 18
+# A request body arrives at --min-request-body-rate on average once this much has
+# passed since its head (Kestrel's MinRequestBodyDataRate has the same grace).
+BODY_RATE_GRACE = 5.0
+_TIMEOUT_ANSWER_VERSION = "HTTP/1.1"
+
+
+class WaitedTooLong(RequestError):
+    """A request waited longer than --queue-timeout for a thread, coroutine or process to
+    serve it. Not the client's fault: the server is overloaded, and a balancer in front
+    can send the request elsewhere sooner than it would be served here."""
+
+    status = 503
+    reason = "Service Unavailable"
+
+    def __init__(self, limit: float) -> None:
+        super().__init__(f"waited more than --queue-timeout {limit:g} s to be served")
+        # RFC 9110 section 10.2.3: when to ask again. The queue was at least this long.
+        self.headers = (("Retry-After", str(max(1, math.ceil(limit)))),)
 
 
 @dataclass(eq=False)
@@ -54,29 +90,63 @@ class ServingState:
     # refuses itself, which no other observer is told of.
     access_log: AccessLog | None
     observers: tuple[RequestObserver, ...] = ()
+    # Seconds a request may wait between `Dispatcher.submit` and its serving (0: no limit).
+    queue_timeout: float = 0.0
+    # The process's count of refused requests, shared by all its listeners.
+    refusals: RefusalLog = field(default_factory=RefusalLog)
     stopping: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # What happens on a new connection before its first request, in order (a PROXY
+    # protocol header, a TLS handshake): see `OpeningStep`.
+    opening: tuple[OpeningStep, ...] = ()
+    # Whose proxy headers count (--forwarded-allow-ips); None reads none.
+    forwarded: ForwardedHeaders | None = None
+    # Told when a request starts (True) and stops (False) waiting on a slow client, so
+    # that --timeout does not count the wait (`InFlightTable.client_wait`).
+    client_wait: Callable[[bool], None] | None = None
+
+
+# One step of opening a connection, run by the dispatcher on its own thread each time the
+# connection turns readable until it returns True (done). It must never wait: it reads
+# what has arrived and returns False to be called again when more arrives. It may replace
+# `connection.transport` or `connection.peer`. Any OSError or ValueError it raises closes
+# the connection. Steps that are not done within the client timeout close it too.
+OpeningStep = Callable[["Connection"], bool]
 
 
 class Connection:
-    """One accepted connection's transport and the bytes received on it but not yet
-    consumed."""
+    """One accepted connection's transport, the bytes received on it but not yet
+    consumed, and the response bytes not yet taken by the client."""
 
     __slots__ = (
+        "body_started",
         "buffer",
         "busy",
         "closed",
+        "closing",
         "fd",
         "fresh",
-        "held",
+        "head",
+        "head_size",
+        "head_started",
         "idle_since",
         "on_close",
+        "opening",
+        "outbox",
+        "outbox_since",
         "peer",
+        "probe",
+        "refused",
         "request",
         "request_started",
         "scanner",
+        "spool",
+        "spooled",
         "state",
+        "submitted",
+        "tail",
         "transport",
+        "wire_body",
     )
 
     def __init__(self, transport: Transport, state: ServingState) -> None:
@@ -90,19 +160,228 @@ class Connection:
         # Accepted, its first request not yet handed to the model (see Dispatcher).
         self.fresh = False
         self.closed = False
+        # The opening steps not yet done; None once there are none left.
+        self.opening: list[OpeningStep] | None = list(state.opening) or None
         self.idle_since = time.monotonic()
         self.on_close: Any = None
-        # The last bytes of responses already complete, not sent yet: see `send_last`.
-        self.held: bytes | None = None
+        # Response bytes not yet sent: held back while a pipelined request follows (sent
+        # together after it), or not taken yet by a client slow to read.
+        self.outbox = bytearray()
+        # When the outbox last made progress, for --client-timeout.
+        self.outbox_since = 0.0
+        # Close once the outbox is sent (the last response said "Connection: close").
+        self.closing = False
+        # The next request while it arrives: its head (parsed, still at the start of
+        # `buffer`, `head_size` bytes), how many bytes its body takes on the wire (-1
+        # until a chunked body's end has been seen, by `probe`), and when they began.
+        self.head: RequestHead | None = None
+        self.head_size = 0
+        self.wire_body = 0
+        self.probe: _ChunkedEnd | None = None
+        self.head_started = 0.0
+        self.body_started = 0.0
+        # A body past `_BODY_IN_MEMORY`: the rest of it, `spooled` bytes, and the bytes
+        # that arrived after its end (a next request's start).
+        self.spool: IO[bytes] | None = None
+        self.spooled = 0
+        self.tail = b""
+        # A head that cannot be parsed: answered by whoever serves the connection.
+        self.refused: RequestError | None = None
         # The request being served and when it began, for the log of a stop that cuts it.
         self.request: RequestHead | None = None
         self.request_started = 0.0
+        # When the dispatcher last handed it to the model, for --queue-timeout.
+        self.submitted = self.idle_since
 
-    def restore(self, received: bytes) -> None:
-        """Take back bytes received by another process serving this connection (the start
-        of a next request, not complete yet), to be parsed when the rest arrives."""
+    def forward_refusals(self, fd: int) -> None:
+        """In a child process serving this connection for its parent: write refusals to
+        `fd` for the parent to count (`take_refusals`), not to this process's log."""
+        self.state.refusals.forward_to(fd)
+
+    def take_refusals(self, data: bytes) -> None:
+        """Count the refusals a child process serving this connection wrote."""
+        self.state.refusals.take_forwarded(data)
+
+    def hand_back(self) -> tuple[bytes, bytes]:
+        """In a process about to give this connection back: (the response bytes not sent
+        yet, the bytes received and not used), for `restore` in the other process. A
+        connection to close once its outbox has gone ends now instead."""
+        if self.closing:
+            self.send_outbox()
+        return bytes(self.outbox), bytes(self.buffer)
+
+    def restore(self, received: bytes, unsent: bytes = b"") -> None:
+        """Take back a connection another process served: the bytes it received and did
+        not use (the start of a next request, parsed when the rest arrives), and the
+        response bytes it could not send yet (sent as the client takes them)."""
+        self.outbox = bytearray(unsent)
+        self.outbox_since = time.monotonic()
+        self._drop_spool()
         self.buffer = bytearray(received)
         self.scanner = HeadScanner(self.state.limits)
+        self.head = None
+        self.probe = None
+        self.refused = None
+        self.head_started = time.monotonic() if received else 0.0
+
+    # Gathering a request, on the dispatcher's thread.
+
+    def collect(self) -> bool:
+        """Read what has arrived, without waiting; True when a whole request is here to
+        serve (or a head to refuse). Closes the connection when the peer has closed it
+        with no whole request left, or on a socket error."""
+        try:
+            data = self.transport.receive_ready(self._receive_size())
+        except OSError as error:
+            error_log.debug("%s: connection ended: %s", self.peer_text(), error)
+            self.close()
+            return False
+        if data is None:
+            return self.has_request()
+        if not data:
+            if self.has_request():
+                return True
+            self.close()
+            return False
+        self._arrived(data)
+        return self.has_request()
+
+    def _receive_size(self) -> int:
+        if self.spool is not None and not self.probe:
+            # A Content-Length body past memory: read no further than its end, so the
+            # spool holds the body alone.
+            return max(1, min(_RECEIVE_SIZE, self.wire_body - len(self.buffer) - self.spooled))
+        return _RECEIVE_SIZE
+
+    def _arrived(self, data: bytes) -> None:
+        if self.spool is None:
+            if not self.buffer and self.head is None:
+                self.head_started = time.monotonic()
+            self.buffer += data
+            if self.probe is not None:
+                self._probe(data)
+            return
+        ended = False
+        if self.probe is not None:
+            end = self.probe.feed(data)
+            if end is not None:
+                # The chunked body ended inside `data`: the rest is the next request's.
+                cut = len(data) - end
+                self.tail = data[cut:]
+                data = data[:cut]
+                self._found_body_end()
+                ended = True
+        self.spool.write(data)
+        self.spooled += len(data)
+        if ended:
+            self.wire_body = len(self.buffer) - self.head_size + self.spooled
+
+    def has_request(self) -> bool:
+        """True when a whole request (head and body) is in hand, or a request to refuse.
+        Parses the head once it has arrived; never reads from the socket."""
+        if self.refused is not None:
+            return True
+        if self.head is None:
+            if not self.buffer:
+                return False
+            try:
+                parsed = self.scanner.parse(self.buffer)
+            except RequestError as error:
+                self.refused = error
+                return True
+            if parsed is None:
+                return False
+            self._head_arrived(*parsed)
+            if self.refused is not None:
+                return True
+        if self.wire_body < 0:
+            if self.spool is None and len(self.buffer) - self.head_size > _BODY_IN_MEMORY:
+                self._start_spool()
+            return False
+        if len(self.buffer) - self.head_size + self.spooled >= self.wire_body:
+            return True
+        if self.spool is None and len(self.buffer) - self.head_size > _BODY_IN_MEMORY:
+            self._start_spool()
+        return False
+
+    def _head_arrived(self, head: RequestHead, size: int) -> None:
+        self.head = head
+        self.head_size = size
+        self.body_started = time.monotonic()
+        body_limit = self.state.limits.body_size
+        if head.content_length is not None and head.content_length > body_limit > 0:
+            # Refused before the body is gathered, or asked for with 100 Continue.
+            self.refused = BodyTooLarge(f"Content-Length larger than {body_limit} bytes")
+            return
+        if head.chunked:
+            self.wire_body = -1
+            self.probe = _ChunkedEnd(self.state.limits)
+            self._probe(bytes(self.buffer[size:]))
+        else:
+            self.wire_body = head.content_length or 0
+        if head.expect_continue and self.wire_body and len(self.buffer) - size < self.wire_body:
+            # Ask for the body now (RFC 9110 section 10.1.1), as gunicorn, waitress and
+            # Werkzeug do: it is read before the application runs.
+            self.send(CONTINUE_RESPONSE)
+
+    def _probe(self, data: bytes) -> None:
+        probe = self.probe
+        assert probe is not None
+        end = probe.feed(data)
+        if end is not None:
+            self.wire_body = len(self.buffer) - self.head_size - end
+            self._found_body_end()
+
+    def _found_body_end(self) -> None:
+        # A body found malformed ends here too: the application meets the same error
+        # reading it, at the same byte, and it is answered then. One over
+        # --limit-request-body is refused before the application runs, as a
+        # Content-Length over it is, whether the application would read it or not.
+        probe = self.probe
+        if probe is not None and isinstance(probe.error, BodyTooLarge):
+            self.refused = probe.error
+        self.probe = None
+
+    def _start_spool(self) -> None:
+        # Closed by `_drop_spool`, when the request is done or the connection ends.
+        self.spool = tempfile.TemporaryFile(prefix="corral-body-")  # noqa: SIM115
+
+    def _drop_spool(self) -> None:
+        spool = self.spool
+        if spool is not None:
+            self.spool = None
+            self.spooled = 0
+            with contextlib.suppress(OSError):
+                spool.close()
+
+    def timed_out(self, now: float, header_timeout: float, min_body_rate: int) -> bool:
+        """True when the request arriving has broken --header-timeout or the
+        --min-request-body-rate (called on the dispatcher's thread, for a connection no
+        one is serving); the client is then answered 408 and the connection closed."""
+        if self.head is None:
+            if not self.buffer or not self.head_started:
+                return False
+            if now - self.head_started <= header_timeout:
+                return False
+            reason = "request head not received in time"
+        else:
+            rate = min_body_rate
+            elapsed = now - self.body_started - BODY_RATE_GRACE
+            if rate <= 0 or elapsed <= 0:
+                return False
+            received = len(self.buffer) - self.head_size + self.spooled
+            if received >= rate * (now - self.body_started):
+                return False
+            reason = f"request body slower than {rate} bytes/s"
+        # Counted with the other refusals: a slowloris run makes thousands of them.
+        self.state.refusals.record(408, "Request Timeout", reason, self.peer_text())
+        with contextlib.suppress(OSError):
+            self.transport.send_some(
+                encode_error(408, "Request Timeout", _TIMEOUT_ANSWER_VERSION, current_date())
+            )
+        self.outbox.clear()
+        self.close()
+        return True
 
     # I/O used by the request body and the response.
 
@@ -110,8 +389,14 @@ class Connection:
         self.buffer += self.receive_unframed(_RECEIVE_SIZE)
 
     def receive_unframed(self, size: int) -> bytes:
-        """Up to `size` body bytes straight from the socket, when no framing lies between."""
-        if self.held is not None:
+        """Up to `size` body bytes past the buffer: from the spool while it lasts, then
+        from the socket (waiting up to the client timeout)."""
+        spool = self.spool
+        if spool is not None:
+            data = spool.read(size)
+            if data:
+                return data
+        if self.outbox:
             # The client may wait for the earlier response before sending more.
             self.flush()
         data = self.transport.receive(size)
@@ -120,11 +405,60 @@ class Connection:
         return data
 
     def send(self, data: bytes) -> None:
-        held = self.held
-        if held is not None:
-            self.held = None
-            data = held + data
-        self.transport.send_all(data)
+        """Send `data` after anything still in the outbox. What the client does not take
+        at once waits in the outbox; the calling thread waits only while more than
+        `_OUTBOX_LIMIT` bytes wait (ClientSocketError after --client-timeout)."""
+        outbox = self.outbox
+        if not outbox:
+            sent = self.transport.send_some(data)
+            if sent == len(data):
+                return
+            outbox += memoryview(data)[sent:]
+            self.outbox_since = time.monotonic()
+        else:
+            outbox += data
+            self.push()
+        if len(outbox) > _OUTBOX_LIMIT:
+            self._wait_for_client(_OUTBOX_LIMIT)
+
+    def _wait_for_client(self, limit: int) -> None:
+        """Wait until the outbox holds `limit` bytes at most (ClientSocketError after
+        --client-timeout without progress), the wait told to `client_wait`."""
+        client_wait = self.state.client_wait
+        if client_wait is not None:
+            client_wait(True)
+        try:
+            while len(self.outbox) > limit:
+                self.transport.wait_writable()
+                self.push()
+        finally:
+            if client_wait is not None:
+                client_wait(False)
+
+    def push(self) -> None:
+        """Send what the client takes now of the outbox, without waiting."""
+        outbox = self.outbox
+        if not outbox:
+            return
+        sent = self.transport.send_some(outbox)
+        if sent:
+            del outbox[:sent]
+            self.outbox_since = time.monotonic()
+
+    def send_outbox(self) -> bool:
+        """Send the whole outbox, waiting for the client (up to --client-timeout); True
+        if the connection stays open after it."""
+        try:
+            self._wait_for_client(0)
+        except OSError as error:
+            error_log.debug("%s: connection ended: %s", self.peer_text(), error)
+            self.close()
+            return False
+        if self.closing:
+            self.transport.half_close()
+            self.close()
+            return False
+        return True
 
     def send_last(self, data: bytes) -> None:
         """Send the bytes that complete a response, or hold them while the client's next
@@ -134,29 +468,35 @@ class Connection:
         (`serve` flushes before it returns). A response is never held across a request
         of another connection: its bytes leave as soon as its own app call has ended.
         """
-        if not self.buffer or len(data) > _HOLD_LIMIT:
+        if not self.buffer or len(data) > _HOLD_LIMIT or self.spool is not None:
             self.send(data)
-        elif self.held is None:
-            self.held = data
         else:
-            self.held += data
+            if not self.outbox:
+                self.outbox_since = time.monotonic()
+            self.outbox += data
 
     def flush(self) -> None:
-        """Send held bytes now; a client gone meanwhile closes the connection."""
-        held = self.held
-        if held is None:
-            return
-        self.held = None
+        """Send held bytes now, as far as the client takes them; a client gone meanwhile
+        closes the connection."""
         try:
-            self.transport.send_all(held)
+            self.push()
         except OSError as error:
             error_log.debug("%s: connection ended: %s", self.peer_text(), error)
             self.close()
 
     def sendfile(self, fd: int, offset: int, count: int) -> None:
-        if self.held is not None:
-            self.send(b"")
-        if self.transport.sendfile(fd, offset, count) < count:
+        self.push()
+        self._wait_for_client(0)
+        # The file goes out at the client's pace: a wait on the client, not the app.
+        client_wait = self.state.client_wait
+        if client_wait is not None:
+            client_wait(True)
+        try:
+            sent = self.transport.sendfile(fd, offset, count)
+        finally:
+            if client_wait is not None:
+                client_wait(False)
+        if sent < count:
             # The application's file shrank after its length was announced; the
             # response cannot be completed, so the connection must end.
             raise InvalidResponse("file ended before its announced length")
@@ -164,48 +504,82 @@ class Connection:
     # The request loop.
 
     def serve(self) -> bool:
-        """Serve every complete request that has arrived; False once the connection is closed."""
-        try:
-            data = self.transport.receive_ready(_RECEIVE_SIZE)
-        except OSError:
-            self.close()
-            return False
-        if data is None:
-            return True
-        if not data:
-            self.close()
-            return False
-        self.buffer += data
+        """Serve every whole request in hand; False once the connection is closed."""
+        queue_timeout = self.state.queue_timeout
+        if (
+            queue_timeout
+            and time.monotonic() - self.submitted > queue_timeout
+            and self.head is not None
+            and self.refused is None
+        ):
+            # Only the first request waited for this call: the others follow it at once.
+            self.refused = WaitedTooLong(queue_timeout)
         try:
             while True:
-                try:
-                    parsed = self.scanner.parse(self.buffer)
-                except RequestError as error:
-                    self._refuse_head(error)
-                    return False
-                if parsed is None:
-                    if self.held is not None:
-                        self.flush()
-                        return not self.closed
-                    return True
-                head, size = parsed
-                del self.buffer[:size]
+                if self.refused is not None:
+                    self._refuse(self.refused)
+                    return not self.closed
+                head = self.head
+                if head is None or not self.has_request():
+                    break
+                self._take_request()
                 # While draining, a response sent with keep-alive leaves the connection
                 # open: the next request gets "Connection: close" (RFC 9112 section 9.6).
-                if not self._serve_request(head):
-                    self.close()
-                    return False
+                keep = self._serve_request(head)
+                self._request_done()
+                if not keep:
+                    self.finish()
+                    return not self.closed
                 self.request = None
-                if not self.buffer:
-                    if self.held is not None:
-                        self.flush()
-                        return not self.closed
-                    return True
+                if self.outbox:
+                    self.push()
+                    if self.outbox:
+                        # The client is not reading: the dispatcher sends the rest when
+                        # it does, and serves what follows then.
+                        break
+                if not self.buffer or not self.has_request():
+                    break
+            if self.outbox:
+                self.push()
         except OSError as error:
             # Resets, broken pipes and timeouts: the peer is gone or too slow.
             error_log.debug("%s: connection ended: %s", self.peer_text(), error)
             self.close()
             return False
+        return not self.closed
+
+    def _take_request(self) -> None:
+        """Remove the head of the request about to be served from the buffer."""
+        del self.buffer[: self.head_size]
+        if self.spool is not None:
+            # The rest of the body, read after what the buffer holds.
+            self.spool.seek(0)
+        self.head = None
+        self.head_started = 0.0
+
+    def _request_done(self) -> None:
+        """After a request: what follows its body becomes the buffer, and a next
+        request's head, if part of it has arrived, starts its clock."""
+        if self.spool is not None:
+            # The whole body was in hand; whatever the application left unread goes.
+            self._drop_spool()
+            self.buffer = bytearray(self.tail)
+            self.tail = b""
+        if self.buffer:
+            self.head_started = time.monotonic()
+
+    def finish(self) -> None:
+        """End the connection after its last response: at once when every byte has
+        gone, else once the dispatcher has sent the outbox."""
+        if self.closed:
+            return
+        if self.outbox:
+            with contextlib.suppress(OSError):
+                self.push()
+        if self.outbox:
+            self.closing = True
+            return
+        self.close()
 
     def _serve_request(self, head: RequestHead) -> bool:
         """Run the app for one request; True if the connection may carry another."""
@@ -213,11 +587,8 @@ class Connection:
         self.request = head
         self.request_started = started = time.monotonic()
         decoder = body_decoder(head, state.limits)
-        before_first_read = None
-        if head.expect_continue and not decoder.done and not self.buffer:
-            before_first_read = self._send_continue
-        body = RequestBody(self, decoder, before_first_read)
-        environ = build_environ(head, body, state.base_environ, self.peer)
+        body = RequestBody(self, decoder, None)
+        environ = build_environ(head, body, state.base_environ, self.peer, state.forwarded)
         response = Response(self, head, body, state.stopping)
         observers = state.observers
         if observers:
@@ -228,13 +599,16 @@ class Connection:
             # The body the app was reading turned out malformed, or the peer left.
             if isinstance(error, IncompleteBody):
                 error_log.debug("%s: %s", self.peer_text(), error)
+                self.close()
                 return False
             if not response.head_sent:
                 response.code = error.status
                 self._answer_error(error, head.version)
             return False
         except ClientSocketError as error:
+            # Nothing more can reach this client, what waits in the outbox included.
             error_log.debug("%s: connection ended: %s", self.peer_text(), error)
+            self.close()
             return False
         except Exception as error:
             self._answer_app_failure(head, response, error)
@@ -254,18 +628,15 @@ class Connection:
                     observer.finished(token, record, seconds)
         if not response.keep_alive:
             return False
-        if not decoder.done:
+        if not decoder.done and self.spool is None:
             try:
                 return body.discard()
             except RequestError as error:
                 # The response has gone out whole; the unread rest of the body is bad
                 # or cut short, so the connection cannot carry another request.
-                error_log.info("%s: unread request body: %s; closing", self.peer_text(), error)
+                error_log.debug("%s: unread request body: %s; closing", self.peer_text(), error)
                 return False
         return True
-
-    def _send_continue(self) -> None:
-        self.send(CONTINUE_RESPONSE)
 
     def _answer_app_failure(self, head: RequestHead, response: Response, error: Exception) -> None:
         request_line = f"{head.method} {head.target}"
@@ -284,9 +655,12 @@ class Connection:
             # The client may be gone already; there is no one left to tell.
             self.send(encode_error(500, "Internal Server Error", head.version, current_date()))
 
-    def _refuse_head(self, error: RequestError) -> None:
-        """Answer a head that cannot be parsed, and log it as Werkzeug and gunicorn do: with
-        its request line when that much was valid, else with "-"."""
+    def _refuse(self, error: RequestError) -> None:
+        """Answer a request the application never sees (a head that cannot be parsed, a
+        body over the limit, a wait past --queue-timeout), and log it in the access log as
+        Werkzeug and gunicorn do: with its request line when that much was valid, else
+        with "-"."""
+        self.refused = None
         access_log = self.state.access_log
         if access_log is None:
             self._answer_error(error, "HTTP/1.1")
@@ -307,27 +681,33 @@ class Connection:
         access_log.finished(None, record, time.monotonic() - started)
 
     def _answer_error(self, error: RequestError, version: str) -> bytes:
-        """Send the short answer for `error` and close; returns the answer."""
-        error_log.info("%s: bad request: %s; answered %d", self.peer_text(), error, error.status)
-        answer = encode_error(error.status, error.reason, version, current_date())
+        """Send the short answer for `error` and end the connection (once the answer has
+        gone, if the client is slow to take it); returns the answer. The error log counts
+        it among the refusals (`corral.serving.refusals`)."""
+        self.state.refusals.record(error.status, error.reason, str(error), self.peer_text())
+        answer = encode_error(error.status, error.reason, version, current_date(), error.headers)
         try:
             self.send(answer)
         except OSError:
             # The client is gone; there is no one left to tell.
-            pass
-        else:
-            self.transport.half_close()
+            self.close()
+            return answer
+        if self.outbox:
+            self.closing = True
+            return answer
+        self.transport.half_close()
         self.close()
         return answer
 
     def close(self) -> None:
         if self.closed:
             return
-        if self.held is not None:
-            held, self.held = self.held, None
+        if self.outbox:
             with contextlib.suppress(OSError):
-                # A response completed before the connection ends still goes out.
-                self.transport.send_all(held)
+                # A response completed before the connection ends goes out if it can.
+                self.push()
+            self.outbox.clear()
+        self._drop_spool()
         self.closed = True
         if self.on_close is not None:
             self.on_close(self)
@@ -335,3 +715,38 @@ class Connection:
 
     def peer_text(self) -> str:
         return self.transport.peer_text()
+
+
+class _ChunkedEnd:
+    """Finds where a chunked body ends on the wire, by running over a copy of its bytes
+    the very decoder the application's reads will run: the body ends at the same byte
+    however its bytes are split. Chunk data is skipped, not copied."""
+
+    __slots__ = ("decoder", "error", "scratch")
+
+    def __init__(self, limits: HeadLimits) -> None:
+        self.decoder = ChunkedBody(limits)
+        self.scratch = bytearray()
+        # The error the body ended on, if it is malformed or too large.
+        self.error: RequestError | None = None
+
+    def feed(self, data: bytes) -> int | None:
+        """Take the next bytes of the body; once its end has come, how many of `data`
+        lie past it, else None. A malformed body ends where its error lies."""
+        scratch = self.scratch
+        scratch += data
+        decoder = self.decoder
+        try:
+            while not decoder.done:
+                skip = decoder.unframed(len(scratch))
+                if skip:
+                    del scratch[:skip]
+                    decoder.take_unframed(skip)
+                    continue
+                before = len(scratch)
+                decoder.read(scratch, 0)
+                if len(scratch) == before and not decoder.done:
+                    return None
+        except RequestError as error:
+            self.error = error
+        return min(len(scratch), len(data))

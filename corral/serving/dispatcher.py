@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import heapq
 import logging
 import os
 import signal
@@ -51,6 +52,11 @@ _FRESH_SECONDS = 0.02
 _SWEEP_INTERVAL = 0.5
 # A quick stop (INT, QUIT) still lets requests already running finish, for this long.
 QUICK_STOP_SECONDS = 1.0
+# At --connection-limit, idle connections to close are looked for this many at a time
+# (and no more than one in a hundred of the limit): each look walks every connection, too
+# costly to repeat for each connection accepted in a flood (nginx, at its limit, closes up
+# to 32 idle connections at a time; here one is closed per connection accepted).
+_IDLE_CLOSED_AT_ONCE = 16
 # While draining, a keep-alive connection is left open until it has been idle this long:
 # a client about to reuse it gets its answer with "Connection: close" instead of a reset.
 _DRAIN_IDLE_SECONDS = 1.0
@@ -71,6 +77,7 @@ class Dispatcher:
         timeouts: Timeouts,
         poller: str = "auto",
         accept_only_when_free: bool = False,
+        connection_limit: int = 0,
     ) -> None:
         self.model = model
         # One-shot registration keeps a connection from being handed out twice while a
@@ -79,8 +86,14 @@ class Dispatcher:
         self.rearm = not model.serves_inline
         self.keep_alive = timeouts.keep_alive
         self.client_timeout = timeouts.client
+        self.header_timeout = timeouts.header
+        self.min_body_rate = timeouts.min_body_rate
         self.graceful_timeout = timeouts.graceful
         self.listeners = {sock.fileno(): (sock, state) for sock, state in listeners}
+        # Listeners share the process's one count of refusals, as assembly builds them.
+        self.refusal_logs = list(
+            {id(state.refusals): state.refusals for _, state in listeners}.values()
+        )
         self.connections: dict[int, Connection] = {}
         self.watched: dict[int, Callable[[], None]] = {}
         self.stop_requested = False
@@ -103,6 +116,13 @@ class Dispatcher:
         # (deadline, connection) for each fresh connection, oldest first.
         self.fresh_deadlines: collections.deque[tuple[float, Connection]] = collections.deque()
         self.accept_paused_until = 0.0
+        # Most connections open at once (0: no limit), and whether accepting waits for
+        # one to close (see `_room_for`).
+        self.connection_limit = connection_limit
+        self.paused_at_limit = False
+        self.limit_logged = False
+        # The idle connections to close, longest idle first, as connections are accepted.
+        self.idle_to_close: list[Connection] = []
         # Called on the loop thread about twice a second (the worker's heartbeat).
         self.on_tick: Callable[[], None] | None = None
         # Called on the loop thread after `request_reopen` (USR1: log files rotated).
@@ -194,6 +214,15 @@ class Dispatcher:
         if connection.closed:
             return
         connection.idle_since = time.monotonic()
+        if connection.outbox:
+            # The client has not taken the whole response yet: this loop sends the rest
+            # when it can, and only then reads the connection again.
+            connection.busy = False
+            try:
+                self.readiness.arm_writable(connection.fd)
+            except OSError:
+                connection.close()
+            return
         if connection.transport.pending():
             # Never with plain sockets: their unread bytes are in the kernel.
             self.served_again.append(connection)
@@ -265,6 +294,8 @@ class Dispatcher:
                     self.on_reopen()
             if now >= next_sweep:
                 self._close_idle(now)
+                for refusals in self.refusal_logs:
+                    refusals.flush_due(now)
                 if self.on_tick is not None:
                     self.on_tick()
                 next_sweep = now + _SWEEP_INTERVAL
@@ -291,6 +322,9 @@ class Dispatcher:
                         self.submit(again)
                 if self.paused_for_slots:
                     self._check_slots()
+                if self.paused_at_limit and len(self.connections) < self.connection_limit:
+                    self.paused_at_limit = False
+                    self._listen_again()
             else:
                 callback = self.watched.get(fd)
                 if callback is not None:
@@ -308,7 +342,21 @@ class Dispatcher:
     def submit(self, connection: Connection) -> None:
         """Hand a connection with bytes to read to the model. Called by the loop, or by a
         readiness set that delivers ready connections itself (gevent's)."""
+        if connection.outbox:
+            self._write_out(connection)
+            return
+        if connection.opening is not None and not self._open(connection):
+            return
+        if not connection.collect():
+            # No whole request yet: gathered here as it arrives, holding no thread.
+            if self.rearm and not connection.closed:
+                try:
+                    self.readiness.rearm(connection.fd)
+                except OSError:
+                    connection.close()
+            return
         connection.busy = True
+        connection.submitted = time.monotonic()
         if connection.fresh:
             connection.fresh = False
             self.fresh -= 1
@@ -322,6 +370,54 @@ class Dispatcher:
             # Full now, or (served inline, or its fresh slot handed over) free.
             self._check_slots()
 
+    def _write_out(self, connection: Connection) -> None:
+        """Send what the client takes of a connection's outbox; once it is empty, close
+        the connection if its last response said so, else serve or watch it again."""
+        try:
+            connection.push()
+        except OSError as error:
+            error_log.debug("%s: connection ended: %s", connection.peer_text(), error)
+            connection.close()
+            return
+        try:
+            if connection.outbox:
+                self.readiness.arm_writable(connection.fd)
+                return
+            if connection.closing:
+                connection.transport.half_close()
+                connection.close()
+                return
+            connection.idle_since = time.monotonic()
+            if not self.rearm:
+                # Served inline, the connection is watched for reading at all times.
+                self.readiness.resume(connection.fd)
+            if connection.has_request():
+                # Pipelined requests that arrived meanwhile.
+                self.submit(connection)
+            elif self.rearm:
+                self.readiness.rearm(connection.fd)
+        except OSError:
+            connection.close()
+
+    def _open(self, connection: Connection) -> bool:
+        """Run the connection's opening steps (`ServingState.opening`) on this thread;
+        True once all are done and the connection may be served."""
+        steps = connection.opening
+        assert steps is not None
+        try:
+            while steps:
+                if not steps[0](connection):
+                    if self.rearm:
+                        self.readiness.rearm(connection.fd)
+                    return False
+                del steps[0]
+        except (OSError, ValueError) as error:
+            error_log.debug("%s: connection not opened: %s", connection.peer_text(), error)
+            connection.close()
+            return False
+        connection.opening = None
+        return True
+
     def _accept(self, fd: int) -> None:
         listener, state = self.listeners[fd]
         is_tcp = listener.family != socket.AF_UNIX
@@ -330,6 +426,10 @@ class Dispatcher:
             batch = min(batch, self._free_slots())
             if batch <= 0:
                 self._check_slots()
+                return
+        if self.connection_limit:
+            batch = self._room_for(batch)
+            if batch <= 0:
                 return
         for _ in range(batch):
             try:
@@ -356,6 +456,10 @@ class Dispatcher:
                 self.fresh_deadlines.append((time.monotonic() + _FRESH_SECONDS, connection))
             self.connections[connection.fd] = connection
             self.readiness.watch(connection.fd, once=self.rearm)
+            if len(self.connections) > self.connection_limit > 0 and not (
+                self._close_longest_idle()
+            ):
+                return
 
     def _expire_fresh(self, now: float) -> None:
         """Fresh connections silent past `_FRESH_SECONDS` give their slot back."""
@@ -369,6 +473,75 @@ class Dispatcher:
                 expired = True
         if expired and self.paused_for_slots:
             self._check_slots()
+
+    def _room_for(self, wanted: int) -> int:
+        """How many of `wanted` connections may be accepted under --connection-limit.
+
+        At the limit, the connections idle the longest (waiting for a next request, or
+        for a first one) make room, as in nginx, so that idle clients cannot keep new
+        ones out: one is closed for each connection accepted (`_close_longest_idle`), so
+        none is closed unless a client is there to take its place. A connection in a
+        request, part way through sending one or still taking a response is left alone
+        (--header-timeout and --client-timeout end those that stall). With none idle, the
+        listeners pause until one closes.
+        """
+        room = self.connection_limit - len(self.connections)
+        if room > 0:
+            return min(room, wanted)
+        if not self.limit_logged:
+            self.limit_logged = True
+            error_log.warning(
+                "connection limit of %d reached: closing the longest-idle connections to "
+                "make room, else accepting none until one closes (--connection-limit)",
+                self.connection_limit,
+            )
+        closing = min(_IDLE_CLOSED_AT_ONCE, max(1, self.connection_limit // 100), wanted)
+        self.idle_to_close = self._longest_idle(closing - room)
+        room += len(self.idle_to_close)
+        if room <= 0:
+            self._pause_at_limit()
+        return min(room, wanted)
+
+    def _longest_idle(self, count: int) -> list[Connection]:
+        """Up to `count` idle connections, the longest idle first."""
+        idle = [
+            (connection.idle_since, connection.fd, connection)
+            for connection in list(self.connections.values())
+            if not connection.busy and not connection.buffer and not connection.outbox
+        ]
+        heapq.heapify(idle)
+        found: list[Connection] = []
+        while idle and len(found) < count:
+            connection = heapq.heappop(idle)[2]
+            # Bytes waiting are a request arriving (or the client's close, which the
+            # connection's own turn handles): closing would lose the request.
+            if not connection.transport.has_bytes_waiting():
+                found.append(connection)
+        return found
+
+    def _close_longest_idle(self) -> bool:
+        """Close the next connection `_room_for` found idle, if one still is; False when
+        none is left (accepting then pauses)."""
+        while self.idle_to_close:
+            connection = self.idle_to_close.pop(0)
+            if connection.closed or connection.busy or connection.buffer or connection.outbox:
+                continue
+            connection.close()
+            return True
+        self._pause_at_limit()
+        return False
+
+    def _pause_at_limit(self) -> None:
+        if not self.paused_at_limit:
+            self.paused_at_limit = True
+            for fd in self.listeners:
+                self.readiness.pause(fd)
+
+    def _listen_again(self) -> None:
+        """Watch the listeners again, unless another reason to pause them still holds."""
+        if not (self.paused_for_slots or self.accept_paused_until or self.paused_at_limit):
+            for fd in self.listeners:
+                self.readiness.resume(fd)
 
     def _pause_accepting(self) -> None:
         self.accept_paused_until = time.monotonic() + 0.5
@@ -384,9 +557,7 @@ class Dispatcher:
             self.waiting_for_slot = False
             if self.paused_for_slots:
                 self.paused_for_slots = False
-                if not self.accept_paused_until:
-                    for fd in self.listeners:
-                        self.readiness.resume(fd)
+                self._listen_again()
             return
         if not self.paused_for_slots:
             self.paused_for_slots = True
@@ -406,20 +577,33 @@ class Dispatcher:
             self.fresh -= 1
             if self.paused_for_slots:
                 self._check_slots()
+        if self.paused_at_limit:
+            # Closed on any thread: the loop resumes accepting.
+            self._wake()
 
     def _close_idle(self, now: float) -> None:
         if self.accept_paused_until and now >= self.accept_paused_until:
             self.accept_paused_until = 0.0
-            if not self.paused_for_slots:
-                for fd in self.listeners:
-                    self.readiness.resume(fd)
+            self._listen_again()
+        if self.paused_at_limit:
+            # A connection may have turned idle since: look again, if a client waits.
+            self.paused_at_limit = False
+            self._listen_again()
         for connection in list(self.connections.values()):
             if connection.busy:
                 continue
-            # A half-received head gets the client timeout; an idle keep-alive connection
-            # the keep-alive timeout.
-            limit = self.client_timeout if connection.buffer else self.keep_alive
-            if now - connection.idle_since > limit:
+            if connection.outbox:
+                # A client that takes no byte of its response (--client-timeout).
+                if now - connection.outbox_since > self.client_timeout:
+                    error_log.debug("%s: client stopped reading", connection.peer_text())
+                    connection.close()
+            elif connection.opening is not None:
+                if now - connection.idle_since > self.client_timeout:
+                    connection.close()
+            elif connection.buffer or connection.head is not None:
+                # A request arriving: --header-timeout, --min-request-body-rate.
+                connection.timed_out(now, self.header_timeout, self.min_body_rate)
+            elif now - connection.idle_since > self.keep_alive:
                 connection.close()
 
     def _drain(self) -> None:
@@ -436,6 +620,7 @@ class Dispatcher:
             for connection in list(self.connections.values()):
                 if (
                     not connection.busy
+                    and not connection.outbox
                     and now - connection.idle_since >= _DRAIN_IDLE_SECONDS
                     and not connection.transport.has_bytes_waiting()
                 ):
@@ -459,6 +644,8 @@ class Dispatcher:
     def _close_everything(self) -> None:
         for connection in list(self.connections.values()):
             connection.close()
+        for refusals in self.refusal_logs:
+            refusals.flush()
         for sock, _ in self.listeners.values():
             sock.close()
         self.readiness.close()

@@ -2,7 +2,8 @@
 
 A descriptor watched `once` is disarmed when it is reported, so that it is handed to one
 thread only, and armed again with `rearm` once served; `rearm` may be called from any
-thread.
+thread. `arm_writable` watches a descriptor once for room to send instead (a response
+the client is slow to take), after which `rearm` or `resume` watch it for reading again.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class EpollReadiness:
 
     def rearm(self, fd: int) -> None:
         self.epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+
+    def arm_writable(self, fd: int) -> None:
+        self.epoll.modify(fd, select.EPOLLOUT | select.EPOLLONESHOT)
 
     def pause(self, fd: int) -> None:
         self.epoll.modify(fd, 0)
@@ -53,6 +57,8 @@ class PollReadiness:
         self.poller = select.poll()
         self.wake_fd = wake_fd
         self.once: set[int] = set()
+        # Watched once for room to send, whether or not watched once for reading.
+        self.writing: set[int] = set()
         self.lock = threading.Lock()
 
     def watch(self, fd: int, once: bool = False) -> None:
@@ -67,6 +73,13 @@ class PollReadiness:
         with contextlib.suppress(OSError):
             os.write(self.wake_fd, b"\0")
 
+    def arm_writable(self, fd: int) -> None:
+        with self.lock:
+            self.poller.register(fd, select.POLLOUT)
+            self.writing.add(fd)
+        with contextlib.suppress(OSError):
+            os.write(self.wake_fd, b"\0")
+
     def pause(self, fd: int) -> None:
         with self.lock, contextlib.suppress(KeyError):
             self.poller.unregister(fd)
@@ -74,10 +87,13 @@ class PollReadiness:
     def resume(self, fd: int) -> None:
         with self.lock:
             self.poller.register(fd, select.POLLIN)
+        with contextlib.suppress(OSError):
+            os.write(self.wake_fd, b"\0")
 
     def forget(self, fd: int) -> None:
         with self.lock:
             self.once.discard(fd)
+            self.writing.discard(fd)
             with contextlib.suppress(KeyError):
                 self.poller.unregister(fd)
 
@@ -86,7 +102,8 @@ class PollReadiness:
         ready = []
         with self.lock:
             for fd, _ in events:
-                if fd in self.once:
+                if fd in self.once or fd in self.writing:
+                    self.writing.discard(fd)
                     with contextlib.suppress(KeyError):
                         self.poller.unregister(fd)
                 ready.append(fd)

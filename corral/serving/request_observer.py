@@ -129,6 +129,8 @@ class InFlightTable:
         # thread ident -> (monotonic start, head); the request line is only written out
         # when the worker is aborted, so it is not formatted per request.
         self.in_flight: dict[int, tuple[float, RequestHead]] = {}
+        # thread ident -> when its request began waiting on its client.
+        self.waiting: dict[int, float] = {}
         self.served = 0
 
     def started(self, head: RequestHead, environ: dict[str, Any]) -> int:
@@ -136,7 +138,22 @@ class InFlightTable:
         self.in_flight[ident] = (time.monotonic(), head)
         return ident
 
+    def client_wait(self, waiting: bool) -> None:
+        """The calling thread's request begins (True) or ends (False) waiting on its
+        client: a slow reader. --timeout times the application, not the client, so the
+        wait does not count (`oldest_start` skips the request while it waits, and its
+        start moves later by the wait)."""
+        ident = threading.get_ident()
+        if waiting:
+            self.waiting[ident] = time.monotonic()
+            return
+        since = self.waiting.pop(ident, None)
+        entry = self.in_flight.get(ident)
+        if since is not None and entry is not None:
+            self.in_flight[ident] = (entry[0] + time.monotonic() - since, entry[1])
+
     def finished(self, token: int, record: RequestRecord, seconds: float) -> None:
+        self.waiting.pop(token, None)
         self.in_flight.pop(token, None)
         self.served += 1
         if self.served == self.limit and self.on_limit is not None:
@@ -145,7 +162,11 @@ class InFlightTable:
     def oldest_start(self) -> float:
         """When the longest-running request in flight began; 0.0 when none is."""
         try:
-            return min((started for started, _ in self.in_flight.values()), default=0.0)
+            waiting = self.waiting
+            return min(
+                (started for ident, (started, _) in self.in_flight.items() if ident not in waiting),
+                default=0.0,
+            )
         except RuntimeError:
             # Another thread changed the dict mid-iteration; the next tick asks again.
             return 0.0

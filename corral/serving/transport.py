@@ -53,6 +53,8 @@ class Transport(Protocol):
 
     def receive(self, size: int) -> bytes: ...
 
+    def send_some(self, data: bytes | bytearray | memoryview) -> int: ...
+
     def send_all(self, data: bytes) -> None: ...
 
     def sendfile(self, fd: int, offset: int, count: int) -> int: ...
@@ -79,7 +81,7 @@ class PlainTransport:
     two: everything but the socket's mode would be the same code twice.
     """
 
-    __slots__ = ("peer", "sock", "timeout")
+    __slots__ = ("peer", "raw", "sock", "timeout")
 
     # Whether `sendfile` may hand the file to the kernel; a TLS transport must copy.
     uses_os_sendfile = True
@@ -90,8 +92,13 @@ class PlainTransport:
         self.sock = sock
         self.peer = peer
         self.timeout = timeout
+        # The socket that never waits: gevent's socket waits (yields) inside recv and
+        # send, but wraps a non-blocking one that `receive_ready` and `send_some` use, as
+        # they may run in gevent's loop itself, where nothing may wait.
+        self.raw: socket.socket = sock
         if cooperative:
             sock.settimeout(timeout)
+            self.raw = getattr(sock, "_sock", sock)
         else:
             sock.setblocking(False)
 
@@ -125,9 +132,9 @@ class PlainTransport:
 
     def receive_ready(self, size: int) -> bytes | None:
         """Up to `size` bytes already arrived, b"" when the peer has closed, or None when
-        nothing has arrived yet. Never waits (on a non-blocking socket); OSError as is."""
+        nothing has arrived yet. Never waits; OSError as is."""
         try:
-            return self.sock.recv(size)
+            return self.raw.recv(size)
         except (BlockingIOError, InterruptedError):
             return None
 
@@ -145,6 +152,16 @@ class PlainTransport:
             raise ClientSocketError(f"receiving the request body: {error}") from error
 
     # Writing.
+
+    def send_some(self, data: bytes | bytearray | memoryview) -> int:
+        """Send what the peer's window takes now, without waiting: the count sent, 0 when
+        none fits."""
+        try:
+            return self.raw.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as error:
+            raise ClientSocketError(f"sending: {error}") from error
 
     def send_all(self, data: bytes) -> None:
         """Send every byte, waiting (client timeout) while the peer's window is full.

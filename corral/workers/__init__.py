@@ -21,9 +21,21 @@ class Served(Protocol):
 
     def close(self) -> None: ...
 
-    def restore(self, received: bytes) -> None:
-        """Take back bytes another process received on this connection but did not use
-        (process per request: a next request's start)."""
+    def hand_back(self) -> tuple[bytes, bytes]:
+        """In a process giving the connection back: (response bytes not sent yet, bytes
+        received and not used)."""
+        ...
+
+    def restore(self, received: bytes, unsent: bytes = b"") -> None:
+        """Take back a connection another process served: the bytes it received but did
+        not use (a next request's start), and response bytes it has not sent yet."""
+
+    def forward_refusals(self, fd: int) -> None:
+        """In a child serving this connection: write refused requests to `fd` for the
+        parent to count (process per request)."""
+
+    def take_refusals(self, data: bytes) -> None:
+        """Count the refused requests a child serving this connection wrote."""
 
 
 class Host(Protocol):

@@ -76,6 +76,8 @@ class LoopReadiness:
         self.hub = get_hub()
         self.loop = self.hub.loop
         self.watchers: dict[int, Any] = {}
+        # Watchers for room to send, started once by `arm_writable`.
+        self.writers: dict[int, Any] = {}
         self.once: set[int] = set()
         # One-shot fds reported and not yet rearmed. Their watchers keep running, and are
         # stopped only if the fd turns readable again before the rearm (a pipelined
@@ -106,6 +108,14 @@ class LoopReadiness:
             self.stopped.discard(fd)
             watcher.start(self._readable, fd)
 
+    def arm_writable(self, fd: int) -> None:
+        if fd not in self.watchers:
+            raise OSError(errno.EBADF, "fd is not watched")
+        writer = self.writers.get(fd)
+        if writer is None:
+            writer = self.writers[fd] = self.loop.io(fd, 2)
+        writer.start(self._writable, fd)
+
     def pause(self, fd: int) -> None:
         self.watchers[fd].stop()
 
@@ -113,6 +123,10 @@ class LoopReadiness:
         self.watchers[fd].start(self._readable, fd)
 
     def forget(self, fd: int) -> None:
+        writer = self.writers.pop(fd, None)
+        if writer is not None:
+            writer.stop()
+            writer.close()
         watcher = self.watchers.pop(fd, None)
         if watcher is None:
             return
@@ -142,15 +156,25 @@ class LoopReadiness:
         return ready
 
     def close(self) -> None:
-        for watcher in self.watchers.values():
+        for watcher in [*self.watchers.values(), *self.writers.values()]:
             watcher.stop()
             watcher.close()
         self.watchers.clear()
+        self.writers.clear()
         self.once.clear()
         self.reported.clear()
         self.stopped.clear()
 
     # On the hub.
+
+    def _writable(self, fd: int) -> None:
+        self.writers[fd].stop()
+        if self.deliver is not None and self.deliver(fd):
+            return
+        self.ready.append(fd)
+        if self.waiter is not None and not self.wake_scheduled:
+            self.wake_scheduled = True
+            self.loop.run_callback(self._wake_dispatcher)
 
     def _readable(self, fd: int) -> None:
         if fd in self.once:

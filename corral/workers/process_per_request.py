@@ -3,9 +3,8 @@
 The child serves the requests that have arrived and exits; its exit code tells the
 parent whether the connection stays open, and the parent watches it again, so an idle
 keep-alive connection holds no process. Bytes of a next request that had only partly
-arrived go back to the parent through the child's exit pipe: the child never waits for
-the rest of a head (a client that stops mid-head would hold a process), and the parent
-closes the connection when --client-timeout passes without it.
+arrived, and response bytes the client has not taken yet, go back to the parent through
+the child's exit pipe: the child never waits for a slow client, the parent does.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import collections
 import contextlib
 import logging
 import os
+import struct
 
 from corral.workers import Served, WorkerModel
 
@@ -21,6 +21,9 @@ error_log = logging.getLogger("corral.error")
 
 _KEEP_OPEN = 0
 _CLOSED = 1
+# What a child hands back through its exit pipe: the length of the response bytes not
+# sent yet, those bytes, then the bytes received and not used.
+_HANDED_BACK = struct.Struct("=Q")
 
 
 class ProcessPerRequest(WorkerModel):
@@ -48,10 +51,16 @@ class ProcessPerRequest(WorkerModel):
             code = _CLOSED
             try:
                 dispatcher.close_in_child(keep=connection)
+                # Refusals are counted by the parent, which outlives this child.
+                connection.forward_refusals(exit_write)
                 if connection.serve():
-                    code = _KEEP_OPEN
-                    if connection.buffer:
-                        _write_all(exit_write, bytes(connection.buffer))
+                    # Response bytes the client has not taken, and the start of a next
+                    # request: the parent sends the one and gathers the other, so a
+                    # slow client holds no process.
+                    unsent, received = connection.hand_back()
+                    if not connection.closed:
+                        code = _KEEP_OPEN
+                        _write_all(exit_write, _HANDED_BACK.pack(len(unsent)) + unsent + received)
             except BaseException:
                 error_log.exception("unexpected error in request process")
             finally:
@@ -64,16 +73,22 @@ class ProcessPerRequest(WorkerModel):
         dispatcher = self.dispatcher
         assert dispatcher is not None
         dispatcher.unwatch(exit_read)
-        # Readable means the child has exited or is writing the start of a next request
-        # and then exits: read to the end either way.
+        # Readable means the child has exited or is writing (the start of a next request,
+        # or the requests it refused) and then exits: read to the end either way.
         pending = _read_all(exit_read)
         os.close(exit_read)
         pid, connection = self.children.pop(exit_read)
         _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) == _KEEP_OPEN:
-            connection.restore(pending)
+        if os.waitstatus_to_exitcode(status) == _KEEP_OPEN and len(pending) >= _HANDED_BACK.size:
+            (unsent_length,) = _HANDED_BACK.unpack_from(pending)
+            start = _HANDED_BACK.size
+            connection.restore(
+                pending[start + unsent_length :], pending[start : start + unsent_length]
+            )
             dispatcher.release(connection)
         else:
+            if pending:
+                connection.take_refusals(pending)
             connection.close()
         if self.waiting:
             self._fork(self.waiting.popleft())

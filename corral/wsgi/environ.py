@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from corral.http.parser import RequestHead
+from corral.wsgi.forwarded import ForwardedHeaders, apply_forwarded
 from corral.wsgi.input import RequestBody
 
 # Wire names (lower case) and their CGI form, "" for a name dropped: the common ones recur
@@ -95,7 +96,10 @@ def build_environ(
     body: RequestBody,
     base: dict[str, Any],
     peer: tuple[str, int] | str,
+    forwarded: ForwardedHeaders | None = None,
 ) -> dict[str, Any]:
+    """The environ of one request from `peer`; with `forwarded`, what a trusted proxy's
+    headers say of the client is applied last (`corral.wsgi.forwarded`)."""
     environ = base.copy()
     environ["REQUEST_METHOD"] = head.method
     environ["PATH_INFO"] = path_info(head.path, environ["SCRIPT_NAME"])
@@ -118,6 +122,9 @@ def build_environ(
     if head.authority is not None:
         # RFC 9112 section 3.2.2: an absolute-form target overrides the Host field.
         environ["HTTP_HOST"] = head.authority
+    # One pass over the field names when no proxy header is present.
+    if forwarded is not None and not forwarded.names.isdisjoint(head.fields):
+        apply_forwarded(environ, head.fields, peer, forwarded)
     return environ
 
 

@@ -69,10 +69,10 @@ EXPECTED_DIFFERENTLY: dict[str, tuple[int, str]] = {
         "does (gunicorn accepts it only with permit_obsolete_folding)",
     ),
     "valid/compat_obs_fold_huge.http": (400, "obs-fold, as valid/compat_obs_fold.http"),
-    "valid/pp_01.http": (400, "a PROXY protocol line: corral does not speak PROXY protocol"),
-    "valid/pp_02.http": (400, "a PROXY protocol line: corral does not speak PROXY protocol"),
-    "valid/pp_04.http": (400, "a PROXY protocol v2 header: corral does not speak it"),
-    "valid/pp_05.http": (400, "a PROXY protocol v2 header: corral does not speak it"),
+    "valid/pp_01.http": (400, "a PROXY protocol line, read only with --proxy-protocol"),
+    "valid/pp_02.http": (400, "a PROXY protocol line, read only with --proxy-protocol"),
+    "valid/pp_04.http": (400, "a PROXY protocol v2 header, read only with --proxy-protocol"),
+    "valid/pp_05.http": (400, "a PROXY protocol v2 header, read only with --proxy-protocol"),
     "valid/rfc9112_smuggle_gzip_chunked_01.http": (
         501,
         "gzip under chunked: RFC 9112 section 6.1 answers an unimplemented coding with 501",
@@ -102,8 +102,8 @@ EXPECTED_DIFFERENTLY: dict[str, tuple[int, str]] = {
     ),
     "invalid/019.http": (
         200,
-        "conflicting X-Forwarded-Proto and X-Forwarded-Ssl: corral trusts neither, so "
-        "their conflict changes nothing",
+        "conflicting X-Forwarded-Proto and X-Forwarded-Ssl from a trusted peer: corral "
+        "ignores scheme headers that disagree instead of refusing the request",
     ),
     "invalid/040.http": (
         200,

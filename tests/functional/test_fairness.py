@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.apps.behaviours import big_body
 from tests.server import ALL_MODELS, RunningServer
+from tests.wire import read_until_closed
 
 # Model -> (options, how many requests it serves at once): as many silent connections
 # as it has slots.
@@ -102,13 +104,13 @@ HALF_SENT = {
 
 @pytest.mark.parametrize("sent", list(HALF_SENT))
 @pytest.mark.parametrize("model", list(_models_with_one_slot()))
-def test_a_half_sent_head_holds_nothing_and_is_closed_at_the_client_timeout(
+def test_a_half_sent_head_holds_nothing_and_is_answered_408_at_the_header_timeout(
     start_server: Callable[..., RunningServer], model: str, sent: str
 ) -> None:
-    """The others are served meanwhile, and the connection is closed once
-    --client-timeout passes; before, a child process spun on it for ever."""
+    """The others are served meanwhile, and the connection is answered 408 and closed
+    once --header-timeout passes; before, a child process spun on it for ever."""
     options = _models_with_one_slot()[model]
-    server = start_server(options=[*options, "--client-timeout", "1", "--keep-alive", "60"])
+    server = start_server(options=[*options, "--header-timeout", "1", "--keep-alive", "60"])
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled:
         stalled.sendall(HALF_SENT[sent])
         started = time.monotonic()
@@ -120,8 +122,8 @@ def test_a_half_sent_head_holds_nothing_and_is_closed_at_the_client_timeout(
             assert stream.read(len(b"hello\n")) == b"hello\n"
         for _ in range(3):
             assert answered_after(server.port) < 1.0
-        # The server closes it: end of stream, not the 10 s socket timeout.
-        assert stalled.recv(4096) == b""
+        # The server answers and closes it: end of stream, not the 10 s socket timeout.
+        assert read_until_closed(stalled).startswith(b"HTTP/1.1 408 Request Timeout\r\n")
         closed_after = time.monotonic() - started
         assert 0.9 <= closed_after < 4.0, closed_after
     # Still serving, and nothing was spent spinning meanwhile.
@@ -152,3 +154,76 @@ def test_a_finished_response_is_not_held_for_another_clients_request(
     # One at a time: served at 0.3 s, and B's request ends at 1.1 s.
     assert response.status == 200
     assert fast_answered < 0.8, fast_answered
+
+
+@contextlib.contextmanager
+def stalled_bodies(port: int, count: int) -> Iterator[list[socket.socket]]:
+    """`count` POSTs whose head and 3 of 10 body bytes have been sent (slowhttptest -B)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sockets.append(sock)
+            sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.mark.parametrize("model", list(SLOTS))
+def test_bodies_still_arriving_hold_no_slot(
+    start_server: Callable[..., RunningServer], model: str
+) -> None:
+    """More bodies than slots trickle in; a request is answered meanwhile, and each body,
+    once whole, reaches the application whole."""
+    options, slots = SLOTS[model]
+    server = start_server(options=options)
+    with stalled_bodies(server.port, slots + 1) as stalled:
+        assert answered_after(server.port) < 1.0
+        for sock in stalled:
+            sock.sendall(b"defghij")
+        for sock in stalled:
+            stream = sock.makefile("rb")
+            assert stream.readline().startswith(b"HTTP/1.1 200 ")
+            while stream.readline() != b"\r\n":
+                pass
+            assert stream.read(10) == b"abcdefghij"
+
+
+def _never_reading(port: int) -> socket.socket:
+    """A client that asks for 200 responses of 64 KiB at once and reads none of them:
+    far more than the kernel's buffers hold."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /big?kib=64 HTTP/1.1\r\nHost: x\r\n\r\n" * 200)
+    return sock
+
+
+@pytest.mark.parametrize("model", list(SLOTS))
+def test_clients_that_do_not_read_hold_no_slot(
+    start_server: Callable[..., RunningServer], model: str
+) -> None:
+    """More non-reading clients than slots (slowhttptest -X, pipelining non-readers);
+    the responses they do not take wait in the server, not a thread, and a request is
+    answered meanwhile."""
+    options, slots = SLOTS[model]
+    server = start_server(options=options)
+    readers = [_never_reading(server.port) for _ in range(slots + 1)]
+    try:
+        for _ in range(3):
+            assert answered_after(server.port) < 1.0
+        # Each one still gets its responses, in order, once it reads.
+        stream = readers[0].makefile("rb")
+        for _ in range(3):
+            assert stream.readline().startswith(b"HTTP/1.1 200 ")
+            length = 0
+            while (line := stream.readline()) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            assert stream.read(length) == big_body(64)
+    finally:
+        for sock in readers:
+            sock.close()

@@ -10,6 +10,7 @@ import http.client
 import os
 import shutil
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -295,3 +296,58 @@ def test_sync_workers_serve_one_request_each_at_a_time() -> None:
         # Two rounds of four: not one (more than 4 at once), not eight (one at a time).
         assert 0.19 < elapsed < 0.4, elapsed
         assert len({result.split()[0] for result in results}) == 4
+
+
+def test_the_timeout_dump_tells_identical_stacks_once() -> None:
+    """Twenty greenlets hung in the same line make one stack in the dump, with their
+    count, not twenty (a gevent worker of 1,000 would write tens of thousands of lines)."""
+    with start(["-w", "1", "-k", "gevent", "--timeout", "3"], 1) as server:
+        (hung,) = workers_of(server.process.pid)
+        failures: list[BaseException] = []
+
+        def hang() -> None:
+            try:
+                get(server.port, "/hang", timeout=10)
+            except (ConnectionError, http.client.HTTPException) as error:
+                failures.append(error)
+
+        threads = [threading.Thread(target=hang) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert len(failures) == 20
+        assert wait_until(lambda: f"WORKER TIMEOUT (pid {hung})" in server.log, 5)
+        assert "20 with this stack (Greenlet " in server.log, server.log
+        assert server.log.count("time.sleep(1000)") == 1
+
+
+@pytest.mark.parametrize("worker_class", ["thread", "gevent"])
+def test_timeout_does_not_count_a_client_slow_to_read(worker_class: str) -> None:
+    """--timeout times the application: a response the client takes slowly keeps its
+    request in flight past the timeout, and the worker is not killed for it."""
+    with start(
+        ["-w", "1", "-k", worker_class, "--timeout", "2"], 1, app="tests.apps.behaviours:app"
+    ) as server:
+        (worker,) = workers_of(server.process.pid)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(b"GET /big?kib=65536 HTTP/1.1\r\nHost: x\r\n\r\n")
+            # Slower than the timeout: 4 s for the first 4 MiB, then the rest at once.
+            received = 0
+            started = time.monotonic()
+            while received < 4 << 20:
+                chunk = sock.recv(65536)
+                assert chunk, server.log
+                received += len(chunk)
+                time.sleep(max(0.0, received / (1 << 20) - (time.monotonic() - started)))
+            # The head and the whole body arrive, then nothing is cut short.
+            while received < 64 << 20:
+                chunk = sock.recv(1 << 20)
+                assert chunk, server.log
+                received += len(chunk)
+        assert received >= 64 << 20
+        assert workers_of(server.process.pid) == {worker}
+        assert "WORKER TIMEOUT" not in server.log

@@ -109,3 +109,23 @@ def test_body_longer_than_one_receive_is_read_whole(server: RunningServer) -> No
         )
         responses = responses_until_closed(server.port, request + SECOND)
         assert responses == [(200, long_body), (200, b"the second request")]
+
+
+@pytest.mark.parametrize("framing", list(FRAMINGS))
+def test_a_body_past_memory_is_gathered_in_a_file_and_read_whole(
+    server: RunningServer, framing: str
+) -> None:
+    """Past 1 MiB a body waits in a temporary file; the app reads it whole, and the
+    request sent right after it, in the same write, is served next."""
+    big = bytes(range(256)) * 12288  # 3 MiB
+    if framing == "chunked":
+        request = chunk_framed("/echo", big, 65536)
+    else:
+        request = length_framed("/echo", big)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(request + SECOND)
+        received = read_until_closed(sock)
+    head, _, rest = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert rest[: len(big)] == big
+    assert rest.endswith(b"\r\n\r\nthe second request")

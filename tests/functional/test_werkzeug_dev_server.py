@@ -113,7 +113,7 @@ def test_https_to_the_http_server_shows_no_traceback() -> None:
             connection.request("GET", "/")
         connection.close()
         # The TLS ClientHello is a malformed request line: one line in the error log.
-        assert server.wait_for_stderr("bad request")
+        assert server.wait_for_stderr("refused: ")
     assert "Traceback" not in server.log
 
 

@@ -49,15 +49,43 @@ def test_threads_imply_the_thread_worker_and_gunicorn_names_are_understood() -> 
 def test_every_setting_has_a_flag_and_help() -> None:
     for setting in SETTINGS:
         # Hooks are functions: only a config file can give them; so is the app's name
-        # (wsgi_app), which the command line gives as its argument.
+        # (wsgi_app), which the command line gives as its argument, and a dict that
+        # gunicorn gives no flag either (secure_scheme_headers).
         assert (
             setting.is_hook
-            or setting.name == "wsgi_app"
+            or setting.name in ("wsgi_app", "secure_scheme_headers")
             or (setting.flags and setting.flags[-1].startswith("--"))
         )
         assert setting.help.endswith(".")
         # The default itself passes the setting's own validation.
         assert setting.type(setting.default) == setting.default
+
+
+def test_forwarded_allow_ips_variable_replaces_the_default_as_in_gunicorn() -> None:
+    assert build_config().forwarded_allow_ips == ["127.0.0.1", "::1"]
+    variable = {"FORWARDED_ALLOW_IPS": "10.0.0.0/8, 192.0.2.1"}
+    assert build_config(variable).forwarded_allow_ips == ["10.0.0.0/8", "192.0.2.1"]
+    # Below a config file, corral's own variable and the command line.
+    from_file = {"forwarded_allow_ips": "*"}
+    assert build_config(variable, None, from_file).forwarded_allow_ips == ["*"]
+    both = {**variable, "CORRAL_FORWARDED_ALLOW_IPS": "::1"}
+    assert build_config(both).forwarded_allow_ips == ["::1"]
+    assert build_config(variable, {"forwarded_allow_ips": ""}).forwarded_allow_ips == []
+    with pytest.raises(ConfigError, match=r"^FORWARDED_ALLOW_IPS: 'x' is not an IP address"):
+        build_config({"FORWARDED_ALLOW_IPS": "x"})
+
+
+def test_secure_scheme_headers_from_the_environment() -> None:
+    variable = {"CORRAL_SECURE_SCHEME_HEADERS": "X-Scheme=https, X-Forwarded-Ssl=on"}
+    assert build_config(variable).secure_scheme_headers == {
+        "X-SCHEME": "https",
+        "X-FORWARDED-SSL": "on",
+    }
+    assert build_config({"CORRAL_SECURE_SCHEME_HEADERS": ""}).secure_scheme_headers == {}
+    with pytest.raises(ConfigError, match="'X-Scheme' is not NAME=value"):
+        build_config({"CORRAL_SECURE_SCHEME_HEADERS": "X-Scheme"})
+    with pytest.raises(ConfigError, match="'X Scheme' is not a header name"):
+        build_config({"CORRAL_SECURE_SCHEME_HEADERS": "X Scheme=https"})
 
 
 @pytest.mark.parametrize(
@@ -71,6 +99,8 @@ def test_every_setting_has_a_flag_and_help() -> None:
         ({"worker_class": "tornado"}, "--worker-class: 'tornado': must be sync"),
         ({"umask": "0o1000"}, "--umask: must be between"),
         ({"log_level": "loud"}, "--log-level: must be one of"),
+        ({"proxy_allow_ips": "10.0.0.0/33"}, "--proxy-allow-from: '10.0.0.0/33' is not an IP"),
+        ({"forwarded_allow_ips": "a.example"}, "--forwarded-allow-ips: 'a.example' is not"),
     ],
 )
 def test_bad_values_name_the_setting(overrides: dict[str, object], message: str) -> None:

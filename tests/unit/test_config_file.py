@@ -185,18 +185,31 @@ def test_gunicorn_defaults_of_settings_corral_lacks_are_accepted(tmp_path: Path)
         tmp_upload_dir = None
         reload_engine = "auto"
         reload_extra_files = []
-        secure_scheme_headers = {
-            "X-FORWARDED-PROTOCOL": "ssl",
-            "X-FORWARDED-PROTO": "https",
-            "X-FORWARDED-SSL": "on",
-        }
-        forwarded_allow_ips = "127.0.0.1,::1"
+        forwarder_headers = "SCRIPT_NAME,PATH_INFO"
         header_map = "drop"
         suppress_ragged_eofs = True
         threads = 2
         """,
     )
     assert read_config_file(path) == {"threads": 2}
+
+
+def test_gunicorn_proxy_settings_are_corrals(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        secure_scheme_headers = {"X-Forwarded-Proto": "https", "X-SCHEME": "secure"}
+        forwarded_allow_ips = "127.0.0.1,10.0.0.0/8"
+        proxy_protocol = True
+        proxy_allow_ips = "*"
+        """,
+    )
+    assert read_config_file(path) == {
+        "secure_scheme_headers": {"X-FORWARDED-PROTO": "https", "X-SCHEME": "secure"},
+        "forwarded_allow_ips": ["127.0.0.1", "10.0.0.0/8"],
+        "proxy_protocol": True,
+        "proxy_allow_ips": ["*"],
+    }
 
 
 def test_every_unsupported_setting_accepts_its_gunicorn_default(tmp_path: Path) -> None:
@@ -299,7 +312,12 @@ def test_a_hook_must_be_callable(tmp_path: Path) -> None:
         ("raw_env = ['A=1', 'B']\n", r"corral.conf.py: raw_env: 'B' is not NAME=value$"),
         ("spew = True\n", r"spew is a gunicorn setting corral does not support: trace"),
         ("header_map = 'dangerous'\n", r"header_map is a gunicorn setting .* strictly"),
-        ("forwarded_allow_ips = '*'\n", r"forwarded_allow_ips is a gunicorn setting"),
+        (
+            "forwarded_allow_ips = '10.0.0.1/8'\n",
+            r"corral.conf.py: forwarded_allow_ips: '10.0.0.1/8' is not an IP address",
+        ),
+        ("secure_scheme_headers = ['X']\n", r"secure_scheme_headers: \['X'\] is not a dict"),
+        ("forwarder_headers = 'X'\n", r"forwarder_headers is a gunicorn setting .* '_'"),
         ("worker_tmp_dir = '/dev/shm'\n", r"worker_tmp_dir is a gunicorn setting"),
         ("ssl_context = 'tls.pem'\n", r"ssl_context: 'tls.pem' is not callable"),
         ("wokers = 2\n", r"unknown setting 'wokers' \(did you mean 'workers'\?\)"),

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.http.errors import FieldsTooLarge, RequestError
+from corral.http.errors import BodyTooLarge, FieldsTooLarge, RequestError
 from corral.http.parser import (
     BodyDecoder,
     ChunkedBody,
@@ -599,6 +599,28 @@ def test_trailers_are_read_and_discarded() -> None:
 )
 def test_malformed_chunk_size_is_refused(size: bytes) -> None:
     assert body_refused_status(chunked(size + b"\r\nhello\r\n0\r\n\r\n")) == 400
+
+
+BODY_LIMIT = HeadLimits(body_size=11)
+
+
+def test_chunked_body_over_the_limit_is_refused_at_the_size_line_that_passes_it() -> None:
+    assert body_of(chunked(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"), BODY_LIMIT) == (
+        b"hello world"
+    )
+    over = chunked(b"5\r\nhello\r\n7\r\n")
+    assert body_refused_status(over, BODY_LIMIT) == 413
+    # The size line alone is enough: the refusal does not wait for the chunk's data.
+    head, consumed = parse_head(over, BODY_LIMIT) or pytest.fail("no head")
+    decoder = body_decoder(head, BODY_LIMIT)
+    buffer = bytearray(over[consumed:])
+    assert decoder.read(buffer, 100) == b"hello"
+    with pytest.raises(BodyTooLarge):
+        decoder.read(buffer, 100)
+    # And every later read is refused too, whatever arrives.
+    buffer += b" world!\r\n0\r\n\r\n"
+    with pytest.raises(BodyTooLarge):
+        decoder.read(buffer, 100)
 
 
 def test_sixteen_hex_digits_are_a_chunk_size() -> None:

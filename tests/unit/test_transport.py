@@ -249,6 +249,10 @@ class BufferingTransport:
     def send_all(self, data: bytes) -> None:
         self.sent += data
 
+    def send_some(self, data: bytes | bytearray | memoryview) -> int:
+        self.sent += data
+        return len(data)
+
     def sendfile(self, fd: int, offset: int, count: int) -> int:
         raise NotImplementedError
 
