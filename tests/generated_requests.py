@@ -343,6 +343,7 @@ def limits() -> st.SearchStrategy[HeadLimits]:
         request_line=st.integers(8, 120),
         field_count=st.integers(0, 8),
         field_size=st.integers(2, 80),
+        body_size=st.integers(0, 48),
     )
     # One time in four: small limits.
     return st.integers(0, 3).flatmap(lambda pick: small if pick == 0 else st.just(HeadLimits()))
