@@ -27,6 +27,7 @@ from corral.serving.refusals import RefusalLog
 from corral.serving.request_observer import RequestObserver
 from corral.serving.sizing import SizingObserver
 from corral.workers import WorkerModel, make_model, model_name
+from corral.workers.thread_pool import ThreadPool
 from corral.wsgi.environ import base_environ
 from corral.wsgi.forwarded import ForwardedHeaders
 
@@ -159,6 +160,8 @@ def build_dispatcher(
     sizing = None
     if not model.cooperative_sockets and not model.multiprocess:
         sizing = SizingObserver(config.workers, model.concurrency())
+        if isinstance(model, ThreadPool) and model.auto:
+            sizing.adapt(model.resize)
         every_observer += (sizing,)
     refusals = RefusalLog()
     forwarded = ForwardedHeaders.from_settings(

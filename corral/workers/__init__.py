@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -166,7 +167,9 @@ class ModelEntry:
 # tests use.
 MODELS: dict[str, ModelEntry] = {
     "one-at-a-time": ModelEntry("corral.workers.one_at_a_time", "OneAtATime", ()),
-    "thread-pool": ModelEntry("corral.workers.thread_pool", "ThreadPool", ("threads",)),
+    "thread-pool": ModelEntry(
+        "corral.workers.thread_pool", "ThreadPool", ("threads", "max_threads")
+    ),
     "thread-per-request": ModelEntry(
         "corral.workers.thread_per_request", "ThreadPerRequest", ("max_threads",)
     ),
@@ -177,6 +180,14 @@ MODELS: dict[str, ModelEntry] = {
     ),
     "gevent": ModelEntry("corral.workers.coroutines", "Coroutines", ("worker_connections",)),
 }
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def model_name(worker_class: str, thread_per_request: bool, process_per_request: int) -> str:

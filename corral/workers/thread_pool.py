@@ -1,30 +1,57 @@
-"""A fixed pool of N threads (`--threads N`): at most N requests in the app at once."""
+"""A pool of N threads (`--threads N`): at most N requests in the app at once.
+
+`--threads auto` starts with one thread per core and resizes the pool to what the sizing
+advice (`corral.serving.sizing`) measures the application needs, up to --max-threads.
+"""
 
 from __future__ import annotations
 
 import queue
 import threading
 
-from corral.workers import Host, Served, WorkerModel, serve_and_release
+from corral.workers import Host, Served, WorkerModel, cpu_cores, serve_and_release
 
 
 class ThreadPool(WorkerModel):
     multithread = True
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, max_threads: int = 1000) -> None:
         super().__init__()
-        self.size = threads
+        # 0: --threads auto.
+        self.auto = threads == 0
+        self.max_threads = max_threads
+        self.size = min(cpu_cores(), max_threads) if self.auto else threads
         self.ready: queue.SimpleQueue[Served | None] = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
+        self.started = 0
         self.in_flight = 0
         self.lock = threading.Lock()
 
     def start(self, dispatcher: Host) -> None:
         super().start(dispatcher)
-        for number in range(self.size):
-            thread = threading.Thread(target=self._work, name=f"corral-{number}", daemon=True)
+        self._add_threads(self.size)
+
+    def _add_threads(self, count: int) -> None:
+        for _ in range(count):
+            name = f"corral-{self.started}"
+            self.started += 1
+            thread = threading.Thread(target=self._work, name=name, daemon=True)
             thread.start()
             self.threads.append(thread)
+
+    def resize(self, size: int) -> None:
+        """Serve with `size` threads from now on (--threads auto); threads beyond it end
+        once they have finished their request."""
+        size = max(1, min(size, self.max_threads))
+        with self.lock:
+            change = size - self.size
+            self.size = size
+        if change > 0:
+            self._add_threads(change)
+        for _ in range(-change):
+            self.ready.put(None)
+        if change > 0 and self.dispatcher is not None:
+            self.dispatcher.slot_freed()
 
     def submit(self, connection: Served) -> None:
         with self.lock:
@@ -38,6 +65,7 @@ class ThreadPool(WorkerModel):
         while True:
             connection = ready.get()
             if connection is None:
+                self.threads.remove(threading.current_thread())
                 return
             serve_and_release(dispatcher, connection)
             with self.lock:
@@ -58,4 +86,7 @@ class ThreadPool(WorkerModel):
         return self.size
 
     def each(self) -> str:
-        return f"{self.size} thread{'s' if self.size != 1 else ''} (thread pool)"
+        threads = f"{self.size} thread{'s' if self.size != 1 else ''}"
+        if self.auto:
+            return f"{threads} (thread pool, auto: 1 to {self.max_threads})"
+        return f"{threads} (thread pool)"
