@@ -76,6 +76,8 @@ _ACCEPTED_AT_MOST = 64
 _STACK_DEPTH = 1000
 _REQUEST_CODE = Connection._serve_request.__code__
 _INET = (socket.AF_INET, socket.AF_INET6)
+# The advice of a process started by `corral.run_simple` (see `Dispatcher.self_call_advice`).
+RUN_SIMPLE_ADVICE = "Call run_simple with threaded=True."
 
 # (host, port): an address without IPv6's flow and scope, an IPv4-mapped one as IPv4.
 Address = tuple[str, int]

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trustme
 
+from tests.dev_server import DevServer
 from tests.server import RunningServer
 from tests.tls import https_connection, write_certificate
 
@@ -116,6 +117,19 @@ def test_a_call_with_no_thread_free_is_answered_503_and_the_fix_logged(
     assert _deadlocks(server.log) == [("MainThread", advice)], server.log
     # Told once, in its own line: not counted again among the refusals.
     assert "refused" not in server.log
+
+
+def test_run_simple_without_threads_answers_the_call_503() -> None:
+    with DevServer("self_call", threaded=False) as server:
+        response, body = server.request("/call")
+        assert response.status == 200
+        result = json.loads(body)
+        assert result["status"] == 503, result
+        assert result["seconds"] < _ANSWERED_WITHIN, result
+        lines = server.wait_for_stderr("self-call deadlock")
+        assert _deadlocks("".join(lines)) == [
+            ("MainThread", "Call run_simple with threaded=True.")
+        ], lines
 
 
 def test_with_a_thread_free_the_call_is_served(
