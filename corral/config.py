@@ -334,8 +334,8 @@ _HOOKS = (
         "ssl_context",
         "ssl_context(conf, default_ssl_context_factory): in each serving process, returns "
         "the ssl.SSLContext to serve TLS with (SNI through its sni_callback); the factory "
-        "builds the one the TLS settings describe. Given, TLS is served even without "
-        "--certfile; read again on HUP.",
+        "builds the one the TLS settings describe. Used with --certfile, as in "
+        "gunicorn; read again on HUP.",
     ),
 )
 
@@ -932,9 +932,10 @@ class Config:
 
     @property
     def is_ssl(self) -> bool:
-        """True when corral serves TLS: --certfile or an ssl_context hook is given
-        (gunicorn's name, which its hooks may read)."""
-        return self.certfile is not None or self.ssl_context is not None
+        """True when corral serves TLS: --certfile is given, as in gunicorn (whose name
+        this is, and whose hooks may read it). An ssl_context hook alone does not turn
+        TLS on: gunicorn's own example configuration defines one."""
+        return self.certfile is not None
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting by name, values as they are (not copied)."""

@@ -25,6 +25,7 @@ from corral.serving.listeners import inherited_listeners, listen, listener_info
 from corral.serving.proxy_preamble import ProxyPreamble
 from corral.serving.refusals import RefusalLog
 from corral.serving.request_observer import RequestObserver
+from corral.serving.sizing import SizingObserver
 from corral.workers import WorkerModel, make_model, model_name
 from corral.wsgi.environ import base_environ
 from corral.wsgi.forwarded import ForwardedHeaders
@@ -153,6 +154,12 @@ def build_dispatcher(
         else None
     )
     every_observer = ((access_log,) if access_log is not None else ()) + tuple(observers)
+    # Greenlets share their thread's CPU clock, so it cannot tell one request's CPU time;
+    # a process per request measures in children that exit.
+    sizing = None
+    if not model.cooperative_sockets and not model.multiprocess:
+        sizing = SizingObserver(config.workers, model.concurrency())
+        every_observer += (sizing,)
     refusals = RefusalLog()
     forwarded = ForwardedHeaders.from_settings(
         config.forwarded_allow_ips, config.secure_scheme_headers
@@ -193,7 +200,7 @@ def build_dispatcher(
             opening_timeout=None if tls is None else config.ssl_handshake_timeout,
         )
         bound.append((sock, state))
-    return Dispatcher(
+    dispatcher = Dispatcher(
         bound,
         model,
         config.timeouts,
@@ -201,6 +208,8 @@ def build_dispatcher(
         accept_only_when_free=multiprocess,
         connection_limit=connection_ceiling(config),
     )
+    dispatcher.sizing = sizing
+    return dispatcher
 
 
 class PidFileError(Exception):

@@ -29,6 +29,7 @@ from corral.serving.self_call_guard import SelfCallGuard
 from corral.serving.transport import PlainTransport
 
 if TYPE_CHECKING:
+    from corral.serving.sizing import SizingObserver
     from corral.workers import WorkerModel
 
 error_log = logging.getLogger("corral.error")
@@ -126,6 +127,9 @@ class Dispatcher:
         self.limit_logged = False
         # The idle connections to close, longest idle first, as connections are accepted.
         self.idle_to_close: list[Connection] = []
+        # How much concurrency the application needs (`corral.serving.sizing`), when
+        # measured here; set by `build_dispatcher`.
+        self.sizing: SizingObserver | None = None
         # Called on the loop thread about twice a second (the worker's heartbeat).
         self.on_tick: Callable[[], None] | None = None
         # Called on the loop thread after `request_reopen` (USR1: log files rotated).
