@@ -751,8 +751,9 @@ class Connection:
     def _answer_error(self, error: RequestError, version: str) -> bytes:
         """Send the short answer for `error` and end the connection (once the answer has
         gone, if the client is slow to take it); returns the answer. The error log counts
-        it among the refusals (`corral.serving.refusals`)."""
-        self.state.refusals.record(error.status, error.reason, str(error), self.peer_text())
+        it among the refusals (`corral.serving.refusals`), unless it was logged in full."""
+        if not error.logged_in_full:
+            self.state.refusals.record(error.status, error.reason, str(error), self.peer_text())
         answer = encode_error(error.status, error.reason, version, current_date(), error.headers)
         try:
             self.send(answer)

@@ -86,6 +86,10 @@ class WorkerModel:
     # True when connection sockets keep a timeout, for a library (gevent) that waits on
     # them cooperatively; otherwise they are non-blocking and Connection waits itself.
     cooperative_sockets = False
+    # True when requests run on a fixed number of this process's threads (one at a
+    # time, the thread pool): requests that call this same server can hold every one of
+    # them, which the self-call guard watches for (`corral.serving.self_call_guard`).
+    fixed_threads = False
 
     def __init__(self) -> None:
         self.dispatcher: Host | None = None
@@ -105,6 +109,13 @@ class WorkerModel:
         connection only while this is above 0, so that no request waits behind a busy
         worker while another sits idle."""
         return 1
+
+    def withdraw_waiting(self, chosen: Callable[[Any], bool]) -> list[Any]:
+        """Take the connections waiting for a slot that `chosen` picks out of the model,
+        as a slot would take them: they are the caller's to serve or close, no longer
+        counted in flight (the caller then calls `Host.slot_freed`). Any thread may call
+        it. A model that keeps no connections waiting returns []."""
+        return []
 
     def make_readiness(self, wake_fd: int) -> Any:
         """A readiness set of the model's own (gevent's loop), or None for the default."""

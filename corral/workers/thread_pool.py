@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from corral.workers import Host, Served, WorkerModel, cpu_cores, serve_and_release
 
 
 class ThreadPool(WorkerModel):
     multithread = True
+    fixed_threads = True
 
     def __init__(self, threads: int, max_threads: int = 1000) -> None:
         super().__init__()
@@ -71,6 +74,28 @@ class ThreadPool(WorkerModel):
             with self.lock:
                 self.in_flight -= 1
             dispatcher.slot_freed()
+
+    def withdraw_waiting(self, chosen: Callable[[Any], bool]) -> list[Any]:
+        # Taken from the queue as a thread takes them, the others put back in their order
+        # (after any queued meanwhile). The guard calls this when every thread is held;
+        # one freed meanwhile takes its next connection from the queue as always.
+        taken: list[Any] = []
+        kept: list[Served | None] = []
+        for _ in range(self.ready.qsize()):
+            try:
+                connection = self.ready.get_nowait()
+            except queue.Empty:
+                break
+            if connection is not None and chosen(connection):
+                taken.append(connection)
+            else:
+                kept.append(connection)
+        for connection in kept:
+            self.ready.put(connection)
+        if taken:
+            with self.lock:
+                self.in_flight -= len(taken)
+        return taken
 
     def idle(self) -> bool:
         return self.in_flight == 0
