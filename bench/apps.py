@@ -87,3 +87,14 @@ flask_json = _build_flask_json()
 
 
 APP_NAMES = ("hello", "flask_json", "sleep20", "download", "upload")
+
+
+def robustness(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """bench/robustness.py's app: `/upload` reads its body, `/download` is 1 MiB, the rest
+    is `hello`."""
+    path = environ.get("PATH_INFO", "")
+    if path == "/upload":
+        return upload(environ, start_response)
+    if path == "/download":
+        return download(environ, start_response)
+    return hello(environ, start_response)

@@ -35,6 +35,7 @@ def make_parser(
     prog: str = "corral",
     usage: str | None = None,
     description: str = "Serve a WSGI application. APP is MODULE:NAME or MODULE:FACTORY().",
+    epilog: str | None = None,
     app_argument: bool = True,
     help_flags: Sequence[str] = ("-h", "--help"),
     left_out: Collection[str] = (),
@@ -50,6 +51,7 @@ def make_parser(
         prog=prog,
         usage=usage,
         description=description,
+        epilog=epilog,
         argument_default=argparse.SUPPRESS,
         add_help=False,
     )
@@ -125,6 +127,16 @@ def _add_option(
         parser.add_argument(*flags, dest=setting.name, metavar=setting.metavar, help=text)
 
 
+# `corral --help` ends by pointing at the one subcommand.
+PROBE_EPILOG = (
+    "corral probe URL [--max N] [--plot FILE] [--timeout S] measures how many requests "
+    "the HTTP server at URL, corral or another, really serves at once (corral probe --help)."
+)
+# The first word that runs `corral probe` instead of serving: an app in a module named
+# probe is given as probe:app.
+PROBE_COMMAND = "probe"
+
+
 # Extra command-line options from the environment, the later winning: gunicorn's
 # variable, read as gunicorn reads it, and corral's own.
 _CMD_ARGS_VARIABLES = ("GUNICORN_CMD_ARGS", "CORRAL_CMD_ARGS")
@@ -146,7 +158,7 @@ def parse_config(
     wrong in any source, naming the variable when the fault is in one.
     """
     environ = os.environ if environ is None else environ
-    parser = make_parser()
+    parser = make_parser(epilog=PROBE_EPILOG)
     given: dict[str, Any] = {}
     for variable in _CMD_ARGS_VARIABLES:
         try:
@@ -223,8 +235,12 @@ def main(
     (not for --print-config, nor in the --reload supervisor), so a broken app is told in
     short and --reload waits for its fix. `exec_argv` says how to start the same command
     again (USR2, --reload), `defaults` are the caller's own defaults for settings (see
-    `parse_config`)."""
+    `parse_config`). `corral probe ...` runs the probe instead (`corral.probe.command`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if app_loader is None and argv[:1] == [PROBE_COMMAND]:
+        from corral.probe.command import main as probe
+
+        return probe(argv[1:])
     app: Any = None
     try:
         arguments, config = parse_config(argv, defaults=defaults)

@@ -48,8 +48,11 @@ if TYPE_CHECKING:
 error_log = logging.getLogger("corral.error")
 
 
-def serve(app: Any, config: Config) -> None:
+def serve(app: Any, config: Config, self_call_advice: str | None = None) -> None:
     """Serve `app` from this one process until TERM or INT, then drain and return.
+
+    `self_call_advice` replaces the fix the self-call guard logs (in the command's words)
+    for a caller whose users spell settings otherwise (`corral.run_simple`).
 
     Raises `corral.serving.listeners.BindError` when an address (or --stats) cannot be
     listened on, `corral.serving.assembly.PidFileError` when the --pid file cannot be
@@ -114,6 +117,7 @@ def serve(app: Any, config: Config) -> None:
     if slot is not None:
         dispatcher.on_tick = _beat_of(slot, dispatcher)
     dispatcher.on_reopen = lambda: reopen_logs(config, lambda: reopen_access_logs(dispatcher))
+    dispatcher.self_call_advice = self_call_advice
     if threading.current_thread() is threading.main_thread():
         reload_tls = None
         if tls is not None:

@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# corral's startup line, and Werkzeug's run_simple's, naming the port it listens on (over
-# TLS, with https).
-_LISTENING = re.compile(r"(?:Listening at|Running on) (https?)://127\.0\.0\.1:(\d+)")
+# corral's startup line, Werkzeug's run_simple's and gunicorn's, naming the port it
+# listens on (over TLS, with https).
+_LISTENING = re.compile(r"(?:Listening at:?|Running on) (https?)://127\.0\.0\.1:(\d+)")
 
 # The concurrency models every behaviour test runs under, by their command-line options.
 MODELS: dict[str, list[str]] = {
@@ -43,7 +43,8 @@ SINGLE_PROCESS_MODELS = {name: options for name, options in MODELS.items() if "-
 
 def listening_port(text: str) -> int | None:
     """The port of the first "Listening at http://127.0.0.1:PORT" line in `text` (or
-    https://, or Werkzeug's "Running on ..."), None before a server logged one."""
+    https://, Werkzeug's "Running on ...", gunicorn's "Listening at: ..."), None before a
+    server logged one."""
     match = _LISTENING.search(text)
     return int(match.group(2)) if match else None
 

@@ -29,7 +29,7 @@ from harness.measurements import Measurement
 from harness.memory import run_memory_section
 from harness.processes import LOOPBACK, find_free_port
 from harness.report import RunContext, render, write_report
-from harness.runner import RunSettings, measure_under_load
+from harness.runner import RunSettings, measure_under_load, server_environment
 from harness.scenarios import (
     Scenario,
     Workload,
@@ -75,17 +75,6 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 
 def _comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def server_environment() -> dict[str, str]:
-    env = dict(os.environ)
-    # The repository root makes corral importable even when its editable
-    # install failed; bench/ makes apps.py importable for every server.
-    paths = [str(BENCH_DIR), str(REPO_DIR), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def measure_variant(
@@ -175,7 +164,7 @@ def main(argv: list[str]) -> int:
         bench_dir=BENCH_DIR,
         log_dir=log_dir,
         python=Path(sys.executable),
-        server_env=server_environment(),
+        server_env=server_environment(BENCH_DIR, REPO_DIR),
         runs=arguments.runs or (QUICK_RUNS if quick else FULL_RUNS),
         seconds=arguments.duration or (QUICK_SECONDS if quick else FULL_SECONDS),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,17 @@ class RunSettings:
     server_env: dict[str, str]
     runs: int
     seconds: float
+
+
+def server_environment(bench_dir: Path, repo_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # The repository root makes corral importable even when its editable
+    # install failed; bench/ makes apps.py importable for every server.
+    paths = [str(bench_dir), str(repo_dir), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 def load_for(scenario: Scenario, workload: Workload, settings: RunSettings) -> LoadSpec:

@@ -129,13 +129,15 @@ class HeadScanner:
     starts over, as the caller removes the head from the buffer.
     """
 
-    __slots__ = ("checked", "limits", "line_ends", "request_line_end")
+    __slots__ = ("checked", "limits", "line_ends", "line_start", "request_line_end")
 
     def __init__(self, limits: HeadLimits) -> None:
         self.limits = limits
         self.checked = 0
         self.line_ends = 0
         self.request_line_end = -1
+        # Where the field line being received starts, once the request line is complete.
+        self.line_start = 0
 
     def parse(self, buffer: bytes | bytearray) -> tuple[RequestHead, int] | None:
         start = 0
@@ -148,6 +150,7 @@ class HeadScanner:
             self.checked = 0
             self.line_ends = 0
             self.request_line_end = -1
+            self.line_start = 0
             return _parse_complete_head(bytes(buffer[start : end + 2]), self.limits), end + 4
         self._check_arrived(buffer, start, checked)
         return None
@@ -170,11 +173,22 @@ class HeadScanner:
             method, target, _ = _parse_request_line(bytes(buffer[start:line_end]), limits)
             _split_target(method, target)
             self.request_line_end = line_end
+            self.line_start = line_end + 2
         if len(buffer) - start > limits.head_size:
             raise FieldsTooLarge("request head too large")
         if self.line_ends - 1 > limits.field_count:
             raise FieldsTooLarge("too many header fields")
-        if len(buffer) - buffer.rfind(b"\r\n") - 2 - pending_cr > limits.field_size:
+        # Each field line completed by the bytes that just arrived, then the one still
+        # arriving: a line over the limit is refused whether it came in one piece or many.
+        line_start = self.line_start
+        line_end = buffer.find(b"\r\n", max(checked, line_start))
+        while line_end >= 0:
+            if line_end - line_start > limits.field_size:
+                raise FieldsTooLarge("header field too large")
+            line_start = line_end + 2
+            line_end = buffer.find(b"\r\n", line_start)
+        self.line_start = line_start
+        if len(buffer) - line_start - pending_cr > limits.field_size:
             raise FieldsTooLarge("header field too large")
 
 

@@ -206,7 +206,7 @@ class WorkerRun:
         )
 
     def _served_enough(self) -> None:
-        """Called by the in-flight table, on the thread that finished the last request."""
+        """Called by the slot writer, on the thread that finished the last request."""
         limit = self.worker.max_requests
         self._retire(f"served {limit} requests (--max-requests {limit})")
 

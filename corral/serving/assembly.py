@@ -25,7 +25,9 @@ from corral.serving.listeners import inherited_listeners, listen, listener_info
 from corral.serving.proxy_preamble import ProxyPreamble
 from corral.serving.refusals import RefusalLog
 from corral.serving.request_observer import RequestObserver, RequestSlot
+from corral.serving.sizing import SizingObserver
 from corral.workers import WorkerModel, make_model, model_name
+from corral.workers.thread_pool import ThreadPool
 from corral.wsgi.environ import base_environ
 from corral.wsgi.forwarded import ForwardedHeaders
 
@@ -160,6 +162,14 @@ def build_dispatcher(
         else None
     )
     every_observer = ((access_log,) if access_log is not None else ()) + tuple(observers)
+    # Greenlets share their thread's CPU clock, so it cannot tell one request's CPU time;
+    # a process per request measures in children that exit.
+    sizing = None
+    if not model.cooperative_sockets and not model.multiprocess:
+        sizing = SizingObserver(config.workers, model.concurrency())
+        if isinstance(model, ThreadPool) and model.auto:
+            sizing.adapt(model.resize)
+        every_observer += (sizing,)
     refusals = RefusalLog()
     forwarded = ForwardedHeaders.from_settings(
         config.forwarded_allow_ips, config.secure_scheme_headers
@@ -202,7 +212,7 @@ def build_dispatcher(
             opening_timeout=None if tls is None else config.ssl_handshake_timeout,
         )
         bound.append((sock, state))
-    return Dispatcher(
+    dispatcher = Dispatcher(
         bound,
         model,
         config.timeouts,
@@ -210,6 +220,8 @@ def build_dispatcher(
         accept_only_when_free=multiprocess,
         connection_limit=connection_ceiling(config),
     )
+    dispatcher.sizing = sizing
+    return dispatcher
 
 
 class PidFileError(Exception):

@@ -8,9 +8,10 @@ to `_BODY_IN_MEMORY`, in a temporary file beyond, as waitress does) without wait
 `serve()` then handles the complete requests and returns as soon as there is none, so a
 client that sends slowly, or not at all, holds no thread.
 
-Response bytes the client does not take at once wait in the connection's outbox (up to
-`_OUTBOX_LIMIT`) while the thread goes on; the dispatcher sends the rest when the client
-reads, so a client that reads slowly holds no thread either.
+Response bytes the client does not take at once wait in the connection's outbox (256 KiB
+each, and up to 8 MiB from a budget of 64 MiB per process) while the thread goes on; the
+dispatcher sends the rest when the client reads, so a client that reads slowly holds no
+thread either.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import math
 import select
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,9 +57,13 @@ _RECEIVE_SIZE = 65536
 _HOLD_LIMIT = 16384
 # A request body is gathered in memory up to this size, in a temporary file beyond it.
 _BODY_IN_MEMORY = 1 << 20
-# Response bytes kept for a client that is slow to read them; beyond this, the thread
-# writing the response waits for the client (up to --client-timeout).
+# Response bytes kept for a client that is slow to read them. Past `_OUTBOX_LIMIT` a
+# connection borrows from the process's `_OUTBOX_BUDGET`, up to `_OUTBOX_MOST` in all;
+# beyond what it may hold, the thread writing the response waits for the client (up to
+# --client-timeout). Eight slow readers of 1 MiB responses thus hold no thread, and a
+# thousand of them hold no more than the budget in memory.
 _OUTBOX_LIMIT = 1 << 18
+_OUTBOX_MOST = 8 << 20
 # A request body arrives at --min-request-body-rate on average once this much has
 # passed since its head (Kestrel's MinRequestBodyDataRate has the same grace).
 BODY_RATE_GRACE = 5.0
@@ -124,12 +130,35 @@ class ServingState:
 OpeningStep = Callable[["Connection"], bool]
 
 
+class _Budget:
+    """Bytes that connections of this process may hold past `_OUTBOX_LIMIT`, together."""
+
+    def __init__(self, total: int) -> None:
+        self.free = total
+        self.lock = threading.Lock()
+
+    def take(self, wanted: int) -> int:
+        """Up to `wanted` bytes of the budget; how many were granted."""
+        with self.lock:
+            granted = min(wanted, self.free)
+            self.free -= granted
+            return granted
+
+    def give(self, count: int) -> None:
+        with self.lock:
+            self.free += count
+
+
+_OUTBOX_BUDGET = _Budget(64 << 20)
+
+
 class Connection:
     """One accepted connection's transport, the bytes received on it but not yet
     consumed, and the response bytes not yet taken by the client."""
 
     __slots__ = (
         "body_started",
+        "borrowed",
         "buffer",
         "busy",
         "closed",
@@ -179,6 +208,8 @@ class Connection:
         self.outbox = bytearray()
         # When the outbox last made progress, for --client-timeout.
         self.outbox_since = 0.0
+        # Bytes of `_OUTBOX_BUDGET` this connection's outbox holds past `_OUTBOX_LIMIT`.
+        self.borrowed = 0
         # Close once the outbox is sent (the last response said "Connection: close").
         self.closing = False
         # The next request while it arrives: its head (parsed, still at the start of
@@ -439,8 +470,8 @@ class Connection:
 
     def send(self, data: bytes) -> None:
         """Send `data` after anything still in the outbox. What the client does not take
-        at once waits in the outbox; the calling thread waits only while more than
-        `_OUTBOX_LIMIT` bytes wait (ClientSocketError after --client-timeout)."""
+        at once waits in the outbox; the calling thread waits only while more wait than
+        the connection may hold (ClientSocketError after --client-timeout)."""
         outbox = self.outbox
         if not outbox:
             sent = self.transport.send_some(data)
@@ -451,8 +482,12 @@ class Connection:
         else:
             outbox += data
             self.push()
-        if len(outbox) > _OUTBOX_LIMIT:
-            self._wait_for_client(_OUTBOX_LIMIT)
+        if len(outbox) > _OUTBOX_LIMIT + self.borrowed:
+            wanted = min(len(outbox), _OUTBOX_MOST) - _OUTBOX_LIMIT - self.borrowed
+            if wanted > 0:
+                self.borrowed += _OUTBOX_BUDGET.take(wanted)
+            if len(outbox) > _OUTBOX_LIMIT + self.borrowed:
+                self._wait_for_client(_OUTBOX_LIMIT + self.borrowed)
 
     def _wait_for_client(self, limit: int) -> None:
         """Wait until the outbox holds `limit` bytes at most (ClientSocketError after
@@ -477,6 +512,14 @@ class Connection:
         if sent:
             del outbox[:sent]
             self.outbox_since = time.monotonic()
+            if self.borrowed:
+                self._repay(max(0, len(outbox) - _OUTBOX_LIMIT))
+
+    def _repay(self, keep: int) -> None:
+        """Give back to the budget what the outbox holds no longer, keeping `keep`."""
+        if self.borrowed > keep:
+            _OUTBOX_BUDGET.give(self.borrowed - keep)
+            self.borrowed = keep
 
     def send_outbox(self) -> bool:
         """Send the whole outbox, waiting for the client (up to --client-timeout); True
@@ -733,8 +776,9 @@ class Connection:
     def _answer_error(self, error: RequestError, version: str) -> bytes:
         """Send the short answer for `error` and end the connection (once the answer has
         gone, if the client is slow to take it); returns the answer. The error log counts
-        it among the refusals (`corral.serving.refusals`)."""
-        self.state.refusals.record(error.status, error.reason, str(error), self.peer_text())
+        it among the refusals (`corral.serving.refusals`), unless it was logged in full."""
+        if not error.logged_in_full:
+            self.state.refusals.record(error.status, error.reason, str(error), self.peer_text())
         answer = encode_error(error.status, error.reason, version, current_date(), error.headers)
         try:
             self.send(answer)
@@ -757,6 +801,7 @@ class Connection:
                 # A response completed before the connection ends goes out if it can.
                 self.push()
             self.outbox.clear()
+        self._repay(0)
         self._drop_spool()
         self.closed = True
         if self.on_close is not None:

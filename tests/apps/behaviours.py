@@ -78,6 +78,15 @@ def _query(environ: dict[str, Any]) -> dict[str, str]:
     return dict(p.partition("=")[::2] for p in environ["QUERY_STRING"].split("&") if p)
 
 
+def cpu(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    """Spins on the CPU for `ms` milliseconds of this thread's CPU time."""
+    spent = int(_query(environ).get("ms", "5")) / 1000
+    began = time.thread_time()
+    while time.thread_time() - began < spent:
+        pass
+    return _text(start_response, b"spun")
+
+
 def slow(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
     query = _query(environ)
     if "announce" in query:
@@ -267,6 +276,7 @@ ROUTES: dict[str, Callable[..., Any]] = {
     "/echo": echo,
     "/read": read_api,
     "/slow": slow,
+    "/cpu": cpu,
     "/stream": stream,
     "/write": write_callable,
     "/declared-longer": declared_longer,

@@ -24,14 +24,13 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
+from tests.conformance.corpus_files import CORPUS, wire_bytes
 from tests.requirements import require
 from tests.server import MODELS, RunningServer
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "gunicorn-requests"
 APP = "tests.conformance.corpus_app:app"
 # The corpus's own README counts the files it holds; fewer means a damaged copy.
 CORPUS_SIZE = {"valid": 63, "invalid": 74}
@@ -207,15 +206,6 @@ def require_corpus() -> None:
         f"the gunicorn request corpus is missing: expected it at {CORPUS} "
         "(the shared folder beside the repository)",
     )
-
-
-def wire_bytes(text: bytes) -> bytes:
-    """The bytes a corpus file stands for, transformed as its README prescribes."""
-    data = text.replace(b"\n", b"").replace(b"\\r\\n", b"\r\n")
-    data = data.replace(b"\\0", b"\0").replace(b"\\n", b"\n").replace(b"\\t", b"\t")
-    data = re.sub(rb"\\x([0-9A-Fa-f]{2})", lambda match: bytes([int(match[1], 16)]), data)
-    assert b"\\" not in data, "a backslash escape the corpus README does not describe"
-    return data
 
 
 def add_host(data: bytes, every_request: bool) -> bytes:

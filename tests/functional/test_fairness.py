@@ -191,39 +191,45 @@ def test_bodies_still_arriving_hold_no_slot(
             assert stream.read(10) == b"abcdefghij"
 
 
-def _never_reading(port: int) -> socket.socket:
-    """A client that asks for 200 responses of 64 KiB at once and reads none of them:
-    far more than the kernel's buffers hold."""
+# KiB per response -> responses asked for at once: far more than the kernel's buffers
+# hold, in small responses (pipelining non-readers) or large ones (slowhttptest -X).
+UNREAD = {"200 × 64 KiB": (64, 200), "2 × 4 MiB": (4096, 2)}
+
+
+def _never_reading(port: int, kib: int, count: int) -> socket.socket:
+    """A client that asks for `count` responses of `kib` KiB at once and reads none."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     sock.settimeout(10)
     sock.connect(("127.0.0.1", port))
-    sock.sendall(b"GET /big?kib=64 HTTP/1.1\r\nHost: x\r\n\r\n" * 200)
+    sock.sendall(f"GET /big?kib={kib} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * count)
     return sock
 
 
+@pytest.mark.parametrize("unread", list(UNREAD))
 @pytest.mark.parametrize("model", list(SLOTS))
 def test_clients_that_do_not_read_hold_no_slot(
-    start_server: Callable[..., RunningServer], model: str
+    start_server: Callable[..., RunningServer], model: str, unread: str
 ) -> None:
     """More non-reading clients than slots (slowhttptest -X, pipelining non-readers);
     the responses they do not take wait in the server, not a thread, and a request is
     answered meanwhile."""
     options, slots = SLOTS[model]
     server = start_server(options=options)
-    readers = [_never_reading(server.port) for _ in range(slots + 1)]
+    kib, count = UNREAD[unread]
+    readers = [_never_reading(server.port, kib, count) for _ in range(slots + 1)]
     try:
         for _ in range(3):
             assert answered_after(server.port) < 1.0
         # Each one still gets its responses, in order, once it reads.
         stream = readers[0].makefile("rb")
-        for _ in range(3):
+        for _ in range(min(count, 3)):
             assert stream.readline().startswith(b"HTTP/1.1 200 ")
             length = 0
             while (line := stream.readline()) != b"\r\n":
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
-            assert stream.read(length) == big_body(64)
+            assert stream.read(length) == big_body(kib)
     finally:
         for sock in readers:
             sock.close()

@@ -162,14 +162,15 @@ def test_client_certificate_requirements_by_number_and_name() -> None:
         build_config(None, {"cert_reqs": 3})
 
 
-def test_tls_files_must_be_readable_and_tls_is_on_with_a_certificate_or_a_hook(
+def test_tls_files_must_be_readable_and_tls_is_on_with_a_certificate(
     tmp_path: Path,
 ) -> None:
     certificate = tmp_path / "cert.pem"
     certificate.write_text("PEM\n")
     assert not build_config().is_ssl
     assert build_config(None, {"certfile": str(certificate)}).is_ssl
-    assert build_config(None, None, {"ssl_context": lambda conf, factory: None}).is_ssl
+    # As in gunicorn, whose example configuration defines the hook for plain HTTP.
+    assert not build_config(None, None, {"ssl_context": lambda conf, factory: None}).is_ssl
     with pytest.raises(ConfigError, match=f"--ca-certs: cannot read {tmp_path}/no.pem: no such"):
         build_config(None, {"ca_certs": str(tmp_path / "no.pem")})
     with pytest.raises(ConfigError, match=f"CORRAL_CERTFILE: cannot read {tmp_path}: not a file"):

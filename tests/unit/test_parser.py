@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.http.errors import BodyTooLarge, RequestError
+from corral.http.errors import BodyTooLarge, FieldsTooLarge, RequestError
 from corral.http.parser import (
     BodyDecoder,
     ChunkedBody,
@@ -510,6 +510,17 @@ def test_field_over_limit_is_refused_before_it_ends() -> None:
     with pytest.raises(RequestError) as error:
         parse_head(b"GET / HTTP/1.1\r\nX: " + b"v" * SMALL.field_size, SMALL)
     assert error.value.status == 431
+
+
+def test_field_over_limit_is_refused_once_its_line_has_arrived() -> None:
+    """An over-long field line that arrives whole, its CRLF included, is refused as when it
+    arrives in pieces, before the head ends or the head size limit is reached."""
+    data = b"GET / HTTP/1.1\r\nX: " + b"v" * SMALL.field_size + b"\r\nY: 1\r\n"
+    assert refused_status(data, SMALL) == 431
+    scanner = HeadScanner(SMALL)
+    assert scanner.parse(b"GET / HTTP/1.1\r\nA: 1\r\n") is None
+    with pytest.raises(FieldsTooLarge):
+        scanner.parse(b"GET / HTTP/1.1\r\nA: 1\r\nX: " + b"v" * SMALL.field_size + b"\r\n")
 
 
 def test_endless_head_is_refused() -> None:

@@ -1,0 +1,106 @@
+"""The sizing advice logged while serving: many threads for an application that waits,
+about one per core for one that computes."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+
+from tests.server import RunningServer, fetch, wait_until
+
+ADVICE = re.compile(r"Sizing: requests wait (\d+)% .* about (\d+) thread")
+
+
+def _keep_asking(
+    port: int, path: str, clients: int, stop: threading.Event
+) -> list[threading.Thread]:
+    def ask() -> None:
+        while not stop.is_set():
+            status, _ = fetch(port, path)
+            assert status == 200
+
+    threads = [threading.Thread(target=ask) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _advice(
+    start_server: Callable[..., RunningServer], options: list[str], path: str
+) -> tuple[int, int]:
+    server = start_server(options=options)
+    stop = threading.Event()
+    threads = _keep_asking(server.port, path, 4, stop)
+    try:
+        assert wait_until(lambda: ADVICE.search(server.log) is not None, 30), server.log
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    match = ADVICE.search(server.log)
+    assert match is not None
+    return int(match.group(1)), int(match.group(2))
+
+
+def test_an_application_that_sleeps_is_advised_many_threads(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    waiting, threads = _advice(start_server, ["--threads", "4"], "/slow?ms=50")
+    assert waiting >= 90
+    assert threads >= 16
+
+
+def test_an_application_that_computes_is_advised_about_one_thread_per_core(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    _, threads = _advice(start_server, ["--threads", "16"], "/cpu?ms=5")
+    # A busy machine's other processes take the CPU from requests too, which the wall
+    # time counts as waiting: the direction is what is checked, not the exact figure.
+    assert threads <= 3
+
+
+def test_threads_auto_grows_the_pool_for_an_application_that_waits(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    server = start_server(options=["--threads", "auto", "--max-threads", "64"])
+    assert "(thread pool, auto: 1 to 64)" in server.log
+    stop = threading.Event()
+    threads = _keep_asking(server.port, "/slow?ms=50", 16, stop)
+    grown = re.compile(r"Threads: (\d+) -> (\d+) \(--threads auto\)")
+    try:
+        assert wait_until(lambda: grown.search(server.log) is not None, 30), server.log
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    match = grown.search(server.log)
+    assert match is not None
+    before, after = int(match.group(1)), int(match.group(2))
+    assert after >= 16 > before
+    # The pool serves that many at once now: 16 requests of 300 ms take one round.
+    started = threading.Barrier(17)
+    results: list[int] = []
+
+    def ask() -> None:
+        started.wait()
+        results.append(fetch(server.port, "/slow?ms=300")[0])
+
+    askers = [threading.Thread(target=ask) for _ in range(16)]
+    for asker in askers:
+        asker.start()
+    began = time.monotonic()
+    started.wait()
+    for asker in askers:
+        asker.join(10)
+    assert results == [200] * 16
+    # One round of 300 ms; the two threads it started with would take eight.
+    assert time.monotonic() - began < 1.2
+
+
+def test_workers_auto_is_one_per_core(start_server: Callable[..., RunningServer]) -> None:
+    server = start_server(options=["-w", "auto"])
+    cores = len(os.sched_getaffinity(0))
+    assert wait_until(lambda: server.log.count("Booted worker") == cores), server.log

@@ -1,0 +1,96 @@
+"""Properties of the protocol layer over generated streams of requests.
+
+Whatever the bytes, and however they arrive (whole, byte by byte, cut anywhere, read by
+the body in any size, with or without unframed reads past the buffer), the parser and the
+body decoders take them to be the same requests with the same body boundaries, or refuse
+them with a `RequestError` at the same point; no other exception escapes. Valid requests
+mean what they were generated to mean, and a valid stream cut short is never refused.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from corral.http.parser import HeadLimits
+from tests.generated_requests import (
+    Intended,
+    cuts_for,
+    limits,
+    mutated_pipelines,
+    pipelines,
+    token_soup,
+)
+from tests.request_stream import Parsed, check_every_split, parse_stream
+
+LIMITS = HeadLimits()
+PROPERTY = settings(
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def as_intended(parsed: Parsed) -> list[Intended]:
+    return [Intended(head.method, head.target, body) for head, body in parsed.requests]
+
+
+@settings(PROPERTY, max_examples=500)
+@given(st.data())
+def test_valid_pipelines_parse_as_intended_however_they_arrive(data: st.DataObject) -> None:
+    wire, intended = data.draw(pipelines())
+    parsed = check_every_split(wire, LIMITS, data.draw(cuts_for(wire)))
+    assert as_intended(parsed) == intended
+    assert parsed.ending == ("idle",)
+
+
+@settings(PROPERTY, max_examples=300)
+@given(st.data())
+def test_a_valid_stream_cut_short_waits_for_the_rest(data: st.DataObject) -> None:
+    """A prefix of valid requests is never refused: it holds the requests that ended
+    inside it and then waits."""
+    wire, intended = data.draw(pipelines())
+    end = data.draw(st.integers(0, len(wire) - 1))
+    parsed = check_every_split(wire[:end], LIMITS, data.draw(cuts_for(wire[:end])))
+    assert parsed.ending[0] in ("idle", "head incomplete", "body incomplete"), parsed.ending
+    complete = as_intended(parsed)
+    assert complete == intended[: len(complete)]
+    if parsed.ending[0] == "body incomplete":
+        # Body bytes are handed on as they arrive, never held back for the whole body.
+        body_so_far = parsed.ending[2]
+        assert isinstance(body_so_far, bytes)
+        assert intended[len(complete)].body.startswith(body_so_far)
+
+
+@settings(PROPERTY, max_examples=1000)
+@given(st.data())
+def test_broken_pipelines_do_not_depend_on_the_split(data: st.DataObject) -> None:
+    wire = data.draw(mutated_pipelines())
+    check_every_split(wire, data.draw(limits()), data.draw(cuts_for(wire)))
+
+
+@settings(PROPERTY, max_examples=500)
+@given(st.data())
+def test_any_bytes_do_not_depend_on_the_split(data: st.DataObject) -> None:
+    wire = data.draw(st.binary(max_size=300) | token_soup())
+    check_every_split(wire, data.draw(limits()), data.draw(cuts_for(wire)))
+
+
+def test_the_driver_sees_a_refusal_a_wait_and_a_pipeline() -> None:
+    """The properties above rest on `parse_stream`; it reports each ending it can reach."""
+    two = (
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+    )
+    parsed = parse_stream([two], LIMITS, 65536, unframed=False)
+    assert [(head.target, body) for head, body in parsed.requests] == [("/a", b""), ("/b", b"abc")]
+    assert parsed.ending == ("idle",)
+    assert parse_stream([two[:-1]], LIMITS, 1, unframed=True).ending[2] == b"ab"
+    assert parse_stream([two[:20]], LIMITS, 1, unframed=True).ending == (
+        "head incomplete",
+        two[:20],
+    )
+    bad = b"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n"
+    assert parse_stream([bad], LIMITS, 1, unframed=True).ending == ("refused", 400, "head")
+    bad_chunk = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    assert parse_stream([bad_chunk], LIMITS, 1, unframed=True).ending == ("refused", 400, "body")
