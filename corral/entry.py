@@ -40,7 +40,7 @@ from corral.version import __version__
 
 if TYPE_CHECKING:
     from corral.process.slot_table import SlotTable
-    from corral.process.slot_writer import SlotWriter
+    from corral.process.slot_writer import SlotPublisher, SlotWriter
     from corral.process.stats_server import StatsServer
     from corral.serving.dispatcher import Dispatcher
     from corral.workers import WorkerModel
@@ -110,12 +110,13 @@ def serve(app: Any, config: Config, self_call_advice: str | None = None) -> None
         model,
         observers,
         tls=tls,
-        client_wait=slot.client_wait if slot is not None else None,
         refused=slot.refused if slot is not None else None,
-        slot=slot,
+        counts=slot.counts if slot is not None else None,
+        # A request process writes its counts as each request ends: it has no loop.
+        counted=slot.write_counts if slot is not None and config.process_per_request else None,
     )
     if slot is not None:
-        dispatcher.on_tick = _beat_of(slot, dispatcher)
+        dispatcher.on_tick = _beat_of(slot)
     dispatcher.on_reopen = lambda: reopen_logs(config, lambda: reopen_access_logs(dispatcher))
     dispatcher.self_call_advice = self_call_advice
     if threading.current_thread() is threading.main_thread():
@@ -131,7 +132,8 @@ def serve(app: Any, config: Config, self_call_advice: str | None = None) -> None
     warn_queue_timeout_without_queue(config)
     for sock in listeners:
         error_log.info("Listening at %s", describe(sock, "http" if tls is None else "https"))
-    if stats is not None:
+    if stats is not None and slot is not None:
+        _publisher_of(slot, dispatcher).start()
         stats.start()
         error_log.info("Stats at %s", stats.url)
     watch_app_sources()
@@ -237,21 +239,25 @@ def _single_process_slot(config: Config, model: WorkerModel, table: SlotTable) -
     slot.set_capacity(model.concurrency())
     if config.process_per_request:
         slot.write_request_processes_to(list(range(1, 1 + config.process_per_request)))
-    slot.beat(READY, 0, 0, 0)
+    slot.beat(READY, 0)
     return slot
 
 
-def _beat_of(slot: SlotWriter, dispatcher: Dispatcher) -> Callable[[], None]:
+def _publisher_of(slot: SlotWriter, dispatcher: Dispatcher) -> SlotPublisher:
+    """The thread that writes the requests in the app and the counts into `slot`."""
+    from corral.process.slot_writer import SlotPublisher
+
+    return SlotPublisher(
+        slot, dispatcher.connections_now, dispatcher.served_elsewhere, dispatcher.requests_waiting
+    )
+
+
+def _beat_of(slot: SlotWriter) -> Callable[[], None]:
     """What the serving loop calls twice a second: the process's state into its slot."""
     from corral.process.slot_table import READY
     from corral.process.slot_writer import resident_bytes
 
     def beat() -> None:
-        slot.beat(
-            READY,
-            dispatcher.connections_open(),
-            dispatcher.requests_waiting(),
-            resident_bytes(),
-        )
+        slot.beat(READY, resident_bytes())
 
     return beat

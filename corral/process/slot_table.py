@@ -11,12 +11,12 @@ reader copies the slot and reads again when the version was odd or moved meanwhi
 (a seqlock), so readers never block writers.
 
 Layout. A slot is `SLOT_SIZE` bytes: `SLOT_WORDS` 8-byte words (int64, or float64 where
-named below), then `ENTRIES` records of the requests in flight (`ENTRY`: a version of its
-own, start as `time.monotonic()`, method, thread name, path; a start of 0.0 marks a free
-record). Each record is written by the one thread whose request holds it, as the request
-starts; the slot's words by the serving loop twice a second (`CUMULATIVE` packs the
-counts). The words from `REQUESTS` to `CUMULATIVE_END` only ever grow while the worker
-lives; when the
+named below), then `ENTRIES` records of the requests in flight, oldest first (`ENTRY`:
+start as `time.monotonic()`, method, thread name, path; a start of 0.0 ends the list).
+The worker writes them a few times a second from what its connections hold and from its
+running counts (`corral.process.slot_writer`), and its state twice a second from its
+serving loop. The words from `REQUESTS` to `CUMULATIVE_END` only ever grow while the
+worker lives; when the
 master frees a slot it adds them to the table's own "retired" block first, so that the
 totals read as counters across worker restarts. The table's header (`HEADER_SIZE` bytes,
 a mapping of its own) holds what the master says of the whole: its pid, start time, the
@@ -37,27 +37,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-# Upper bounds, in seconds, of the request duration histogram's buckets (Prometheus's
-# "le"), from a hello world's sub-millisecond answers to a minute; one more bucket holds
-# what is slower (+Inf).
-DURATION_BOUNDS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-)
-BUCKET_COUNT = len(DURATION_BOUNDS) + 1
+from corral.serving.request_counts import BUCKET_COUNT
 
 # A slot's states.
 FREE, BOOTING, READY, RETIRING = 0, 1, 2, 3
@@ -76,9 +56,8 @@ CAPACITY = 5
 # For a request process (--process-per-request): the pid of the process that forked it,
 # whose slot it adds to; 0 for a worker or a single process.
 PARENT = 6
-# Requests in the app beyond those holding a record (more than ENTRIES at once); the
-# requests in the app are these and the records in use.
-UNRECORDED = 7
+# Requests in the app (all of them; at most ENTRIES are recorded).
+IN_APP = 7
 WAITING = 8
 CONNECTIONS = 9
 RSS = 10
@@ -100,9 +79,9 @@ SLOT_WORDS = 48
 # The cumulative words, packed in one write.
 CUMULATIVE = struct.Struct(f"=6q2qd{BUCKET_COUNT}q")
 
-# One request in flight: version, start, method, thread name, path (no query string: it
-# may hold secrets the stats listener should not show). Longer names are cut.
-ENTRY = struct.Struct("=qd12s28s104s")
+# One request in flight: start, method, thread name, path (no query string: it may hold
+# secrets the stats listener should not show). Longer names are cut.
+ENTRY = struct.Struct("=d12s28s112s")
 ENTRIES = 64
 ENTRIES_OFFSET = SLOT_WORDS * 8
 ENTRY_WORDS = ENTRY.size // 8
@@ -128,10 +107,6 @@ _FLOAT_WORDS = frozenset({BEAT, OLDEST, DURATION_SUM})
 _READ_TRIES = 40
 _PAUSED_AFTER = 5
 _PAUSE = 0.0005
-
-_ENTRY_VERSION_WORDS = tuple(
-    (ENTRIES_OFFSET + number * ENTRY.size) // 8 for number in range(ENTRIES)
-)
 
 assert SLOT_SIZE % 8 == 0 and ENTRY.size % 8 == 0 and CUMULATIVE_END <= SLOT_WORDS
 
@@ -221,35 +196,6 @@ def _counts(words: memoryview[int], floats: memoryview[float], start: int) -> Co
 
 def _text(field: bytes) -> str:
     return field.rstrip(b"\0").decode("utf-8", "replace")
-
-
-def _read_entry(
-    copy: bytes, memory: memoryview, offset: int, before: int, after: int
-) -> InFlight | None:
-    """The record at `offset` of a slot's copy, whose version was `before` just before
-    the copy and `after` just after it (read apart from the copy: a copy's own loads may
-    be reordered among themselves); read alone from `memory` again when its writer
-    changed it meanwhile. None when free."""
-    _, started, method, thread, path = ENTRY.unpack_from(copy, offset)
-    if before % 2 or before != after:
-        for attempt in range(_READ_TRIES):
-            if attempt > _PAUSED_AFTER:
-                time.sleep(_PAUSE)
-            first = _entry_version(memory, offset)
-            if first % 2:
-                continue
-            data = bytes(memory[offset : offset + ENTRY.size])
-            if _entry_version(memory, offset) == first:
-                _, started, method, thread, path = ENTRY.unpack(data)
-                break
-    if not started:
-        return None
-    return InFlight(started, _text(method), _text(thread), _text(path))
-
-
-def _entry_version(memory: memoryview, offset: int) -> int:
-    version: int = memory[offset : offset + 8].cast("q")[0]
-    return version
 
 
 class SlotTable:
@@ -369,19 +315,14 @@ class SlotTable:
         """A consistent copy of slot `index`; None when it is free."""
         memory = self.slot_memory(index)
         live = memory.cast("q")
-        # Each record's version, read before and after the copy that holds the record.
-        entries_before = [live[word] for word in _ENTRY_VERSION_WORDS]
         copy = bytes(memory)
-        entries_after = [live[word] for word in _ENTRY_VERSION_WORDS]
         for attempt in range(_READ_TRIES):
             if attempt > _PAUSED_AFTER:
                 time.sleep(_PAUSE)
             before = live[VERSION]
             if before % 2:
                 continue
-            entries_before = [live[word] for word in _ENTRY_VERSION_WORDS]
             copy = bytes(memory)
-            entries_after = [live[word] for word in _ENTRY_VERSION_WORDS]
             if live[VERSION] == before:
                 break
         words = memoryview(copy).cast("q")
@@ -389,10 +330,13 @@ class SlotTable:
         if words[STATE] == FREE:
             return None
         in_flight = []
-        for number, (before, after) in enumerate(zip(entries_before, entries_after, strict=True)):
-            record = _read_entry(copy, memory, ENTRIES_OFFSET + number * ENTRY.size, before, after)
-            if record is not None:
-                in_flight.append(record)
+        for number in range(ENTRIES):
+            started, method, thread, path = ENTRY.unpack_from(
+                copy, ENTRIES_OFFSET + number * ENTRY.size
+            )
+            if not started:
+                break
+            in_flight.append(InFlight(started, _text(method), _text(thread), _text(path)))
         return SlotRecord(
             index=index,
             pid=words[PID],
@@ -401,14 +345,14 @@ class SlotTable:
             restarts=words[RESTARTS],
             capacity=words[CAPACITY],
             parent=words[PARENT],
-            in_app=words[UNRECORDED] + len(in_flight),
+            in_app=words[IN_APP],
             waiting=words[WAITING],
             connections=words[CONNECTIONS],
             rss_bytes=words[RSS],
             beat=floats[BEAT],
             oldest=floats[OLDEST],
             counts=_counts(words, floats, REQUESTS),
-            in_flight=tuple(sorted(in_flight, key=lambda request: request.started)),
+            in_flight=tuple(in_flight),
         )
 
     def snapshot(self) -> TableSnapshot:

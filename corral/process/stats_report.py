@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.process.slot_table import (
-    DURATION_BOUNDS,
     STATE_NAMES,
     Counts,
     InFlight,
     SlotRecord,
     TableSnapshot,
 )
+from corral.serving.request_counts import DURATION_BOUNDS
 
 # The version of the JSON document's shape; raised when a key changes meaning or goes.
 DOCUMENT_VERSION = 1

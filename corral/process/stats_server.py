@@ -15,11 +15,10 @@ import json
 import logging
 import os
 import socket
-import sys
-import threading
 from typing import Any
 
 from corral.process.slot_table import SlotTable
+from corral.process.slot_writer import start_real_thread
 from corral.process.stats_report import METRICS_MISSING, metrics_exposition, stats_document
 from corral.serving.listeners import BindError, describe, listen
 
@@ -56,18 +55,9 @@ class StatsServer:
         self.fd = sock.detach()
 
     def start(self) -> None:
-        start_thread: Any = None
-        if "gevent.monkey" in sys.modules:
-            from gevent import monkey
-
-            if monkey.is_module_patched("threading"):
-                # A real thread, so that a request that never yields (or one that waits
-                # on the app's loop) does not hold the stats back.
-                start_thread = monkey.get_original("_thread", "start_new_thread")
-        if start_thread is not None:
-            start_thread(self._serve, ())
-        else:
-            threading.Thread(target=self._serve, name="corral-stats", daemon=True).start()
+        # A real thread under gevent too, so that a request that never yields does not
+        # hold the stats back.
+        start_real_thread(self._serve, "corral-stats")
 
     def _serve(self) -> None:
         try:

@@ -35,7 +35,12 @@ from corral.process.setup import (
     set_process_title,
 )
 from corral.process.slot_table import READY, RETIRING
-from corral.process.slot_writer import SlotWriter, resident_bytes
+from corral.process.slot_writer import (
+    SlotPublisher,
+    SlotWriter,
+    requests_in_flight,
+    resident_bytes,
+)
 from corral.serving.assembly import (
     build_dispatcher,
     make_server_tls,
@@ -72,6 +77,7 @@ class WorkerRun:
         self.config = master.cfg
         self.retiring = False
         self.slot: SlotWriter | None = None
+        self.publisher: SlotPublisher | None = None
         self.dispatcher: Dispatcher | None = None
         self.stop_asked = 0
         self.logs_moved = False
@@ -82,9 +88,7 @@ class WorkerRun:
     def run(self) -> int:
         config = self.config
         self._defer_signals_while_booting()
-        self.slot = SlotWriter(
-            self.master.slots, self.worker.slot, self.worker.max_requests, self._served_enough
-        )
+        self.slot = SlotWriter(self.master.slots, self.worker.slot)
         set_process_title(config, "worker", self.boot.spec)
         self._hook("post_fork", self.master, self.worker)
         try:
@@ -126,10 +130,14 @@ class WorkerRun:
             model,
             observers,
             multiprocess=True,
-            client_wait=self.slot.client_wait,
             tls=tls,
             refused=self.slot.refused,
-            slot=self.slot,
+            counts=self.slot.counts,
+            counted=(
+                self.slot.limit(self.worker.max_requests, self._served_enough)
+                if self.worker.max_requests
+                else None
+            ),
         )
         self.dispatcher = dispatcher
         dispatcher.on_tick = self._tick
@@ -154,11 +162,19 @@ class WorkerRun:
         watch_app_sources()
         freeze_heap()
         self._tick()
+        self.publisher = SlotPublisher(
+            self.slot,
+            dispatcher.connections_now,
+            dispatcher.served_elsewhere,
+            dispatcher.requests_waiting,
+        )
+        self.publisher.start()
         try:
             dispatcher.run()
         finally:
-            # The counts of the last half second, before the master adds them up.
-            self._beat(resident_bytes())
+            # The last counts, before the master adds them up.
+            self.publisher.stop()
+            self.publisher.publish()
             self.worker.alive = False
             self._hook("worker_exit", self.master, self.worker)
         return 0
@@ -187,7 +203,7 @@ class WorkerRun:
         assert slot is not None
         resident = resident_bytes()
         if not self.retiring:
-            if self.memory_limit and slot.served_requests and resident / _MIB > self.memory_limit:
+            if self.memory_limit and slot.requests() and resident / _MIB > self.memory_limit:
                 self._retire(
                     f"{resident / _MIB:.0f} MiB resident (--max-worker-memory {self.memory_limit})"
                 )
@@ -197,13 +213,8 @@ class WorkerRun:
         self._beat(resident)
 
     def _beat(self, resident: int) -> None:
-        assert self.slot is not None and self.dispatcher is not None
-        self.slot.beat(
-            RETIRING if self.retiring else READY,
-            self.dispatcher.connections_open(),
-            self.dispatcher.requests_waiting(),
-            resident,
-        )
+        assert self.slot is not None
+        self.slot.beat(RETIRING if self.retiring else READY, resident)
 
     def _served_enough(self) -> None:
         """Called by the slot writer, on the thread that finished the last request."""
@@ -246,8 +257,8 @@ class WorkerRun:
         reopen_logs(self.config, lambda: reopen_access_logs(dispatcher))
 
     def _abort(self, _signum: int, frame: Any) -> None:
-        slot = self.slot
-        in_flight = slot.requests_in_flight() if slot is not None else {}
+        dispatcher = self.dispatcher
+        in_flight = requests_in_flight(dispatcher.connections_now()) if dispatcher else {}
         now = time.monotonic()
         names = {thread.ident: thread.name for thread in threading.enumerate()}
 

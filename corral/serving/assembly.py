@@ -24,7 +24,7 @@ from corral.serving.dispatcher import Dispatcher
 from corral.serving.listeners import inherited_listeners, listen, listener_info
 from corral.serving.proxy_preamble import ProxyPreamble
 from corral.serving.refusals import RefusalLog
-from corral.serving.request_observer import RequestObserver, RequestSlot
+from corral.serving.request_observer import RequestObserver
 from corral.serving.sizing import SizingObserver
 from corral.workers import WorkerModel, make_model, model_name
 from corral.workers.thread_pool import ThreadPool
@@ -140,15 +140,15 @@ def build_dispatcher(
     model: WorkerModel,
     observers: Sequence[RequestObserver] = (),
     multiprocess: bool = False,
-    client_wait: Callable[[bool], None] | None = None,
     tls: ServerTLS | None = None,
     refused: Callable[[int], None] | None = None,
-    slot: RequestSlot | None = None,
+    counts: list[float] | None = None,
+    counted: Callable[[], None] | None = None,
 ) -> Dispatcher:
     """The event loop serving `app` on `listeners` with `model`; the access log the
     config names is the first of the request observers, `observers` follow it. With
     `tls` every listener serves HTTPS: each new connection's handshake is its opening
-    step. `client_wait`, `refused` and `slot` are `ServingState`'s."""
+    step. `refused`, `counts` and `counted` are `ServingState`'s."""
     limits = HeadLimits(
         request_line=config.limit_request_line,
         field_count=config.limit_request_fields,
@@ -206,9 +206,9 @@ def build_dispatcher(
             refusals=refusals,
             opening=opening,
             forwarded=forwarded,
-            client_wait=client_wait,
             refused=refused,
-            slot=slot,
+            counts=counts,
+            counted=counted,
             opening_timeout=None if tls is None else config.ssl_handshake_timeout,
         )
         bound.append((sock, state))

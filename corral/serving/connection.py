@@ -16,6 +16,7 @@ thread either.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import math
@@ -40,7 +41,14 @@ from corral.http.parser import (
 from corral.serving.access_log import AccessLog
 from corral.serving.listeners import ListenerInfo
 from corral.serving.refusals import RefusalLog
-from corral.serving.request_observer import RequestObserver, RequestRecord, RequestSlot
+from corral.serving.request_counts import (
+    BYTES_IN,
+    BYTES_OUT,
+    DURATION_BOUNDS,
+    DURATION_SUM,
+    FIRST_BUCKET,
+)
+from corral.serving.request_observer import RequestObserver, RequestRecord
 from corral.serving.transport import ClientSocketError, Transport
 from corral.wsgi.environ import build_environ
 from corral.wsgi.forwarded import ForwardedHeaders
@@ -48,6 +56,8 @@ from corral.wsgi.input import RequestBody
 from corral.wsgi.response import Response, WSGIApp, current_date, run_application
 
 error_log = logging.getLogger("corral.error")
+_get_ident = threading.get_ident
+_bucket = bisect.bisect_left
 
 # Measured: a 256 KiB receive buffer, allocated afresh on every recv, cost 15 µs per
 # request (a fresh mapping each time); 64 KiB costs nothing extra. Large bodies bypass
@@ -108,15 +118,15 @@ class ServingState:
     opening: tuple[OpeningStep, ...] = ()
     # Whose proxy headers count (--forwarded-allow-ips); None reads none.
     forwarded: ForwardedHeaders | None = None
-    # Told when a request starts (True) and stops (False) waiting on a slow client, so
-    # that --timeout does not count the wait (`SlotWriter.client_wait`).
-    client_wait: Callable[[bool], None] | None = None
     # Told the status of each request corral answers itself before the app could run
     # (a bad head, a body over the limit, --queue-timeout, a late head), which the
     # observers never hear of (`SlotWriter.refused`).
     refused: Callable[[int], None] | None = None
-    # The process's slot in the shared table, told of each request the app runs.
-    slot: RequestSlot | None = None
+    # The process's running counts of the requests the app ran (`request_counts`), added
+    # to as each response ends when the slot table is written; then `counted` is called,
+    # if given (--max-requests, a request process writing its counts).
+    counts: list[float] | None = None
+    counted: Callable[[], None] | None = None
     # Seconds from accept that the opening steps may take (--ssl-handshake-timeout);
     # None for the client timeout.
     opening_timeout: float | None = None
@@ -161,6 +171,8 @@ class Connection:
         "borrowed",
         "buffer",
         "busy",
+        "client_waited",
+        "client_waiting_since",
         "closed",
         "closing",
         "fd",
@@ -178,6 +190,7 @@ class Connection:
         "refused",
         "request",
         "request_started",
+        "request_thread",
         "scanner",
         "spool",
         "spooled",
@@ -228,9 +241,15 @@ class Connection:
         self.tail = b""
         # A head that cannot be parsed: answered by whoever serves the connection.
         self.refused: RequestError | None = None
-        # The request being served and when it began, for the log of a stop that cuts it.
+        # The request being served, when it began and on which thread (or greenlet), for
+        # the log of a stop that cuts it, --timeout and the stats.
         self.request: RequestHead | None = None
         self.request_started = 0.0
+        self.request_thread = 0
+        # Seconds the request has spent waiting on its client (a slow reader), and since
+        # when it waits now (0.0: it does not): --timeout times the app, not the client.
+        self.client_waited = 0.0
+        self.client_waiting_since = 0.0
         # When the dispatcher last handed it to the model, for --queue-timeout.
         self.submitted = self.idle_since
 
@@ -491,17 +510,19 @@ class Connection:
 
     def _wait_for_client(self, limit: int) -> None:
         """Wait until the outbox holds `limit` bytes at most (ClientSocketError after
-        --client-timeout without progress), the wait told to `client_wait`."""
-        client_wait = self.state.client_wait
-        if client_wait is not None:
-            client_wait(True)
+        --client-timeout without progress): a wait on the client, which --timeout does not
+        count (`client_waited`)."""
+        self.client_waiting_since = time.monotonic()
         try:
             while len(self.outbox) > limit:
                 self.transport.wait_writable()
                 self.push()
         finally:
-            if client_wait is not None:
-                client_wait(False)
+            self._client_wait_ended()
+
+    def _client_wait_ended(self) -> None:
+        self.client_waited += time.monotonic() - self.client_waiting_since
+        self.client_waiting_since = 0.0
 
     def push(self) -> None:
         """Send what the client takes now of the outbox, without waiting."""
@@ -564,14 +585,11 @@ class Connection:
         self.push()
         self._wait_for_client(0)
         # The file goes out at the client's pace: a wait on the client, not the app.
-        client_wait = self.state.client_wait
-        if client_wait is not None:
-            client_wait(True)
+        self.client_waiting_since = time.monotonic()
         try:
             sent = self.transport.sendfile(fd, offset, count)
         finally:
-            if client_wait is not None:
-                client_wait(False)
+            self._client_wait_ended()
         if sent < count:
             # The application's file shrank after its length was announced; the
             # response cannot be completed, so the connection must end.
@@ -661,19 +679,16 @@ class Connection:
         """Run the app for one request; True if the connection may carry another."""
         state = self.state
         self.request = head
+        self.request_thread = _get_ident()
+        self.client_waited = 0.0
         self.request_started = started = time.monotonic()
         decoder = body_decoder(head, state.limits)
         body = RequestBody(self, decoder, None)
         environ = build_environ(head, body, state.base_environ, self.peer, state.forwarded)
         response = Response(self, head, body, state.stopping)
         observers = state.observers
-        # The head and the body as they came on the wire (gathered whole by now).
-        received = self.head_size + max(self.wire_body, 0)
         if observers:
             tokens = [observer.started(head, environ) for observer in observers]
-        slot = state.slot
-        if slot is not None:
-            slot_token = slot.enter(head, started)
         try:
             run_application(state.app, environ, response)
         except RequestError as error:
@@ -703,20 +718,23 @@ class Connection:
                     response.bytes_sent,
                     head,
                     self.peer,
-                    received,
-                    response.head_length,
                 )
                 seconds = time.monotonic() - started
                 for observer, token in zip(observers, tokens, strict=True):
                     observer.finished(token, record, seconds)
-            if slot is not None:
-                slot.leave(
-                    slot_token,
-                    response.code,
-                    received,
-                    response.head_length + response.bytes_sent,
-                    time.monotonic() - started,
-                )
+            counts = state.counts
+            if counts is not None:
+                # Inline, without a call: this is all --stats costs a request (see
+                # `corral.serving.request_counts`).
+                seconds = time.monotonic() - started
+                counts[response.code // 100] += 1
+                # The head and the body as they came on the wire (gathered whole).
+                counts[BYTES_IN] += self.head_size + max(self.wire_body, 0)
+                counts[BYTES_OUT] += response.head_length + response.bytes_sent
+                counts[DURATION_SUM] += seconds
+                counts[FIRST_BUCKET + _bucket(DURATION_BOUNDS, seconds)] += 1
+                if state.counted is not None:
+                    state.counted()
         if not response.keep_alive:
             return False
         if not decoder.done and self.spool is None:

@@ -214,9 +214,14 @@ class Dispatcher:
                 lines.append((-running, f"{head.method} {head.target} (running {running:.1f} s)"))
         return [line for _, line in sorted(lines)]
 
-    def connections_open(self) -> int:
-        """Connections this process holds open, idle ones included."""
-        return len(self.connections)
+    def connections_now(self) -> list[Connection]:
+        """This process's open connections, idle ones included; callable from any
+        thread (a copy taken at once)."""
+        return list(self.connections.values())
+
+    def served_elsewhere(self) -> list[Any]:
+        """Connections whose request another process serves (--process-per-request)."""
+        return self.model.served_elsewhere()
 
     def requests_waiting(self) -> int:
         """Whole requests handed to the model and waiting for a thread, coroutine or

@@ -3,9 +3,9 @@
 The serving state holds one list of them; the connection calls `started` before the
 application runs and `finished` after its response, in list order. Each concern is one
 observer: the access log (`corral.serving.access_log`), the pre_request and post_request
-hooks. An empty list costs nothing per request, so a plain single process pays for none
-of them. The process's slot in the shared table (--timeout, the traceback dump,
---max-requests, the stats) is told apart, as a `RequestSlot`.
+hooks, and the sizing sample. An empty list costs nothing per request, so a plain single
+process pays for none of them. The counts of the process's slot in the shared table are
+kept apart, without a call (`corral.serving.request_counts`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ error_log = logging.getLogger("corral.error")
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
-    """What was answered: the status, the headers sent, body bytes sent, and to whom;
-    with the bytes the request took on the wire (head and body as framed) and those of
-    the response's head.
+    """What was answered: the status, the headers sent, body bytes sent, and to whom.
 
     `head` is None for a request corral refused before its request line could be read.
     """
@@ -36,8 +34,6 @@ class RequestRecord:
     sent: int
     head: RequestHead | None
     peer: tuple[str, int] | str
-    received: int = 0
-    head_bytes: int = 0
 
 
 class RequestObserver(Protocol):
@@ -50,20 +46,6 @@ class RequestObserver(Protocol):
 
     def finished(self, token: Any, record: RequestRecord, seconds: float) -> None:
         """Called once the response is done or abandoned, whatever the application did."""
-
-
-class RequestSlot(Protocol):
-    """The process's slot in the shared table (`corral.process.slot_writer.SlotWriter`),
-    told of each request directly rather than as an observer: the observers' path builds
-    a `RequestRecord` and two lists per request, which measured more than the slot's own
-    writes, and a server with --stats but no access log or hooks pays for none of it."""
-
-    def enter(self, head: RequestHead, started: float) -> int:
-        """The request enters the app at `started`; a token for `leave`, same thread."""
-        ...
-
-    def leave(self, token: int, status: int, received: int, sent: int, seconds: float) -> None:
-        """It is answered: status, bytes on the wire each way, seconds in the app."""
 
 
 class HookRequest:

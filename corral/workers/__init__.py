@@ -109,6 +109,10 @@ class WorkerModel:
         process (requests a model serves inline wait in the kernel, uncounted)."""
         return 0
 
+    def served_elsewhere(self) -> list[Served]:
+        """Connections whose request a process of the model's own serves now."""
+        return []
+
     def free_slots(self) -> int:
         """How many more requests could start now; a worker among several accepts a new
         connection only while this is above 0, so that no request waits behind a busy

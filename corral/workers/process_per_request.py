@@ -109,6 +109,9 @@ class ProcessPerRequest(WorkerModel):
     def requests_waiting(self) -> int:
         return len(self.waiting)
 
+    def served_elsewhere(self) -> list[Served]:
+        return [connection for _, connection in list(self.children.values())]
+
     def stop(self) -> None:
         for pid, connection in self.children.values():
             with contextlib.suppress(ProcessLookupError):

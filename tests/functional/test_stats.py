@@ -184,6 +184,8 @@ def test_metrics_answer_at_once_while_every_slot_is_busy(model: str) -> None:
         for client in clients:
             client.start()
         assert wait_until(lambda: server.log.count("app: started busy-") == slots), server.log
+        # The requests in the app are written a few times a second.
+        assert wait_until(lambda: server.samples()[("corral_requests_in_app", ())] == slots)
         started = time.perf_counter()
         samples = server.samples()
         elapsed = time.perf_counter() - started
