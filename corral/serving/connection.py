@@ -679,9 +679,12 @@ class Connection:
         """Run the app for one request; True if the connection may carry another."""
         state = self.state
         self.request = head
-        self.request_thread = _get_ident()
-        self.client_waited = 0.0
         self.request_started = started = time.monotonic()
+        counts = state.counts
+        if counts is not None:
+            # For the slot's writer: who serves it, and its waits on its client so far.
+            self.request_thread = _get_ident()
+            self.client_waited = 0.0
         decoder = body_decoder(head, state.limits)
         body = RequestBody(self, decoder, None)
         environ = build_environ(head, body, state.base_environ, self.peer, state.forwarded)
@@ -710,6 +713,8 @@ class Connection:
             self._answer_app_failure(head, response, error)
             return False
         finally:
+            if observers or counts is not None:
+                seconds = time.monotonic() - started
             if observers:
                 record = RequestRecord(
                     response.code,
@@ -719,17 +724,15 @@ class Connection:
                     head,
                     self.peer,
                 )
-                seconds = time.monotonic() - started
                 for observer, token in zip(observers, tokens, strict=True):
                     observer.finished(token, record, seconds)
-            counts = state.counts
             if counts is not None:
                 # Inline, without a call: this is all --stats costs a request (see
                 # `corral.serving.request_counts`).
-                seconds = time.monotonic() - started
                 counts[response.code // 100] += 1
-                # The head and the body as they came on the wire (gathered whole).
-                counts[BYTES_IN] += self.head_size + max(self.wire_body, 0)
+                # The head and the body as they came on the wire (gathered whole, so
+                # `wire_body` is known).
+                counts[BYTES_IN] += self.head_size + self.wire_body
                 counts[BYTES_OUT] += response.head_length + response.bytes_sent
                 counts[DURATION_SUM] += seconds
                 counts[FIRST_BUCKET + _bucket(DURATION_BOUNDS, seconds)] += 1
