@@ -132,6 +132,22 @@ def environment_assignments(value: Any) -> list[str]:
     return list(assignments)
 
 
+def stats_address(value: Any) -> str | None:
+    """HOST:PORT or [IPv6]:PORT; a port alone listens on loopback, so that the stats are
+    not offered to the network unless asked for. None (or empty) for no stats."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    if text.isdigit():
+        text = f"127.0.0.1:{text}"
+    host, separator, port = text.rpartition(":")
+    if not separator or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT or a port")
+    return text
+
+
 def log_level(text: Any) -> str:
     lowered = str(text).lower()
     if lowered not in ("debug", "info", "warning", "error", "critical"):
@@ -754,6 +770,17 @@ SETTINGS: tuple[Setting, ...] = (
         "LEVEL",
     ),
     Setting(
+        "stats",
+        ("--stats",),
+        stats_address,
+        None,
+        "Serve the server's own stats at this HOST:PORT (a port alone: on 127.0.0.1): JSON "
+        "at /, Prometheus metrics at /metrics (with corral[metrics]); answered by the master "
+        "(or a thread of a single process), even when every worker is busy. Off unless given.",
+        "Logging",
+        "ADDRESS",
+    ),
+    Setting(
         "certfile",
         ("--certfile",),
         readable_file,
@@ -896,6 +923,7 @@ class Config:
     access_logformat: str
     error_logfile: str
     log_level: str
+    stats: str | None
     certfile: str | None
     keyfile: str | None
     ca_certs: str | None

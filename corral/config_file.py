@@ -61,7 +61,7 @@ _LOGGING = (
     "the 'corral' logger from the app"
 )
 _SYSLOG = "log to standard error and let journald or the container runtime collect it"
-_STATSD = "not built in; take metrics from the access log or a WSGI middleware"
+_STATSD = "no StatsD; --stats serves the same metrics for Prometheus to scrape, and JSON"
 _PASTE = "load the application from a module: corral MODULE:NAME"
 _STRICT = "corral parses requests strictly, with no switch to relax it"
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.app_loading import load_app
 from corral.config import Config, ConfigError
@@ -29,12 +30,20 @@ from corral.serving.assembly import (
     open_listeners,
     raise_open_file_limit,
     reopen_access_logs,
+    requests_per_worker,
     warn_queue_timeout_without_queue,
     warn_worker_process_settings,
 )
 from corral.serving.listeners import describe
-from corral.serving.request_observer import RequestHooks
+from corral.serving.request_observer import RequestHooks, RequestObserver
 from corral.version import __version__
+
+if TYPE_CHECKING:
+    from corral.process.slot_table import SlotTable
+    from corral.process.slot_writer import SlotWriter
+    from corral.process.stats_server import StatsServer
+    from corral.serving.dispatcher import Dispatcher
+    from corral.workers import WorkerModel
 
 error_log = logging.getLogger("corral.error")
 
@@ -42,8 +51,9 @@ error_log = logging.getLogger("corral.error")
 def serve(app: Any, config: Config) -> None:
     """Serve `app` from this one process until TERM or INT, then drain and return.
 
-    Raises `corral.serving.listeners.BindError` when an address cannot be listened on,
-    `corral.serving.assembly.PidFileError` when the --pid file cannot be written, and
+    Raises `corral.serving.listeners.BindError` when an address (or --stats) cannot be
+    listened on, `corral.serving.assembly.PidFileError` when the --pid file cannot be
+    written, and
     `corral.serving.tls.TLSSetupError` (a `ConfigError`) when the TLS settings cannot make
     a context.
     """
@@ -54,6 +64,16 @@ def serve(app: Any, config: Config) -> None:
     raise_open_file_limit(config)
     model = make_worker_model(config)
     listeners = open_listeners(config)
+    stats: StatsServer | None = None
+    table: SlotTable | None = None
+    if config.stats:
+        table = _single_process_table(config)
+        try:
+            stats = _open_stats(config.stats, table)
+        except Exception:
+            for sock in listeners:
+                sock.close()
+            raise
     if config.pid:
         try:
             write_pidfile(config.pid, os.getpid())
@@ -78,9 +98,22 @@ def serve(app: Any, config: Config) -> None:
         record = Worker(0, 1, config, os.getppid())
         record.pid = os.getpid()
         hooks.worker = record
+    observers: list[RequestObserver] = [hooks] if hooks is not None else []
+    slot = _single_process_slot(config, model, table) if table is not None else None
+    if slot is not None:
+        observers.append(slot)
     dispatcher = build_dispatcher(
-        app, config, listeners, model, [hooks] if hooks is not None else [], tls=tls
+        app,
+        config,
+        listeners,
+        model,
+        observers,
+        tls=tls,
+        client_wait=slot.client_wait if slot is not None else None,
+        refused=slot.refused if slot is not None else None,
     )
+    if slot is not None:
+        dispatcher.on_tick = _beat_of(slot, dispatcher)
     dispatcher.on_reopen = lambda: reopen_logs(config, lambda: reopen_access_logs(dispatcher))
     if threading.current_thread() is threading.main_thread():
         reload_tls = None
@@ -95,6 +128,9 @@ def serve(app: Any, config: Config) -> None:
     warn_queue_timeout_without_queue(config)
     for sock in listeners:
         error_log.info("Listening at %s", describe(sock, "http" if tls is None else "https"))
+    if stats is not None:
+        stats.start()
+        error_log.info("Stats at %s", stats.url)
     watch_app_sources()
     freeze_heap()
     try:
@@ -130,13 +166,30 @@ def serve_with_workers(
     raise_open_file_limit(config)
     boot = WorkerBoot(spec, app)
     master = Master(
-        config, [], boot, reload_config, exec_argv, describe_concurrency, configure_logging
+        config,
+        [],
+        boot,
+        reload_config,
+        exec_argv,
+        describe_concurrency,
+        configure_logging,
+        requests_per_worker,
     )
     if config.on_starting is not None:
         config.on_starting(master)
     master.listeners = open_listeners(config)
+    if config.stats:
+        try:
+            master.stats = _open_stats(config.stats, master.slots)
+        except Exception:
+            for sock in master.listeners:
+                sock.close()
+            raise
     for sock in master.listeners:
         error_log.info("Listening at %s", describe(sock, "https" if config.is_ssl else "http"))
+    if master.stats is not None:
+        # Served from the master's loop start on; the address is known now.
+        error_log.info("Stats at %s", master.stats.url)
     warn_queue_timeout_without_queue(config)
     if config.preload and boot.app is None:
         assert spec is not None
@@ -154,3 +207,48 @@ def serve_with_workers(
     set_process_title(config, "master", spec)
     master.app_imported = boot.app is not None
     return master.run()
+
+
+def _open_stats(address: str, table: SlotTable) -> StatsServer:
+    """The --stats listener, serving what `table` holds once started."""
+    from corral.process.stats_server import StatsServer, open_stats_listener
+
+    return StatsServer(open_stats_listener(address), table)
+
+
+def _single_process_table(config: Config) -> SlotTable:
+    """A single process's table: its own slot, and one more for each request process
+    --process-per-request may run at once."""
+    from corral.process.slot_table import SlotTable
+
+    return SlotTable(1 + config.process_per_request)
+
+
+def _single_process_slot(config: Config, model: WorkerModel, table: SlotTable) -> SlotWriter:
+    """This process's writer of its slot in `table`, which the stats listener reads."""
+    from corral.process.slot_table import READY
+    from corral.process.slot_writer import SlotWriter
+
+    table.describe(os.getpid(), 0, model.concurrency(), model.describe(), started=time.time())
+    slot = SlotWriter(table, table.claim())
+    slot.set_capacity(model.concurrency())
+    if config.process_per_request:
+        slot.write_request_processes_to(list(range(1, 1 + config.process_per_request)))
+    slot.beat(READY, 0, 0, 0)
+    return slot
+
+
+def _beat_of(slot: SlotWriter, dispatcher: Dispatcher) -> Callable[[], None]:
+    """What the serving loop calls twice a second: the process's state into its slot."""
+    from corral.process.slot_table import READY
+    from corral.process.slot_writer import resident_bytes
+
+    def beat() -> None:
+        slot.beat(
+            READY,
+            dispatcher.connections_open(),
+            dispatcher.requests_waiting(),
+            resident_bytes(),
+        )
+
+    return beat

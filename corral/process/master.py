@@ -1,8 +1,9 @@
 """The pre-fork master: forks the workers, replaces the ones that die, and supervises.
 
 It knows nothing of HTTP. It holds the listening sockets (opened before it starts), a
-callable that runs one worker in a forked child, and one `Heartbeat` per worker, and it
-answers gunicorn's signals:
+callable that runs one worker in a forked child, and the shared slot table
+(`corral.process.slot_table`) in which each worker writes its state, and it answers
+gunicorn's signals:
 
 - HUP: read the configuration again and start new workers (which import the application
   afresh); the old ones are retired only once every new one is ready, and kept if the
@@ -31,7 +32,7 @@ from typing import Any
 
 from corral.config import Config
 from corral.process.exit_codes import APP_LOAD_ERROR, RUNTIME_ERROR, WORKER_BOOT_ERROR
-from corral.process.heartbeat import READY, RETIRING, Heartbeat
+from corral.process.slot_table import READY, RETIRING, SlotTable
 from corral.serving.listeners import handover_environment
 from corral.serving.readiness import make_wake_pipe
 
@@ -83,7 +84,9 @@ class Worker:
         self.log = error_log
         self.pid = 0
         self.ppid = master_pid
-        self.heartbeat = Heartbeat()
+        # Its slot in the master's table, and which of the N workers it is.
+        self.slot = -1
+        self.position = 0
         self.ready = False
         self.retiring = False
         self.deadline = 0.0
@@ -109,6 +112,7 @@ class Master:
         exec_argv: list[str],
         describe: Callable[[Config], str],
         reconfigure_logging: Callable[[Config], None],
+        requests_per_worker: Callable[[Config], int] = lambda config: 1,
     ) -> None:
         self.cfg = config
         self.log = error_log
@@ -118,6 +122,7 @@ class Master:
         self.exec_argv = exec_argv
         self.describe = describe
         self.reconfigure_logging = reconfigure_logging
+        self.requests_per_worker = requests_per_worker
         self.pid = os.getpid()
         self.num_workers = config.workers
         self.WORKERS: dict[int, Worker] = {}
@@ -137,6 +142,15 @@ class Master:
         self.app_imported = False
         self.boot_reports: dict[int, tuple[str, str]] = {}
         self.last_boot_traceback = ""
+        # Mapped now, before any fork: each worker inherits it. Room for a reload's
+        # overlap of old and new workers; past that, another region is mapped.
+        self.slots = SlotTable(2 * max(config.workers, 1) + 4)
+        # Places (0 to N-1) that have had a worker; a new worker in one is a restart.
+        self.places_filled: set[int] = set()
+        self.place_restarts: dict[int, int] = {}
+        # The --stats listener (`corral.process.stats_server`), when there is one: this
+        # process serves it on a thread of its own, reading only the table.
+        self.stats: Any = None
 
     def _hook(self, name: str, *arguments: Any) -> None:
         call_hook(self.cfg, name, *arguments)
@@ -161,7 +175,10 @@ class Master:
                 self.exit_code = RUNTIME_ERROR
                 self.stopping = True
         error_log.info("corral master (pid %d)", self.pid)
+        self._describe_to_table(started=time.time())
         error_log.info("Concurrency: %s", self.describe(self.cfg))
+        if self.stats is not None:
+            self.stats.start()
         self._hook("when_ready", self)
         try:
             while not self.stopping:
@@ -210,6 +227,17 @@ class Master:
 
     # Workers.
 
+    def _describe_to_table(self, started: float = 0.0) -> None:
+        """Tell the table's readers what serves: the workers kept, each one's concurrency
+        and the start-up line's account."""
+        self.slots.describe(
+            self.pid,
+            self.num_workers,
+            self.requests_per_worker(self.cfg),
+            self.describe(self._config_with_workers(self.num_workers)),
+            started,
+        )
+
     def _spawn(self) -> None:
         self.ages += 1
         worker = Worker(self.ages, self.generation, self.cfg, self.pid)
@@ -217,6 +245,8 @@ class Master:
             worker.max_requests = self.cfg.max_requests + random.randint(
                 0, self.cfg.max_requests_jitter
             )
+        self._take_place(worker)
+        worker.slot = self.slots.claim(worker.position, self.place_restarts.get(worker.position, 0))
         self._hook("pre_fork", self, worker)
         # These signals stay blocked in the child until the worker has its own handlers
         # (`unblock_signals_to_workers`): one arriving before would kill it mid-boot.
@@ -225,6 +255,7 @@ class Master:
             pid = os.fork()
         except BaseException:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS_TO_WORKERS)
+            self.slots.release(worker.slot)
             raise
         if pid:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS_TO_WORKERS)
@@ -253,10 +284,21 @@ class Master:
         os.close(self.wake_read)
         os.close(self.wake_write)
         os.close(self.boot_reports_read)
-        for other in self.WORKERS.values():
-            other.heartbeat.close()
+        if self.stats is not None:
+            self.stats.close_in_child()
         self.WORKERS = {}
         self.pending_signals = []
+
+    def _take_place(self, worker: Worker) -> None:
+        """The lowest place no current worker holds; a worker taking a place that had
+        one before (which died, retired, or was replaced by a reload) is a restart."""
+        held = {other.position for other in self._current()}
+        position = next(place for place in range(len(held) + 1) if place not in held)
+        worker.position = position
+        if position in self.places_filled:
+            self.place_restarts[position] = self.place_restarts.get(position, 0) + 1
+            self.slots.count_restart()
+        self.places_filled.add(position)
 
     def _current(self) -> list[Worker]:
         return [
@@ -276,6 +318,8 @@ class Master:
         elif missing < 0:
             for worker in sorted(current, key=lambda worker: worker.age)[:-missing]:
                 self._retire(worker, "fewer workers asked for")
+                # Its place goes: a worker taking it after TTIN is no restart.
+                self.places_filled.discard(worker.position)
         current = self._current()
         if (
             self.previous_generation
@@ -298,7 +342,7 @@ class Master:
         now = time.monotonic()
         timeout = self.cfg.timeout
         for worker in list(self.WORKERS.values()):
-            state, beat, busy_since, _served = worker.heartbeat.read()
+            state, beat, busy_since = self.slots.heartbeat(worker.slot)
             if state == READY and not worker.ready:
                 worker.ready = True
                 self.ever_ready = True
@@ -361,7 +405,7 @@ class Master:
             worker.alive = False
             self._log_exit(worker, code)
             self._hook("child_exit", self, worker)
-            worker.heartbeat.close()
+            self.slots.release(worker.slot)
             if (code == WORKER_BOOT_ERROR or worker.boot_timed_out) and not worker.ready:
                 self._boot_failed(worker)
 
@@ -439,6 +483,7 @@ class Master:
             self.previous_generation = 0
             self.cfg = self.previous_config
             self.num_workers = self.cfg.workers
+            self._describe_to_table()
             for other in list(self.WORKERS.values()):
                 if other.generation == failed and not other.retiring:
                     self._retire(other, "reload failed")
@@ -475,6 +520,7 @@ class Master:
         self.previous_generation = self.generation
         self.generation += 1
         self._set_worker_count(config.workers)
+        self._describe_to_table()
 
     def _resize(self, count: int) -> None:
         self._set_worker_count(max(count, 1))
@@ -485,6 +531,7 @@ class Master:
         old, self.num_workers = self.num_workers, count
         error_log.info("Workers: %d (was %d)", count, old)
         self._hook("nworkers_changed", self, count, old)
+        self._describe_to_table()
         error_log.info("Concurrency: %s", self.describe(self._config_with_workers(count)))
 
     def _config_with_workers(self, count: int) -> Config:
@@ -511,6 +558,8 @@ class Master:
             self.pidfile = old_pidfile
         environment = dict(os.environ)
         environment.update(handover_environment(self.listeners))
+        if self.stats is not None:
+            environment.update(self.stats.handover_environment())
         pid = os.fork()
         if pid == 0:
             try:
@@ -567,6 +616,7 @@ class Master:
             worker = self.WORKERS.pop(pid, None)
             if worker is not None:
                 self._hook("child_exit", self, worker)
+                self.slots.release(worker.slot)
         if self.pidfile:
             remove_pidfile(self.pidfile, self.pid)
         os.close(self.boot_reports_read)

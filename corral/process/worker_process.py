@@ -2,8 +2,10 @@
 
 Runs in the child the master forks. It drops privileges, patches for gevent, imports the
 application (unless the master preloaded it), then serves with the dispatcher until the
-master or its own limits (--max-requests, --max-worker-memory) end it. Twice a second it
-writes its heartbeat: alive, and since when its oldest request in flight has run.
+master or its own limits (--max-requests, --max-worker-memory) end it. It writes its slot
+of the master's table (`corral.process.slot_writer`): each request as it starts and ends,
+and twice a second that it is alive, since when its oldest request in flight has run, its
+connections, its waiting requests and its memory.
 
 On SIGABRT (the master's --timeout) it writes the traceback of every thread, with the
 request each one serves, to the error log before it exits.
@@ -23,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from corral.app_loading import AppLoadError, load_app
 from corral.config import ConfigError
 from corral.process.exit_codes import WORKER_BOOT_ERROR
-from corral.process.heartbeat import READY, RETIRING
 from corral.process.master import call_hook, unblock_signals_to_workers
 from corral.process.reloader import report_load_failure, watch_app_sources
 from corral.process.setup import (
@@ -33,13 +34,15 @@ from corral.process.setup import (
     reopen_logs,
     set_process_title,
 )
+from corral.process.slot_table import READY, RETIRING
+from corral.process.slot_writer import SlotWriter, resident_bytes
 from corral.serving.assembly import (
     build_dispatcher,
     make_server_tls,
     make_worker_model,
     reopen_access_logs,
 )
-from corral.serving.request_observer import InFlightTable, RequestHooks, RequestObserver
+from corral.serving.request_observer import RequestHooks, RequestObserver
 
 if TYPE_CHECKING:
     from corral.process.master import Master, Worker
@@ -47,7 +50,7 @@ if TYPE_CHECKING:
 
 error_log = logging.getLogger("corral.error")
 
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+_MIB = 1024 * 1024
 
 
 class WorkerBoot:
@@ -68,7 +71,7 @@ class WorkerRun:
         self.worker = worker
         self.config = master.cfg
         self.retiring = False
-        self.in_flight: InFlightTable | None = None
+        self.slot: SlotWriter | None = None
         self.dispatcher: Dispatcher | None = None
         self.stop_asked = 0
         self.logs_moved = False
@@ -79,6 +82,9 @@ class WorkerRun:
     def run(self) -> int:
         config = self.config
         self._defer_signals_while_booting()
+        self.slot = SlotWriter(
+            self.master.slots, self.worker.slot, self.worker.max_requests, self._served_enough
+        )
         set_process_title(config, "worker", self.boot.spec)
         self._hook("post_fork", self.master, self.worker)
         try:
@@ -107,8 +113,8 @@ class WorkerRun:
                 error_log.exception("Worker %d cannot load the app", os.getpid())
                 return WORKER_BOOT_ERROR
         model = make_worker_model(config)
-        self.in_flight = InFlightTable(self.worker.max_requests, self._served_enough)
-        observers: list[RequestObserver] = [self.in_flight]
+        self.slot.set_capacity(model.concurrency())
+        observers: list[RequestObserver] = [self.slot]
         hooks = RequestHooks.from_config(config, self.worker)
         if hooks is not None:
             observers.append(hooks)
@@ -120,8 +126,9 @@ class WorkerRun:
             model,
             observers,
             multiprocess=True,
-            client_wait=self.in_flight.client_wait,
+            client_wait=self.slot.client_wait,
             tls=tls,
+            refused=self.slot.refused,
         )
         self.dispatcher = dispatcher
         dispatcher.on_tick = self._tick
@@ -173,21 +180,27 @@ class WorkerRun:
     # Heartbeat and limits, on the loop thread.
 
     def _tick(self) -> None:
-        in_flight = self.in_flight
-        assert in_flight is not None and self.dispatcher is not None
-        oldest = in_flight.oldest_start()
-        served = in_flight.served
+        slot = self.slot
+        assert slot is not None
+        resident = resident_bytes()
         if not self.retiring:
-            if self.memory_limit and served:
-                resident = _resident_mib()
-                if resident > self.memory_limit:
-                    self._retire(
-                        f"{resident:.0f} MiB resident (--max-worker-memory {self.memory_limit})"
-                    )
+            if self.memory_limit and slot.served and resident / _MIB > self.memory_limit:
+                self._retire(
+                    f"{resident / _MIB:.0f} MiB resident (--max-worker-memory {self.memory_limit})"
+                )
             if os.getppid() != self.worker.ppid:
                 error_log.error("Worker %d: the master is gone; stopping", os.getpid())
                 self._retire("the master is gone")
-        self.worker.heartbeat.beat(RETIRING if self.retiring else READY, oldest, served)
+        self._beat(resident)
+
+    def _beat(self, resident: int) -> None:
+        assert self.slot is not None and self.dispatcher is not None
+        self.slot.beat(
+            RETIRING if self.retiring else READY,
+            self.dispatcher.connections_open(),
+            self.dispatcher.requests_waiting(),
+            resident,
+        )
 
     def _served_enough(self) -> None:
         """Called by the in-flight table, on the thread that finished the last request."""
@@ -197,7 +210,7 @@ class WorkerRun:
     def _memory_limit(self) -> int:
         limit = int(self.config.max_worker_memory)
         if limit:
-            resident = _resident_mib()
+            resident = resident_bytes() / _MIB
             if resident >= limit:
                 # Retiring now would start a replacement just as large, forever.
                 error_log.error(
@@ -214,7 +227,7 @@ class WorkerRun:
         assert self.dispatcher is not None
         error_log.info("Worker %d retiring: %s", os.getpid(), reason)
         self.retiring = True
-        self.worker.heartbeat.beat(RETIRING, 0.0, 0)
+        self._beat(resident_bytes())
         self.dispatcher.request_stop()
 
     # Signal handlers.
@@ -230,8 +243,8 @@ class WorkerRun:
         reopen_logs(self.config, lambda: reopen_access_logs(dispatcher))
 
     def _abort(self, _signum: int, frame: Any) -> None:
-        table = self.in_flight
-        in_flight = table.requests_in_flight() if table is not None else {}
+        slot = self.slot
+        in_flight = slot.requests_in_flight() if slot is not None else {}
         now = time.monotonic()
         names = {thread.ident: thread.name for thread in threading.enumerate()}
 
@@ -290,16 +303,3 @@ def _greenlet_frames() -> list[tuple[int, Any]]:
         for item in gc.get_objects()
         if isinstance(item, greenlet) and item.gr_frame is not None
     ]
-
-
-def _resident_mib() -> float:
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * _PAGE_SIZE / (1024 * 1024)
-    except OSError:
-        # No /proc (macOS, the BSDs): the peak instead, which only ever grows, so the
-        # worker is still replaced once it has grown past the limit. macOS gives bytes.
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)

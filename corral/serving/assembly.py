@@ -42,6 +42,11 @@ def describe_concurrency(config: Config) -> str:
     return make_worker_model(config).describe(config.workers)
 
 
+def requests_per_worker(config: Config) -> int:
+    """How many requests one worker process (or the single process) serves at once."""
+    return make_worker_model(config).concurrency()
+
+
 def make_worker_model(config: Config) -> WorkerModel:
     """The concurrency model the config chooses, from the registry in corral.workers."""
     name = model_name(config.worker_class, config.thread_per_request, config.process_per_request)
@@ -136,11 +141,12 @@ def build_dispatcher(
     multiprocess: bool = False,
     client_wait: Callable[[bool], None] | None = None,
     tls: ServerTLS | None = None,
+    refused: Callable[[int], None] | None = None,
 ) -> Dispatcher:
     """The event loop serving `app` on `listeners` with `model`; the access log the
     config names is the first of the request observers, `observers` follow it. With
     `tls` every listener serves HTTPS: each new connection's handshake is its opening
-    step."""
+    step. `client_wait` and `refused` are `ServingState`'s."""
     limits = HeadLimits(
         request_line=config.limit_request_line,
         field_count=config.limit_request_fields,
@@ -197,6 +203,7 @@ def build_dispatcher(
             opening=opening,
             forwarded=forwarded,
             client_wait=client_wait,
+            refused=refused,
             opening_timeout=None if tls is None else config.ssl_handshake_timeout,
         )
         bound.append((sock, state))

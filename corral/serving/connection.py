@@ -109,8 +109,12 @@ class ServingState:
     # Whose proxy headers count (--forwarded-allow-ips); None reads none.
     forwarded: ForwardedHeaders | None = None
     # Told when a request starts (True) and stops (False) waiting on a slow client, so
-    # that --timeout does not count the wait (`InFlightTable.client_wait`).
+    # that --timeout does not count the wait (`SlotWriter.client_wait`).
     client_wait: Callable[[bool], None] | None = None
+    # Told the status of each request corral answers itself before the app could run
+    # (a bad head, a body over the limit, --queue-timeout, a late head), which the
+    # observers never hear of (`SlotWriter.refused`).
+    refused: Callable[[int], None] | None = None
     # Seconds from accept that the opening steps may take (--ssl-handshake-timeout);
     # None for the client timeout.
     opening_timeout: float | None = None
@@ -431,6 +435,8 @@ class Connection:
             reason = f"request body slower than {rate} bytes/s"
         # Counted with the other refusals: a slowloris run makes thousands of them.
         self.state.refusals.record(408, "Request Timeout", reason, self.peer_text())
+        if self.state.refused is not None:
+            self.state.refused(408)
         with contextlib.suppress(OSError):
             self.transport.send_some(
                 encode_error(408, "Request Timeout", _TIMEOUT_ANSWER_VERSION, current_date())
@@ -660,6 +666,8 @@ class Connection:
         response = Response(self, head, body, state.stopping)
         observers = state.observers
         if observers:
+            # The head and the body as they came on the wire (gathered whole by now).
+            received = self.head_size + max(self.wire_body, 0)
             tokens = [observer.started(head, environ) for observer in observers]
         try:
             run_application(state.app, environ, response)
@@ -690,6 +698,8 @@ class Connection:
                     response.bytes_sent,
                     head,
                     self.peer,
+                    received,
+                    response.head_length,
                 )
                 seconds = time.monotonic() - started
                 for observer, token in zip(observers, tokens, strict=True):
@@ -729,6 +739,8 @@ class Connection:
         Werkzeug and gunicorn do: with its request line when that much was valid, else
         with "-"."""
         self.refused = None
+        if self.state.refused is not None:
+            self.state.refused(error.status)
         access_log = self.state.access_log
         if access_log is None:
             self._answer_error(error, "HTTP/1.1")

@@ -207,6 +207,15 @@ class Dispatcher:
                 lines.append((-running, f"{head.method} {head.target} (running {running:.1f} s)"))
         return [line for _, line in sorted(lines)]
 
+    def connections_open(self) -> int:
+        """Connections this process holds open, idle ones included."""
+        return len(self.connections)
+
+    def requests_waiting(self) -> int:
+        """Whole requests handed to the model and waiting for a thread, coroutine or
+        process to serve them."""
+        return self.model.requests_waiting()
+
     def slot_freed(self) -> None:
         """A model calls this when a request ends, from any thread."""
         if self.waiting_for_slot:

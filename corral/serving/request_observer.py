@@ -3,17 +3,14 @@
 The serving state holds one list of them; the connection calls `started` before the
 application runs and `finished` after its response, in list order. Each concern is one
 observer: the access log (`corral.serving.access_log`), the pre_request and post_request
-hooks, and the table of requests in flight that a worker process reports to its master
-(--timeout, the traceback dump, --max-requests). An empty list costs nothing per request,
-so a plain single process pays for none of them.
+hooks, and the writer of the process's slot in the shared table
+(`corral.process.slot_writer`: --timeout, the traceback dump, --max-requests, the stats).
+An empty list costs nothing per request, so a plain single process pays for none of them.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,7 +23,9 @@ error_log = logging.getLogger("corral.error")
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
-    """What was answered: the status, the headers sent, body bytes sent, and to whom.
+    """What was answered: the status, the headers sent, body bytes sent, and to whom;
+    with the bytes the request took on the wire (head and body as framed) and those of
+    the response's head.
 
     `head` is None for a request corral refused before its request line could be read.
     """
@@ -37,6 +36,8 @@ class RequestRecord:
     sent: int
     head: RequestHead | None
     peer: tuple[str, int] | str
+    received: int = 0
+    head_bytes: int = 0
 
 
 class RequestObserver(Protocol):
@@ -117,63 +118,3 @@ class RequestHooks:
             self.post_request(self.worker, request, environ, HookResponse(record))
         except Exception:
             error_log.exception("post_request hook failed")
-
-
-class InFlightTable:
-    """Requests in flight by thread (or greenlet), and how many have been served."""
-
-    def __init__(self, limit: int = 0, on_limit: Callable[[], None] | None = None) -> None:
-        # After `limit` requests (--max-requests), `on_limit` is called once.
-        self.limit = limit
-        self.on_limit = on_limit
-        # thread ident -> (monotonic start, head); the request line is only written out
-        # when the worker is aborted, so it is not formatted per request.
-        self.in_flight: dict[int, tuple[float, RequestHead]] = {}
-        # thread ident -> when its request began waiting on its client.
-        self.waiting: dict[int, float] = {}
-        self.served = 0
-
-    def started(self, head: RequestHead, environ: dict[str, Any]) -> int:
-        ident = threading.get_ident()
-        self.in_flight[ident] = (time.monotonic(), head)
-        return ident
-
-    def client_wait(self, waiting: bool) -> None:
-        """The calling thread's request begins (True) or ends (False) waiting on its
-        client: a slow reader. --timeout times the application, not the client, so the
-        wait does not count (`oldest_start` skips the request while it waits, and its
-        start moves later by the wait)."""
-        ident = threading.get_ident()
-        if waiting:
-            self.waiting[ident] = time.monotonic()
-            return
-        since = self.waiting.pop(ident, None)
-        entry = self.in_flight.get(ident)
-        if since is not None and entry is not None:
-            self.in_flight[ident] = (entry[0] + time.monotonic() - since, entry[1])
-
-    def finished(self, token: int, record: RequestRecord, seconds: float) -> None:
-        self.waiting.pop(token, None)
-        self.in_flight.pop(token, None)
-        self.served += 1
-        if self.served == self.limit and self.on_limit is not None:
-            self.on_limit()
-
-    def oldest_start(self) -> float:
-        """When the longest-running request in flight began; 0.0 when none is."""
-        try:
-            waiting = self.waiting
-            return min(
-                (started for ident, (started, _) in self.in_flight.items() if ident not in waiting),
-                default=0.0,
-            )
-        except RuntimeError:
-            # Another thread changed the dict mid-iteration; the next tick asks again.
-            return 0.0
-
-    def requests_in_flight(self) -> dict[int, tuple[float, str]]:
-        """Thread ident -> (start, request line), for the traceback dump."""
-        return {
-            ident: (started, f"{head.method} {head.target} {head.version}")
-            for ident, (started, head) in list(self.in_flight.items())
-        }

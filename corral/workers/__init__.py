@@ -99,6 +99,11 @@ class WorkerModel:
         """True when no request is being served."""
         return True
 
+    def requests_waiting(self) -> int:
+        """How many connections with a whole request wait for a thread, coroutine or
+        process (requests a model serves inline wait in the kernel, uncounted)."""
+        return 0
+
     def free_slots(self) -> int:
         """How many more requests could start now; a worker among several accepts a new
         connection only while this is above 0, so that no request waits behind a busy

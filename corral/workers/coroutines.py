@@ -280,6 +280,9 @@ class Coroutines(WorkerModel):
     def idle(self) -> bool:
         return self.in_flight == 0
 
+    def requests_waiting(self) -> int:
+        return len(self.waiting)
+
     def free_slots(self) -> int:
         return self.size - self.in_flight - len(self.waiting)
 

@@ -106,6 +106,9 @@ class ProcessPerRequest(WorkerModel):
     def idle(self) -> bool:
         return not self.children
 
+    def requests_waiting(self) -> int:
+        return len(self.waiting)
+
     def stop(self) -> None:
         for pid, connection in self.children.values():
             with contextlib.suppress(ProcessLookupError):

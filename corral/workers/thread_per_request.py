@@ -83,6 +83,11 @@ class ThreadPerRequest(WorkerModel):
         with self.lock:
             return self.threads == self.lingering and self.ready.empty()
 
+    def requests_waiting(self) -> int:
+        # A connection handed to a lingering thread passes through the queue too, for
+        # the moment it takes that thread to wake.
+        return self.ready.qsize()
+
     def free_slots(self) -> int:
         with self.lock:
             return self.max_threads - (self.threads - self.lingering)

@@ -47,6 +47,9 @@ class ThreadPool(WorkerModel):
     def idle(self) -> bool:
         return self.in_flight == 0
 
+    def requests_waiting(self) -> int:
+        return self.ready.qsize()
+
     def free_slots(self) -> int:
         return self.size - self.in_flight
 

@@ -69,6 +69,7 @@ class Response:
         "bytes_sent",
         "code",
         "framing",
+        "head_length",
         "head_sent",
         "keep_alive",
         "output",
@@ -92,6 +93,8 @@ class Response:
         # Body bytes still to send when the framing is LENGTH.
         self.remaining: int | None = None
         self.bytes_sent = 0
+        # Bytes of the head, once sent.
+        self.head_length = 0
 
     def status_text(self) -> str:
         """The status line's text, e.g. "200 OK"; what corral sent when the app failed."""
@@ -152,7 +155,9 @@ class Response:
         )
         self._headers = headers
         self.head_sent = True
-        return encode_head(request.version, status, headers)
+        head = encode_head(request.version, status, headers)
+        self.head_length = len(head)
+        return head
 
     def write(self, data: bytes) -> None:
         """Send one piece of body, sending the head first if it has not gone yet."""

@@ -177,3 +177,13 @@ def test_tls_files_must_be_readable_and_tls_is_on_with_a_certificate(
         build_config({"CORRAL_CERTFILE": str(tmp_path)})
     with pytest.raises(ConfigError, match="--keyfile needs --certfile"):
         build_config(None, {"keyfile": str(certificate)})
+
+
+def test_stats_is_off_by_default_and_a_port_alone_listens_on_loopback() -> None:
+    assert build_config().stats is None
+    assert build_config(overrides={"stats": "9100"}).stats == "127.0.0.1:9100"
+    assert build_config(overrides={"stats": "0.0.0.0:9100"}).stats == "0.0.0.0:9100"
+    assert build_config(overrides={"stats": "[::1]:9100"}).stats == "[::1]:9100"
+    for bad in ("nine", "127.0.0.1:", "host:99999", ":9100"):
+        with pytest.raises(ConfigError, match="--stats"):
+            build_config(overrides={"stats": bad})

@@ -1,0 +1,311 @@
+"""The shared slot table: its writer, its consistent reads, and the stats drawn from it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from corral.process.slot_table import (
+    DURATION_BOUNDS,
+    READY,
+    RETIRING,
+    SlotTable,
+)
+from corral.process.slot_writer import SlotWriter
+from corral.process.stats_report import quantile, stats_document
+
+
+@dataclass(frozen=True)
+class Head:
+    method: str = "GET"
+    target: str = "/report?token=secret"
+    path: str = "/report"
+    version: str = "HTTP/1.1"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status_code: int = 200
+    sent: int = 5
+    received: int = 40
+    head_bytes: int = 60
+
+
+def _spin(seconds: float) -> None:
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        pass
+
+
+def test_a_request_is_in_the_app_with_its_line_then_counted_by_class_size_and_time() -> None:
+    table = SlotTable(2)
+    writer = SlotWriter(table, table.claim(position=0))
+    token = writer.started(Head(), {})
+    during = table.read_slot(writer.index)
+    assert during is not None
+    assert during.pid == os.getpid()
+    assert during.in_app == 1
+    [request] = during.in_flight
+    assert (request.method, request.path, request.thread) == ("GET", "/report", "MainThread")
+    writer.finished(token, Answer(status_code=404), 0.003)
+    after = table.read_slot(writer.index)
+    assert after is not None
+    assert after.in_app == 0
+    assert after.in_flight == ()
+    assert after.counts.requests == 1
+    assert after.counts.by_status_class == {"4xx": 1}
+    assert (after.counts.bytes_in, after.counts.bytes_out) == (40, 65)
+    # 3 ms is counted in the bucket up to 5 ms.
+    assert after.counts.buckets[DURATION_BOUNDS.index(0.005)] == 1
+    assert after.counts.timed == 1
+    assert after.counts.duration_sum == pytest.approx(0.003)
+
+
+def test_a_refused_request_is_counted_but_not_timed() -> None:
+    table = SlotTable(1)
+    writer = SlotWriter(table, table.claim())
+    writer.refused(400)
+    record = table.read_slot(writer.index)
+    assert record is not None
+    assert record.counts.by_status_class == {"4xx": 1}
+    assert record.counts.requests == 1
+    assert record.counts.timed == 0
+
+
+def test_beat_writes_state_gauges_and_the_oldest_request_not_waiting_on_its_client() -> None:
+    table = SlotTable(1)
+    writer = SlotWriter(table, table.claim())
+    token = writer.started(Head(), {})
+    writer.beat(READY, connections=3, waiting=2, rss=1000)
+    state, _, oldest = table.heartbeat(writer.index)
+    assert state == READY
+    assert oldest == writer.in_flight[token][0]
+    record = table.read_slot(writer.index)
+    assert record is not None
+    assert (record.connections, record.waiting, record.rss_bytes) == (3, 2, 1000)
+    writer.client_wait(True)
+    writer.beat(RETIRING, 0, 0, 0)
+    assert table.heartbeat(writer.index)[0::2] == (RETIRING, 0.0)
+    writer.client_wait(False)
+    writer.beat(READY, 0, 0, 0)
+    assert table.heartbeat(writer.index)[2] > oldest
+
+
+def test_max_requests_is_told_once_the_limit_is_served() -> None:
+    table = SlotTable(1)
+    told: list[int] = []
+    writer = SlotWriter(table, table.claim(), limit=2, on_limit=lambda: told.append(1))
+    for _ in range(3):
+        writer.finished(writer.started(Head(), {}), Answer(), 0.001)
+    assert told == [1]
+
+
+def test_requests_past_the_recorded_ones_still_count_in_the_app() -> None:
+    table = SlotTable(1)
+    writer = SlotWriter(table, table.claim())
+    heads = [Head(path=f"/{number}") for number in range(100)]
+    for number, head in enumerate(heads):
+        # Each request on a thread of its own, as 100 threads of a pool would hold them.
+        writer.thread_names[number] = b"pool"
+        threading_ident = number
+        writer.in_flight[threading_ident] = (1.0, head)
+    for head in heads:
+        thread = threading.Thread(target=writer.started, args=(head, {}))
+        thread.start()
+        thread.join()
+    record = table.read_slot(writer.index)
+    assert record is not None
+    assert record.in_app == 100
+    assert len(record.in_flight) == 64
+
+
+def test_a_worker_s_counts_are_kept_when_its_slot_is_freed_so_totals_never_go_back() -> None:
+    table = SlotTable(1)
+    first = SlotWriter(table, table.claim())
+    for _ in range(3):
+        first.finished(first.started(Head(), {}), Answer(), 0.001)
+    table.release(first.index)
+    second = SlotWriter(table, table.claim(position=0, restarts=1))
+    second.finished(second.started(Head(), {}), Answer(status_code=500), 0.2)
+    snapshot = table.snapshot()
+    assert len(snapshot.slots) == 1
+    assert snapshot.retired.requests == 3
+    document = stats_document(snapshot)
+    assert document["totals"]["requests"] == 4
+    assert document["totals"]["by_status_class"] == {"2xx": 3, "5xx": 1}
+    assert document["workers"][0]["served"] == 1
+    assert document["workers"][0]["restarts"] == 1
+
+
+def test_more_workers_than_slots_map_another_region() -> None:
+    table = SlotTable(1)
+    claimed = [table.claim(position=number) for number in range(3)]
+    assert claimed == [0, 1, 2]
+    assert len(table.regions) == 3
+    assert [record.position for record in table.snapshot().slots] == [0, 1, 2]
+
+
+def test_a_slot_read_while_another_process_writes_it_is_never_torn() -> None:
+    """A writer in another process starts and finishes requests over and over; every
+    read sees a request in the app exactly when its record is there."""
+    table = SlotTable(1)
+    index = table.claim()
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            writer = SlotWriter(table, index)
+            os.write(ready_write, b"!")
+            while True:
+                token = writer.started(Head(), {})
+                # A request's worth of work, about what a hello world costs: enough for
+                # the reader to copy the slot between two changes, not so much that a
+                # read unprotected by the version would seldom overlap one.
+                _spin(0.00001)
+                writer.finished(token, Answer(), 0.001)
+                _spin(0.00001)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(ready_read, 1) == b"!"
+        reads = 0
+        seen_busy = 0
+        while reads < 100_000 or not seen_busy:
+            record = table.read_slot(index)
+            assert record is not None
+            assert record.in_app == len(record.in_flight)
+            seen_busy += record.in_app
+            reads += 1
+            assert reads < 2_000_000
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ready_read)
+        os.close(ready_write)
+
+
+def test_a_slot_left_mid_change_by_a_killed_writer_is_still_read_and_freed() -> None:
+    table = SlotTable(1)
+    writer = SlotWriter(table, table.claim())
+    writer.words[0] += 1
+    assert table.read_slot(writer.index) is not None
+    table.release(writer.index)
+    assert table.snapshot().slots == ()
+    assert table.claim() == 0
+
+
+def test_quantiles_interpolate_within_a_bucket() -> None:
+    buckets = [0] * (len(DURATION_BOUNDS) + 1)
+    assert quantile(tuple(buckets), 0.5) is None
+    # 10 requests in (0.001, 0.0025]: the median is halfway through that bucket.
+    buckets[1] = 10
+    assert quantile(tuple(buckets), 0.5) == pytest.approx(0.00175)
+    buckets[-1] = 1000
+    assert quantile(tuple(buckets), 0.99) == DURATION_BOUNDS[-1]
+
+
+def test_request_processes_write_slots_of_their_own_added_to_their_parent() -> None:
+    """--process-per-request: each forked request process writes a slot chosen before
+    its fork; the stats add it to the process that forked it."""
+    table = SlotTable(3)
+    table.describe(os.getpid(), 0, 2, "a new process per request, at most 2 at once")
+    parent = SlotWriter(table, table.claim())
+    parent.set_capacity(2)
+    parent.write_request_processes_to([1, 2])
+    gate_read, gate_write = os.pipe()
+    children = []
+    for path in ("/done", "/busy"):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                parent.finished(parent.started(Head(path="/first"), {}), Answer(), 0.01)
+                token = parent.started(Head(path=path), {})
+                if path == "/done":
+                    parent.finished(token, Answer(), 0.01)
+                os.read(gate_read, 1)
+            finally:
+                os._exit(0)
+        children.append(pid)
+    try:
+
+        def settled() -> bool:
+            document = stats_document(table.snapshot())
+            return document["workers"][0]["served"] == 3 and document["totals"]["in_app"] == 1
+
+        deadline = time.monotonic() + 10
+        while not settled():
+            assert time.monotonic() < deadline, stats_document(table.snapshot())
+            time.sleep(0.01)
+        document = stats_document(table.snapshot())
+        assert [worker["pid"] for worker in document["workers"]] == [os.getpid()]
+        assert document["workers"][0]["in_app"] == 1
+        assert [request["path"] for request in document["in_flight"]] == ["/busy"]
+        assert document["in_flight"][0]["worker"] == os.getpid()
+        # The parent's own slot was never written by a child.
+        own = table.read_slot(parent.index)
+        assert own is not None and own.counts.requests == 0 and own.pid == os.getpid()
+        assert sorted(record.pid for record in table.snapshot().slots[1:]) == sorted(children)
+    finally:
+        os.write(gate_write, b"!!")
+        for pid in children:
+            os.waitpid(pid, 0)
+        os.close(gate_read)
+        os.close(gate_write)
+
+
+def test_the_document_has_the_documented_shape() -> None:
+    table = SlotTable(2)
+    table.describe(4321, 2, 4, "2 worker processes × 4 threads", started=1000.0)
+    writer = SlotWriter(table, table.claim())
+    writer.set_capacity(4)
+    writer.beat(READY, 1, 0, 5)
+    writer.started(Head(), {})
+    document = stats_document(table.snapshot(), wall_now=1012.5)
+    assert list(document) == [
+        "version",
+        "pid",
+        "uptime_seconds",
+        "concurrency",
+        "totals",
+        "workers",
+        "in_flight",
+    ]
+    assert document["version"] == 1
+    assert document["pid"] == 4321
+    assert document["uptime_seconds"] == 12.5
+    assert document["concurrency"] == {
+        "workers": 2,
+        "slots_per_worker": 4,
+        "slots": 8,
+        "model": "2 worker processes × 4 threads",
+    }
+    assert list(document["totals"]) == [
+        "requests",
+        "by_status_class",
+        "in_app",
+        "waiting",
+        "connections",
+        "bytes_in",
+        "bytes_out",
+        "restarts",
+    ]
+    assert list(document["workers"][0]) == [
+        "pid",
+        "state",
+        "slots",
+        "in_app",
+        "waiting",
+        "connections",
+        "served",
+        "p50_seconds",
+        "p99_seconds",
+        "rss_bytes",
+        "restarts",
+    ]
+    assert document["workers"][0]["state"] == "ready"
+    assert list(document["in_flight"][0]) == ["worker", "thread", "method", "path", "age_seconds"]
