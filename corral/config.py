@@ -30,6 +30,24 @@ def positive_int(text: Any) -> int:
     return value
 
 
+def thread_count(text: Any) -> int:
+    """--threads: a count, or "auto" (returned as 0)."""
+    if isinstance(text, str) and text.strip().lower() == "auto":
+        return 0
+    return positive_int(text)
+
+
+def worker_count(text: Any) -> int:
+    """--workers: a count, or "auto": one worker per core this process may run on, the
+    sizing advice's (`corral.serving.sizing`) for any application."""
+    if isinstance(text, str) and text.strip().lower() == "auto":
+        try:
+            return len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            return os.cpu_count() or 1
+    return non_negative_int(text)
+
+
 def non_negative_int(text: Any) -> int:
     value = _integer(text)
     if value < 0:
@@ -385,9 +403,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "threads",
         ("--threads",),
-        positive_int,
+        thread_count,
         1,
-        "Threads serving requests: 1 serves one request at a time, N a pool of N threads.",
+        "Threads serving requests: 1 serves one request at a time, N a pool of N threads, "
+        "auto a pool that starts with one thread per core and follows the sizing advice "
+        "(CPU against wall time of the requests), up to --max-threads.",
         "Concurrency",
         "N",
     ),
@@ -404,7 +424,7 @@ SETTINGS: tuple[Setting, ...] = (
         ("--max-threads",),
         positive_int,
         1000,
-        "Ceiling on threads with --thread-per-request; reaching it is logged.",
+        "Ceiling on threads with --thread-per-request and --threads auto; reaching it is logged.",
         "Concurrency",
         "N",
     ),
@@ -430,10 +450,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "workers",
         ("-w", "--workers"),
-        non_negative_int,
+        worker_count,
         0,
         "Worker processes under a supervising master; 0 serves from this one process, "
-        "with no master.",
+        "with no master; auto, one per core.",
         "Worker processes",
         "N",
     ),
@@ -1037,7 +1057,7 @@ def _check_combination(values: dict[str, Any]) -> None:
     chosen = [
         flag
         for flag, on in (
-            ("--threads N", values["threads"] > 1),
+            ("--threads N", values["threads"] != 1),
             ("--thread-per-request", values["thread_per_request"]),
             ("--process-per-request N", values["process_per_request"] > 0),
         )
@@ -1045,7 +1065,7 @@ def _check_combination(values: dict[str, Any]) -> None:
     ]
     if len(chosen) > 1:
         raise ConfigError(f"choose one concurrency model, not {' and '.join(chosen)}")
-    if values["worker_class"] == "sync" and values["threads"] > 1:
+    if values["worker_class"] == "sync" and values["threads"] != 1:
         # As in gunicorn: asking for threads asks for the threaded worker.
         values["worker_class"] = "thread"
     if values["worker_class"] == "gevent" and chosen:

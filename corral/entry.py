@@ -48,8 +48,11 @@ if TYPE_CHECKING:
 error_log = logging.getLogger("corral.error")
 
 
-def serve(app: Any, config: Config) -> None:
+def serve(app: Any, config: Config, self_call_advice: str | None = None) -> None:
     """Serve `app` from this one process until TERM or INT, then drain and return.
+
+    `self_call_advice` replaces the fix the self-call guard logs (in the command's words)
+    for a caller whose users spell settings otherwise (`corral.run_simple`).
 
     Raises `corral.serving.listeners.BindError` when an address (or --stats) cannot be
     listened on, `corral.serving.assembly.PidFileError` when the --pid file cannot be
@@ -100,8 +103,6 @@ def serve(app: Any, config: Config) -> None:
         hooks.worker = record
     observers: list[RequestObserver] = [hooks] if hooks is not None else []
     slot = _single_process_slot(config, model, table) if table is not None else None
-    if slot is not None:
-        observers.append(slot)
     dispatcher = build_dispatcher(
         app,
         config,
@@ -111,10 +112,12 @@ def serve(app: Any, config: Config) -> None:
         tls=tls,
         client_wait=slot.client_wait if slot is not None else None,
         refused=slot.refused if slot is not None else None,
+        slot=slot,
     )
     if slot is not None:
         dispatcher.on_tick = _beat_of(slot, dispatcher)
     dispatcher.on_reopen = lambda: reopen_logs(config, lambda: reopen_access_logs(dispatcher))
+    dispatcher.self_call_advice = self_call_advice
     if threading.current_thread() is threading.main_thread():
         reload_tls = None
         if tls is not None:

@@ -93,8 +93,25 @@ SERVER_VARIANTS: tuple[ServerVariant, ...] = (
         "corral",
         in_quick=True,
     ),
+    # The same two with the slot table written and --stats listening (never scraped
+    # during the run): the difference is what seeing the concurrency costs.
+    _variant(
+        "corral",
+        "corral --threads 1 --stats",
+        {CPU},
+        f"{_CORRAL} --threads 1 --stats {{host}}:0 apps:{{app}}",
+        "corral",
+        in_quick=True,
+    ),
     _variant(
         "corral", "corral --threads 8", {CPU}, f"{_CORRAL} --threads 8 apps:{{app}}", "corral"
+    ),
+    _variant(
+        "corral",
+        "corral --threads 8 --stats",
+        {CPU},
+        f"{_CORRAL} --threads 8 --stats {{host}}:0 apps:{{app}}",
+        "corral",
     ),
     _variant(
         "corral",

@@ -210,6 +210,7 @@ def _serve(
     reloader_type: str,
 ) -> None:
     from corral.entry import serve, serve_with_workers
+    from corral.serving.self_call_guard import RUN_SIMPLE_ADVICE
 
     if config.workers:
         # The app is already imported here, as with --preload; HUP reloads settings.
@@ -220,11 +221,11 @@ def _serve(
         from werkzeug._reloader import run_with_reloader
 
         run_with_reloader(
-            lambda: serve(application, config),
+            lambda: serve(application, config, RUN_SIMPLE_ADVICE),
             extra_files=extra_files,
             exclude_patterns=exclude_patterns,
             interval=reloader_interval,
             reloader_type=reloader_type,
         )
         return
-    serve(application, config)
+    serve(application, config, RUN_SIMPLE_ADVICE)

@@ -8,6 +8,9 @@ class RequestError(Exception):
     reason = "Bad Request"
     # Fields the answer carries besides its framing, as (name, value) pairs.
     headers: tuple[tuple[str, str], ...] = ()
+    # True when whoever raised it logs each one in full itself (the self-call guard):
+    # it is then not counted among the refusals as well.
+    logged_in_full = False
 
 
 class RequestLineTooLong(RequestError):

@@ -11,9 +11,12 @@ reader copies the slot and reads again when the version was odd or moved meanwhi
 (a seqlock), so readers never block writers.
 
 Layout. A slot is `SLOT_SIZE` bytes: `SLOT_WORDS` 8-byte words (int64, or float64 where
-named below), then `ENTRIES` records of the requests in flight (`ENTRY`: start as
-`time.monotonic()`, method, thread name, path; a start of 0.0 marks a free record). The
-words from `REQUESTS` to `CUMULATIVE_END` only ever grow while the worker lives; when the
+named below), then `ENTRIES` records of the requests in flight (`ENTRY`: a version of its
+own, start as `time.monotonic()`, method, thread name, path; a start of 0.0 marks a free
+record). Each record is written by the one thread whose request holds it, as the request
+starts; the slot's words by the serving loop twice a second (`CUMULATIVE` packs the
+counts). The words from `REQUESTS` to `CUMULATIVE_END` only ever grow while the worker
+lives; when the
 master frees a slot it adds them to the table's own "retired" block first, so that the
 totals read as counters across worker restarts. The table's header (`HEADER_SIZE` bytes,
 a mapping of its own) holds what the master says of the whole: its pid, start time, the
@@ -73,7 +76,9 @@ CAPACITY = 5
 # For a request process (--process-per-request): the pid of the process that forked it,
 # whose slot it adds to; 0 for a worker or a single process.
 PARENT = 6
-IN_APP = 7
+# Requests in the app beyond those holding a record (more than ENTRIES at once); the
+# requests in the app are these and the records in use.
+UNRECORDED = 7
 WAITING = 8
 CONNECTIONS = 9
 RSS = 10
@@ -92,9 +97,12 @@ BUCKETS = DURATION_SUM + 1
 CUMULATIVE_END = BUCKETS + BUCKET_COUNT
 SLOT_WORDS = 48
 
-# One request in flight: start, method, thread name, path (no query string: it may hold
-# secrets the stats listener should not show). Longer names are cut.
-ENTRY = struct.Struct("=d12s28s112s")
+# The cumulative words, packed in one write.
+CUMULATIVE = struct.Struct(f"=6q2qd{BUCKET_COUNT}q")
+
+# One request in flight: version, start, method, thread name, path (no query string: it
+# may hold secrets the stats listener should not show). Longer names are cut.
+ENTRY = struct.Struct("=qd12s28s104s")
 ENTRIES = 64
 ENTRIES_OFFSET = SLOT_WORDS * 8
 ENTRY_WORDS = ENTRY.size // 8
@@ -120,6 +128,10 @@ _FLOAT_WORDS = frozenset({BEAT, OLDEST, DURATION_SUM})
 _READ_TRIES = 40
 _PAUSED_AFTER = 5
 _PAUSE = 0.0005
+
+_ENTRY_VERSION_WORDS = tuple(
+    (ENTRIES_OFFSET + number * ENTRY.size) // 8 for number in range(ENTRIES)
+)
 
 assert SLOT_SIZE % 8 == 0 and ENTRY.size % 8 == 0 and CUMULATIVE_END <= SLOT_WORDS
 
@@ -209,6 +221,35 @@ def _counts(words: memoryview[int], floats: memoryview[float], start: int) -> Co
 
 def _text(field: bytes) -> str:
     return field.rstrip(b"\0").decode("utf-8", "replace")
+
+
+def _read_entry(
+    copy: bytes, memory: memoryview, offset: int, before: int, after: int
+) -> InFlight | None:
+    """The record at `offset` of a slot's copy, whose version was `before` just before
+    the copy and `after` just after it (read apart from the copy: a copy's own loads may
+    be reordered among themselves); read alone from `memory` again when its writer
+    changed it meanwhile. None when free."""
+    _, started, method, thread, path = ENTRY.unpack_from(copy, offset)
+    if before % 2 or before != after:
+        for attempt in range(_READ_TRIES):
+            if attempt > _PAUSED_AFTER:
+                time.sleep(_PAUSE)
+            first = _entry_version(memory, offset)
+            if first % 2:
+                continue
+            data = bytes(memory[offset : offset + ENTRY.size])
+            if _entry_version(memory, offset) == first:
+                _, started, method, thread, path = ENTRY.unpack(data)
+                break
+    if not started:
+        return None
+    return InFlight(started, _text(method), _text(thread), _text(path))
+
+
+def _entry_version(memory: memoryview, offset: int) -> int:
+    version: int = memory[offset : offset + 8].cast("q")[0]
+    return version
 
 
 class SlotTable:
@@ -328,14 +369,19 @@ class SlotTable:
         """A consistent copy of slot `index`; None when it is free."""
         memory = self.slot_memory(index)
         live = memory.cast("q")
+        # Each record's version, read before and after the copy that holds the record.
+        entries_before = [live[word] for word in _ENTRY_VERSION_WORDS]
         copy = bytes(memory)
+        entries_after = [live[word] for word in _ENTRY_VERSION_WORDS]
         for attempt in range(_READ_TRIES):
             if attempt > _PAUSED_AFTER:
                 time.sleep(_PAUSE)
             before = live[VERSION]
             if before % 2:
                 continue
+            entries_before = [live[word] for word in _ENTRY_VERSION_WORDS]
             copy = bytes(memory)
+            entries_after = [live[word] for word in _ENTRY_VERSION_WORDS]
             if live[VERSION] == before:
                 break
         words = memoryview(copy).cast("q")
@@ -343,11 +389,10 @@ class SlotTable:
         if words[STATE] == FREE:
             return None
         in_flight = []
-        for number in range(ENTRIES):
-            offset = ENTRIES_OFFSET + number * ENTRY.size
-            started, method, thread, path = ENTRY.unpack_from(copy, offset)
-            if started:
-                in_flight.append(InFlight(started, _text(method), _text(thread), _text(path)))
+        for number, (before, after) in enumerate(zip(entries_before, entries_after, strict=True)):
+            record = _read_entry(copy, memory, ENTRIES_OFFSET + number * ENTRY.size, before, after)
+            if record is not None:
+                in_flight.append(record)
         return SlotRecord(
             index=index,
             pid=words[PID],
@@ -356,7 +401,7 @@ class SlotTable:
             restarts=words[RESTARTS],
             capacity=words[CAPACITY],
             parent=words[PARENT],
-            in_app=words[IN_APP],
+            in_app=words[UNRECORDED] + len(in_flight),
             waiting=words[WAITING],
             connections=words[CONNECTIONS],
             rss_bytes=words[RSS],

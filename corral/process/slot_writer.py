@@ -1,41 +1,42 @@
 """One serving process's writer of its own slot in the shared table.
 
-`SlotWriter` is a request observer (`started` / `finished`, see
-`corral.serving.request_observer`) and is told of the requests corral refuses itself
-(`refused`) and of waits on a slow client (`client_wait`); the serving loop has it write
-the process's state twice a second (`beat`). It also keeps, in this process's memory,
-each request in flight by thread for --timeout's dump and oldest start, and the count
-that --max-requests checks.
+The connection tells `SlotWriter` of each request as it enters the app and as it leaves
+(`enter` / `leave`), and of the requests corral refuses itself (`refused`) and of waits on
+a slow client (`client_wait`); the serving loop has it write the process's state twice a
+second (`beat`). It also keeps, in this process's memory, each request in flight by
+thread for --timeout's dump and oldest start, and the count that --max-requests checks.
 
-Writes go to shared memory under the slot's version counter (odd while a change is being
-made), with a lock between this process's threads: a few word updates per request, and
-one packed record per request in flight (measured in bench/, "--stats").
+The per-request path takes no lock (measured in bench/, the "--stats" rows): a request
+takes a free record of the slot (a list pop, atomic under the GIL), which only its
+thread writes until it gives it back, under the record's own version; its counts go to
+counters kept with that record in this process's memory, which `beat` adds up and
+writes, under the slot's version, twice a second. Requests beyond the slot's records,
+and refusals, are counted under a lock: the rare paths.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from corral.process.slot_table import (
     BEAT,
+    BUCKET_COUNT,
     BUCKETS,
-    BYTES_IN,
-    BYTES_OUT,
     CAPACITY,
     CONNECTIONS,
+    CUMULATIVE,
     DURATION_BOUNDS,
     DURATION_SUM,
     ENTRIES,
     ENTRIES_OFFSET,
     ENTRY,
-    ENTRY_WORDS,
-    IN_APP,
     OLDEST,
     PARENT,
     PID,
@@ -45,6 +46,7 @@ from corral.process.slot_table import (
     SLOT_SIZE,
     STATE,
     STATUS,
+    UNRECORDED,
     VERSION,
     WAITING,
     SlotTable,
@@ -54,10 +56,17 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # Thread names remembered by thread (or greenlet) id; forgotten all at once past this
 # many, as greenlets come and go.
 _NAMES_KEPT = 4096
-_ENTRY_SIZE = ENTRY.size
+# Where each count sits in a record's counters (the slot's cumulative words, in order).
+_REQUESTS = 0
+_STATUS = STATUS - REQUESTS - 1
+_BYTES_IN = _STATUS + 6
+_BYTES_OUT = _BYTES_IN + 1
+_DURATION_SUM = DURATION_SUM - REQUESTS
+_BUCKETS = BUCKETS - REQUESTS
+_COUNTERS = _BUCKETS + BUCKET_COUNT
 _pack_entry = ENTRY.pack_into
-_monotonic = time.monotonic
 _get_ident = threading.get_ident
+_bucket_of = bisect.bisect_left
 
 
 class RequestLine(Protocol):
@@ -73,20 +82,6 @@ class RequestLine(Protocol):
     def version(self) -> str: ...
 
 
-class Answer(Protocol):
-    """What the writer reads of an answered request
-    (`corral.serving.request_observer.RequestRecord`)."""
-
-    @property
-    def status_code(self) -> int: ...
-    @property
-    def sent(self) -> int: ...
-    @property
-    def received(self) -> int: ...
-    @property
-    def head_bytes(self) -> int: ...
-
-
 def resident_bytes() -> int:
     """This process's resident memory in bytes (VmRSS). Without /proc (macOS, the BSDs),
     the peak instead, which only ever grows; macOS gives it in bytes, the others in KiB."""
@@ -98,6 +93,10 @@ def resident_bytes() -> int:
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _new_counters() -> list[float]:
+    return [0] * _COUNTERS
 
 
 class SlotWriter:
@@ -115,19 +114,20 @@ class SlotWriter:
         self.table = table
         self.limit = limit
         self.on_limit = on_limit
-        self.lock = threading.Lock()
         # thread ident -> (monotonic start, head), every request in flight, for the dump
         # and `oldest_start`; the request line is only formatted for the dump.
         self.in_flight: dict[int, tuple[float, RequestLine]] = {}
         # thread ident -> when its request began waiting on its client.
         self.waiting: dict[int, float] = {}
-        # thread ident -> its record among the slot's ENTRIES.
-        self.entries: dict[int, int] = {}
-        self.free_entries = list(range(ENTRIES - 1, -1, -1))
         self.thread_names: dict[int, bytes] = {}
-        self.served = 0
-        # --process-per-request: the slots request processes forked from here write, and
-        # the one chosen for the process being forked (-1: none).
+        self.served = itertools.count(1)
+        self.served_count = 0
+        # The rare paths: requests beyond the records, refusals, the slot's own words.
+        self.lock = threading.Lock()
+        self.unrecorded = 0
+        # For --process-per-request: write the counts at each request's end (a request
+        # process has no loop to write them twice a second).
+        self.counts_at_each_end = False
         self.owner = os.getpid()
         self.request_process_slots: list[int] = []
         self.next_slot = -1
@@ -136,45 +136,67 @@ class SlotWriter:
 
     def _use(self, index: int) -> None:
         self.index = index
-        self.memory = self.table.slot_memory(index)
+        self.memory = (
+            self.table.slot_memory(index) if index >= 0 else memoryview(bytearray(SLOT_SIZE))
+        )
         self.words = self.memory.cast("q")
         self.floats = self.memory.cast("d")
+        self.version = self.words[VERSION]
+        self.free_records = list(range(ENTRIES - 1, -1, -1))
+        # Each record's version, its first word, its start's word, and its counters.
+        self.record_versions = [0] * ENTRIES
+        self.record_words = [
+            (ENTRIES_OFFSET + number * ENTRY.size) // 8 for number in range(ENTRIES)
+        ]
+        self.record_counters = [_new_counters() for _ in range(ENTRIES)]
+        # Counts of requests past the records, and of refusals, under the lock.
+        self.other_counters = _new_counters()
 
     def _change(self, word: int, value: int) -> None:
-        words = self.words
         with self.lock:
-            words[VERSION] += 1
+            words = self.words
+            self.version += 1
+            words[VERSION] = self.version
             words[word] = value
-            words[VERSION] += 1
+            self.version += 1
+            words[VERSION] = self.version
 
     def set_capacity(self, requests: int) -> None:
         """How many requests this process's model serves at once."""
         self._change(CAPACITY, requests)
 
-    # The request observer, on the threads that serve.
+    # The threads that serve.
 
-    def started(self, head: RequestLine, environ: dict[str, Any]) -> int:
-        now = _monotonic()
+    def enter(self, head: RequestLine, started: float) -> int:
+        """A request enters the app at `started` (`time.monotonic()`); the token for
+        `leave`, on the same thread."""
         ident = _get_ident()
+        self.in_flight[ident] = (started, head)
+        try:
+            record = self.free_records.pop()
+        except IndexError:
+            with self.lock:
+                self.unrecorded += 1
+                self.words[UNRECORDED] = self.unrecorded
+            return -1
         name = self.thread_names.get(ident)
         if name is None:
             name = self._name_thread(ident)
-        method = head.method.encode("latin-1", "replace")
-        path = head.path.encode("utf-8", "replace")
+        word = self.record_words[record]
+        version = self.record_versions[record] + 1
         words = self.words
-        with self.lock:
-            self.in_flight[ident] = (now, head)
-            words[VERSION] += 1
-            words[IN_APP] += 1
-            free = self.free_entries
-            if free:
-                entry = free.pop()
-                self.entries[ident] = entry
-                _pack_entry(
-                    self.memory, ENTRIES_OFFSET + entry * _ENTRY_SIZE, now, method, name, path
-                )
-            words[VERSION] += 1
-        return ident
+        words[word] = version
+        _pack_entry(
+            self.memory,
+            word * 8,
+            version,
+            started,
+            head.method.encode("latin-1", "replace"),
+            name,
+            head.path.encode("utf-8", "replace"),
+        )
+        words[word] = self.record_versions[record] = version + 1
+        return record
 
     def _name_thread(self, ident: int) -> bytes:
         names = self.thread_names
@@ -184,29 +206,44 @@ class SlotWriter:
         names[ident] = name
         return name
 
-    def finished(self, token: int, record: Answer, seconds: float) -> None:
-        status_class = record.status_code // 100
-        bucket = bisect.bisect_left(DURATION_BOUNDS, seconds)
-        words = self.words
-        with self.lock:
-            self.in_flight.pop(token, None)
-            self.waiting.pop(token, None)
-            entry = self.entries.pop(token, -1)
-            words[VERSION] += 1
-            words[IN_APP] -= 1
-            words[REQUESTS] += 1
+    def leave(self, token: int, status: int, received: int, sent: int, seconds: float) -> None:
+        """The request `enter` returned `token` for is answered: its status, the bytes it
+        took on the wire and those of its response, the seconds it took."""
+        ident = _get_ident()
+        self.in_flight.pop(ident, None)
+        if self.waiting:
+            self.waiting.pop(ident, None)
+        status_class = status // 100
+        bucket = _bucket_of(DURATION_BOUNDS, seconds)
+        if token >= 0:
+            # A free record is one whose start is 0.0: one word, written whole.
+            self.floats[self.record_words[token] + 1] = 0.0
+            counters = self.record_counters[token]
+            counters[_REQUESTS] += 1
             if 1 <= status_class <= 5:
-                words[STATUS + status_class - 1] += 1
-            words[BYTES_IN] += record.received
-            words[BYTES_OUT] += record.head_bytes + record.sent
-            self.floats[DURATION_SUM] += seconds
-            words[BUCKETS + bucket] += 1
-            if entry >= 0:
-                self.floats[(ENTRIES_OFFSET // 8) + entry * ENTRY_WORDS] = 0.0
-                self.free_entries.append(entry)
-            words[VERSION] += 1
-            self.served += 1
-            served = self.served
+                counters[_STATUS + status_class] += 1
+            counters[_BYTES_IN] += received
+            counters[_BYTES_OUT] += sent
+            counters[_DURATION_SUM] += seconds
+            counters[_BUCKETS + bucket] += 1
+            # Given back last: from here another request may take the record.
+            self.free_records.append(token)
+        else:
+            with self.lock:
+                self.unrecorded -= 1
+                self.words[UNRECORDED] = self.unrecorded
+                counters = self.other_counters
+                counters[_REQUESTS] += 1
+                if 1 <= status_class <= 5:
+                    counters[_STATUS + status_class] += 1
+                counters[_BYTES_IN] += received
+                counters[_BYTES_OUT] += sent
+                counters[_DURATION_SUM] += seconds
+                counters[_BUCKETS + bucket] += 1
+        if self.counts_at_each_end:
+            self.write_counts()
+        served = next(self.served)
+        self.served_count = served
         if served == self.limit and self.on_limit is not None:
             self.on_limit()
 
@@ -214,13 +251,13 @@ class SlotWriter:
         """A request corral answered itself, without the app (a bad head, a body over the
         limit, a wait past --queue-timeout, a late head): counted, not timed."""
         status_class = status // 100
-        words = self.words
         with self.lock:
-            words[VERSION] += 1
-            words[REQUESTS] += 1
+            counters = self.other_counters
+            counters[_REQUESTS] += 1
             if 1 <= status_class <= 5:
-                words[STATUS + status_class - 1] += 1
-            words[VERSION] += 1
+                counters[_STATUS + status_class] += 1
+        if self.counts_at_each_end:
+            self.write_counts()
 
     def client_wait(self, waiting: bool) -> None:
         """The calling thread's request begins (True) or ends (False) waiting on its
@@ -228,43 +265,70 @@ class SlotWriter:
         wait does not count (`oldest_start` skips the request while it waits, and its
         start moves later by the wait)."""
         ident = _get_ident()
-        with self.lock:
-            if waiting:
-                self.waiting[ident] = _monotonic()
-                return
-            since = self.waiting.pop(ident, None)
-            entry = self.in_flight.get(ident)
-            if since is not None and entry is not None:
-                self.in_flight[ident] = (entry[0] + _monotonic() - since, entry[1])
+        if waiting:
+            self.waiting[ident] = time.monotonic()
+            return
+        since = self.waiting.pop(ident, None)
+        entry = self.in_flight.get(ident)
+        if since is not None and entry is not None:
+            self.in_flight[ident] = (entry[0] + time.monotonic() - since, entry[1])
 
     # The serving loop's thread.
+
+    @property
+    def served_requests(self) -> int:
+        """Requests this process has answered through the app."""
+        return self.served_count
 
     def oldest_start(self) -> float:
         """When the longest-running request in flight began, not counting its waits on
         its client; 0.0 when none is, or when each one in flight waits on its client."""
-        with self.lock:
+        try:
             waiting = self.waiting
             return min(
                 (started for ident, (started, _) in self.in_flight.items() if ident not in waiting),
                 default=0.0,
             )
+        except RuntimeError:
+            # Another thread changed the dict mid-iteration; the next beat asks again.
+            return 0.0
+
+    def write_counts(self) -> None:
+        """Add up the counters and write them to the slot (the serving loop does twice a
+        second; a request process at each request's end)."""
+        with self.lock:
+            self._write_counts()
+
+    def _write_counts(self) -> None:
+        totals = [
+            sum(column) for column in zip(*self.record_counters, self.other_counters, strict=True)
+        ]
+        totals[_DURATION_SUM] = float(totals[_DURATION_SUM])
+        self.version += 1
+        self.words[VERSION] = self.version
+        CUMULATIVE.pack_into(self.memory, REQUESTS * 8, *totals)
+        self.version += 1
+        self.words[VERSION] = self.version
 
     def beat(self, state: int, connections: int, waiting: int, rss: int) -> None:
         """Write the process's state (`corral.process.slot_table` READY or RETIRING), that
         it is alive, since when its oldest request has run, its open connections, its
-        requests waiting for a thread, and its resident bytes."""
+        requests waiting for a thread, its resident bytes, and its counts."""
         oldest = self.oldest_start()
         words = self.words
         floats = self.floats
         with self.lock:
-            words[VERSION] += 1
+            self.version += 1
+            words[VERSION] = self.version
             words[STATE] = state
-            floats[BEAT] = _monotonic()
+            floats[BEAT] = time.monotonic()
             floats[OLDEST] = oldest
             words[CONNECTIONS] = connections
             words[WAITING] = waiting
             words[RSS] = rss
-            words[VERSION] += 1
+            self.version += 1
+            words[VERSION] = self.version
+            self._write_counts()
 
     def requests_in_flight(self) -> dict[int, tuple[float, str]]:
         """Thread ident -> (start, request line), for the dump of a worker's threads."""
@@ -304,8 +368,8 @@ class SlotWriter:
                 return
 
     def _become_request_process(self) -> None:
-        """In the child just forked: write the slot chosen for it from now on; its
-        counts add to those of the processes that wrote it before."""
+        """In the child just forked: write the slot chosen for it from now on, its
+        counts added to those of the processes that wrote it before."""
         index, self.next_slot = self.next_slot, -1
         parent = self.owner
         self.owner = os.getpid()
@@ -313,28 +377,24 @@ class SlotWriter:
         self.lock = threading.Lock()
         self.in_flight.clear()
         self.waiting.clear()
-        self.entries.clear()
-        self.free_entries = list(range(ENTRIES - 1, -1, -1))
-        if index < 0:
-            # No slot free (a process that died before it could write its own still
-            # holds one): write to memory no one reads rather than to the parent's slot.
-            self.index = -1
-            self.memory = memoryview(bytearray(SLOT_SIZE))
-            self.words = self.memory.cast("q")
-            self.floats = self.memory.cast("d")
-            return
+        self.counts_at_each_end = True
+        # No slot free (a process that died before it could write its own still holds
+        # one): written to memory no one reads rather than to the parent's slot.
         self._use(index)
         words = self.words
-        version = words[VERSION]
         # Odd now, whether or not the last process was killed in the middle of a change.
-        words[VERSION] = version + (1 if version % 2 == 0 else 2)
+        self.version = words[VERSION] + (1 if words[VERSION] % 2 == 0 else 2)
+        words[VERSION] = self.version
+        previous = CUMULATIVE.unpack_from(self.memory, REQUESTS * 8)
+        self.other_counters = list(previous)
         words[PID] = self.owner
         words[PARENT] = parent
         words[STATE] = READY
-        for word in (IN_APP, WAITING, CONNECTIONS, RSS, CAPACITY):
+        for word in (UNRECORDED, WAITING, CONNECTIONS, RSS, CAPACITY):
             words[word] = 0
         self.memory[ENTRIES_OFFSET:SLOT_SIZE] = bytes(SLOT_SIZE - ENTRIES_OFFSET)
-        words[VERSION] += 1
+        self.version += 1
+        words[VERSION] = self.version
 
 
 def _alive(pid: int) -> bool:

@@ -114,7 +114,7 @@ class WorkerRun:
                 return WORKER_BOOT_ERROR
         model = make_worker_model(config)
         self.slot.set_capacity(model.concurrency())
-        observers: list[RequestObserver] = [self.slot]
+        observers: list[RequestObserver] = []
         hooks = RequestHooks.from_config(config, self.worker)
         if hooks is not None:
             observers.append(hooks)
@@ -129,6 +129,7 @@ class WorkerRun:
             client_wait=self.slot.client_wait,
             tls=tls,
             refused=self.slot.refused,
+            slot=self.slot,
         )
         self.dispatcher = dispatcher
         dispatcher.on_tick = self._tick
@@ -156,6 +157,8 @@ class WorkerRun:
         try:
             dispatcher.run()
         finally:
+            # The counts of the last half second, before the master adds them up.
+            self._beat(resident_bytes())
             self.worker.alive = False
             self._hook("worker_exit", self.master, self.worker)
         return 0
@@ -184,7 +187,7 @@ class WorkerRun:
         assert slot is not None
         resident = resident_bytes()
         if not self.retiring:
-            if self.memory_limit and slot.served and resident / _MIB > self.memory_limit:
+            if self.memory_limit and slot.served_requests and resident / _MIB > self.memory_limit:
                 self._retire(
                     f"{resident / _MIB:.0f} MiB resident (--max-worker-memory {self.memory_limit})"
                 )
@@ -203,7 +206,7 @@ class WorkerRun:
         )
 
     def _served_enough(self) -> None:
-        """Called by the in-flight table, on the thread that finished the last request."""
+        """Called by the slot writer, on the thread that finished the last request."""
         limit = self.worker.max_requests
         self._retire(f"served {limit} requests (--max-requests {limit})")
 

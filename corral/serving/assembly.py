@@ -24,9 +24,10 @@ from corral.serving.dispatcher import Dispatcher
 from corral.serving.listeners import inherited_listeners, listen, listener_info
 from corral.serving.proxy_preamble import ProxyPreamble
 from corral.serving.refusals import RefusalLog
-from corral.serving.request_observer import RequestObserver
+from corral.serving.request_observer import RequestObserver, RequestSlot
 from corral.serving.sizing import SizingObserver
 from corral.workers import WorkerModel, make_model, model_name
+from corral.workers.thread_pool import ThreadPool
 from corral.wsgi.environ import base_environ
 from corral.wsgi.forwarded import ForwardedHeaders
 
@@ -142,11 +143,12 @@ def build_dispatcher(
     client_wait: Callable[[bool], None] | None = None,
     tls: ServerTLS | None = None,
     refused: Callable[[int], None] | None = None,
+    slot: RequestSlot | None = None,
 ) -> Dispatcher:
     """The event loop serving `app` on `listeners` with `model`; the access log the
     config names is the first of the request observers, `observers` follow it. With
     `tls` every listener serves HTTPS: each new connection's handshake is its opening
-    step. `client_wait` and `refused` are `ServingState`'s."""
+    step. `client_wait`, `refused` and `slot` are `ServingState`'s."""
     limits = HeadLimits(
         request_line=config.limit_request_line,
         field_count=config.limit_request_fields,
@@ -165,6 +167,8 @@ def build_dispatcher(
     sizing = None
     if not model.cooperative_sockets and not model.multiprocess:
         sizing = SizingObserver(config.workers, model.concurrency())
+        if isinstance(model, ThreadPool) and model.auto:
+            sizing.adapt(model.resize)
         every_observer += (sizing,)
     refusals = RefusalLog()
     forwarded = ForwardedHeaders.from_settings(
@@ -204,6 +208,7 @@ def build_dispatcher(
             forwarded=forwarded,
             client_wait=client_wait,
             refused=refused,
+            slot=slot,
             opening_timeout=None if tls is None else config.ssl_handshake_timeout,
         )
         bound.append((sock, state))

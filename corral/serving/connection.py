@@ -40,7 +40,7 @@ from corral.http.parser import (
 from corral.serving.access_log import AccessLog
 from corral.serving.listeners import ListenerInfo
 from corral.serving.refusals import RefusalLog
-from corral.serving.request_observer import RequestObserver, RequestRecord
+from corral.serving.request_observer import RequestObserver, RequestRecord, RequestSlot
 from corral.serving.transport import ClientSocketError, Transport
 from corral.wsgi.environ import build_environ
 from corral.wsgi.forwarded import ForwardedHeaders
@@ -115,6 +115,8 @@ class ServingState:
     # (a bad head, a body over the limit, --queue-timeout, a late head), which the
     # observers never hear of (`SlotWriter.refused`).
     refused: Callable[[int], None] | None = None
+    # The process's slot in the shared table, told of each request the app runs.
+    slot: RequestSlot | None = None
     # Seconds from accept that the opening steps may take (--ssl-handshake-timeout);
     # None for the client timeout.
     opening_timeout: float | None = None
@@ -665,10 +667,13 @@ class Connection:
         environ = build_environ(head, body, state.base_environ, self.peer, state.forwarded)
         response = Response(self, head, body, state.stopping)
         observers = state.observers
+        # The head and the body as they came on the wire (gathered whole by now).
+        received = self.head_size + max(self.wire_body, 0)
         if observers:
-            # The head and the body as they came on the wire (gathered whole by now).
-            received = self.head_size + max(self.wire_body, 0)
             tokens = [observer.started(head, environ) for observer in observers]
+        slot = state.slot
+        if slot is not None:
+            slot_token = slot.enter(head, started)
         try:
             run_application(state.app, environ, response)
         except RequestError as error:
@@ -704,6 +709,14 @@ class Connection:
                 seconds = time.monotonic() - started
                 for observer, token in zip(observers, tokens, strict=True):
                     observer.finished(token, record, seconds)
+            if slot is not None:
+                slot.leave(
+                    slot_token,
+                    response.code,
+                    received,
+                    response.head_length + response.bytes_sent,
+                    time.monotonic() - started,
+                )
         if not response.keep_alive:
             return False
         if not decoder.done and self.spool is None:
@@ -763,8 +776,9 @@ class Connection:
     def _answer_error(self, error: RequestError, version: str) -> bytes:
         """Send the short answer for `error` and end the connection (once the answer has
         gone, if the client is slow to take it); returns the answer. The error log counts
-        it among the refusals (`corral.serving.refusals`)."""
-        self.state.refusals.record(error.status, error.reason, str(error), self.peer_text())
+        it among the refusals (`corral.serving.refusals`), unless it was logged in full."""
+        if not error.logged_in_full:
+            self.state.refusals.record(error.status, error.reason, str(error), self.peer_text())
         answer = encode_error(error.status, error.reason, version, current_date(), error.headers)
         try:
             self.send(answer)

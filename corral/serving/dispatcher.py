@@ -20,11 +20,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from corral.config import Timeouts
 from corral.serving.connection import Connection, ServingState
 from corral.serving.readiness import make_readiness, make_wake_pipe
+from corral.serving.self_call_guard import SelfCallGuard
 from corral.serving.transport import PlainTransport
 
 if TYPE_CHECKING:
@@ -139,6 +140,12 @@ class Dispatcher:
         self.served_again: collections.deque[Connection] = collections.deque()
         # Connections whose opening steps are due, run within `_OPENING_BUDGET` a turn.
         self.opening_due: collections.deque[Connection] = collections.deque()
+        # Connections another thread accepted (the self-call guard, reaching a call in
+        # the backlog), with their listener's fd: this loop watches them as its own.
+        self.adopted: collections.deque[tuple[socket.socket, Any, int]] = collections.deque()
+        # The self-call guard's fix, when the command's words are not the caller's
+        # (`corral.run_simple`); None for the command's.
+        self.self_call_advice: str | None = None
         self.signals_prepared = False
         self.wake_read, self.wake_write = make_wake_pipe()
         self.readiness = model.make_readiness(self.wake_write) or make_readiness(
@@ -257,6 +264,12 @@ class Dispatcher:
         self.watched[fd] = callback
         self.readiness.watch(fd)
 
+    def adopt(self, sock: socket.socket, peer: Any, listener_fd: int) -> None:
+        """Serve a connection another thread accepted from the listener `listener_fd` as
+        if this loop had; callable from any thread."""
+        self.adopted.append((sock, peer, listener_fd))
+        self._wake()
+
     def unwatch(self, fd: int) -> None:
         self.watched.pop(fd, None)
         self.readiness.forget(fd)
@@ -268,6 +281,7 @@ class Dispatcher:
         if in_main_thread:
             self.prepare_signals()
         self.model.start(self)
+        guard = SelfCallGuard.start_for(self, self.self_call_advice)
         try:
             self._loop()
         except RequestsCut:
@@ -275,6 +289,8 @@ class Dispatcher:
             self._log_cut()
             self.model.stop()
         finally:
+            if guard is not None:
+                guard.stop()
             if self.inline_timer:
                 self.inline_timer = False
                 signal.setitimer(signal.ITIMER_REAL, 0)
@@ -342,6 +358,12 @@ class Dispatcher:
                     again = self.served_again.popleft()
                     if not again.closed:
                         self.submit(again)
+                while self.adopted:
+                    sock, peer, listener_fd = self.adopted.popleft()
+                    if listener_fd in self.listeners:
+                        self._add_connection(sock, peer, self.listeners[listener_fd][1])
+                    else:
+                        sock.close()
                 if self.paused_for_slots:
                     self._check_slots()
                 if self.paused_at_limit and len(self.connections) < self.connection_limit:
@@ -490,21 +512,26 @@ class Dispatcher:
                 return
             if is_tcp:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            transport = PlainTransport(
-                sock, peer, state.client_timeout, cooperative=self.model.cooperative_sockets
-            )
-            connection = Connection(transport, state)
-            connection.on_close = self._forget
-            if self.accept_only_when_free:
-                connection.fresh = True
-                self.fresh += 1
-                self.fresh_deadlines.append((time.monotonic() + _FRESH_SECONDS, connection))
-            self.connections[connection.fd] = connection
-            self.readiness.watch(connection.fd, once=self.rearm)
-            if len(self.connections) > self.connection_limit > 0 and not (
-                self._close_longest_idle()
-            ):
+            if not self._add_connection(sock, peer, state):
                 return
+
+    def _add_connection(self, sock: socket.socket, peer: Any, state: ServingState) -> bool:
+        """Watch a connection just accepted; False when --connection-limit leaves no room
+        for another."""
+        transport = PlainTransport(
+            sock, peer, state.client_timeout, cooperative=self.model.cooperative_sockets
+        )
+        connection = Connection(transport, state)
+        connection.on_close = self._forget
+        if self.accept_only_when_free:
+            connection.fresh = True
+            self.fresh += 1
+            self.fresh_deadlines.append((time.monotonic() + _FRESH_SECONDS, connection))
+        self.connections[connection.fd] = connection
+        self.readiness.watch(connection.fd, once=self.rearm)
+        return not (len(self.connections) > self.connection_limit > 0) or (
+            self._close_longest_idle()
+        )
 
     def _expire_fresh(self, now: float) -> None:
         """Fresh connections silent past `_FRESH_SECONDS` give their slot back."""
@@ -692,6 +719,8 @@ class Dispatcher:
     def _close_everything(self) -> None:
         for connection in list(self.connections.values()):
             connection.close()
+        while self.adopted:
+            self.adopted.popleft()[0].close()
         for refusals in self.refusal_logs:
             refusals.flush()
         for sock, _ in self.listeners.values():

@@ -3,9 +3,9 @@
 The serving state holds one list of them; the connection calls `started` before the
 application runs and `finished` after its response, in list order. Each concern is one
 observer: the access log (`corral.serving.access_log`), the pre_request and post_request
-hooks, and the writer of the process's slot in the shared table
-(`corral.process.slot_writer`: --timeout, the traceback dump, --max-requests, the stats).
-An empty list costs nothing per request, so a plain single process pays for none of them.
+hooks. An empty list costs nothing per request, so a plain single process pays for none
+of them. The process's slot in the shared table (--timeout, the traceback dump,
+--max-requests, the stats) is told apart, as a `RequestSlot`.
 """
 
 from __future__ import annotations
@@ -50,6 +50,20 @@ class RequestObserver(Protocol):
 
     def finished(self, token: Any, record: RequestRecord, seconds: float) -> None:
         """Called once the response is done or abandoned, whatever the application did."""
+
+
+class RequestSlot(Protocol):
+    """The process's slot in the shared table (`corral.process.slot_writer.SlotWriter`),
+    told of each request directly rather than as an observer: the observers' path builds
+    a `RequestRecord` and two lists per request, which measured more than the slot's own
+    writes, and a server with --stats but no access log or hooks pays for none of it."""
+
+    def enter(self, head: RequestHead, started: float) -> int:
+        """The request enters the app at `started`; a token for `leave`, same thread."""
+        ...
+
+    def leave(self, token: int, status: int, received: int, sent: int, seconds: float) -> None:
+        """It is answered: status, bytes on the wire each way, seconds in the app."""
 
 
 class HookRequest:

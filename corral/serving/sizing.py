@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from corral.workers import cpu_cores
 
 if TYPE_CHECKING:
     from corral.http.parser import RequestHead
@@ -45,14 +47,10 @@ REPORT_INTERVAL = 300.0
 MAX_THREADS = 256
 # Samples kept for the percentile of wall over CPU time.
 RECENT = 256
-
-
-def cpu_cores() -> int:
-    """The cores this process may run on (its affinity), else the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+# Seconds between resizings of an adaptive pool (--threads auto).
+ADAPT_INTERVAL = 10.0
+# An adaptive pool is resized only when the advice differs from it by this factor.
+ADAPT_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -142,6 +140,15 @@ class SizingObserver:
         self.ratios: collections.deque[float] = collections.deque(maxlen=RECENT)
         self.began = time.monotonic()
         self.next_report = self.began + FIRST_SECONDS
+        self.interval = REPORT_INTERVAL
+        # --threads auto: given the advice, resizes the pool to the threads advised.
+        self.resize: Callable[[int], None] | None = None
+
+    def adapt(self, resize: Callable[[int], None]) -> None:
+        """Follow the advice: call `resize(threads)` when it differs enough from the
+        threads in use (--threads auto), every `ADAPT_INTERVAL` seconds at most."""
+        self.resize = resize
+        self.interval = ADAPT_INTERVAL
 
     def started(self, head: RequestHead, environ: dict[str, Any]) -> float | None:
         self.count += 1
@@ -160,11 +167,31 @@ class SizingObserver:
             self.ratios.append(max(1.0, seconds / max(cpu, 1e-5)))
             due = self.samples >= FIRST_SAMPLES and time.monotonic() >= self.next_report
             if due:
-                self.next_report = time.monotonic() + REPORT_INTERVAL
-        if due:
-            advice = self.advice()
-            if advice is not None and advice.far_off:
-                error_log.warning("Sizing: %s", advice.text())
+                self.next_report = time.monotonic() + self.interval
+        if not due:
+            return
+        advice = self.advice()
+        if advice is None:
+            return
+        if self.resize is not None:
+            self._follow(advice)
+        elif advice.far_off:
+            error_log.warning("Sizing: %s", advice.text())
+
+    def _follow(self, advice: Advice) -> None:
+        current = self.current_threads
+        wanted = advice.threads
+        if wanted * ADAPT_FACTOR >= current and current * ADAPT_FACTOR >= wanted:
+            return
+        assert self.resize is not None
+        self.resize(wanted)
+        self.current_threads = wanted
+        error_log.info(
+            "Threads: %d -> %d (--threads auto): requests wait %.0f%% of their time on I/O",
+            current,
+            wanted,
+            100 * (1.0 - advice.cpu_fraction),
+        )
 
     def advice(self) -> Advice | None:
         """The advice from the requests measured so far; None before any."""

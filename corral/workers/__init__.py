@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -85,6 +86,10 @@ class WorkerModel:
     # True when connection sockets keep a timeout, for a library (gevent) that waits on
     # them cooperatively; otherwise they are non-blocking and Connection waits itself.
     cooperative_sockets = False
+    # True when requests run on a fixed number of this process's threads (one at a
+    # time, the thread pool): requests that call this same server can hold every one of
+    # them, which the self-call guard watches for (`corral.serving.self_call_guard`).
+    fixed_threads = False
 
     def __init__(self) -> None:
         self.dispatcher: Host | None = None
@@ -109,6 +114,13 @@ class WorkerModel:
         connection only while this is above 0, so that no request waits behind a busy
         worker while another sits idle."""
         return 1
+
+    def withdraw_waiting(self, chosen: Callable[[Any], bool]) -> list[Any]:
+        """Take the connections waiting for a slot that `chosen` picks out of the model,
+        as a slot would take them: they are the caller's to serve or close, no longer
+        counted in flight (the caller then calls `Host.slot_freed`). Any thread may call
+        it. A model that keeps no connections waiting returns []."""
+        return []
 
     def make_readiness(self, wake_fd: int) -> Any:
         """A readiness set of the model's own (gevent's loop), or None for the default."""
@@ -171,7 +183,9 @@ class ModelEntry:
 # tests use.
 MODELS: dict[str, ModelEntry] = {
     "one-at-a-time": ModelEntry("corral.workers.one_at_a_time", "OneAtATime", ()),
-    "thread-pool": ModelEntry("corral.workers.thread_pool", "ThreadPool", ("threads",)),
+    "thread-pool": ModelEntry(
+        "corral.workers.thread_pool", "ThreadPool", ("threads", "max_threads")
+    ),
     "thread-per-request": ModelEntry(
         "corral.workers.thread_per_request", "ThreadPerRequest", ("max_threads",)
     ),
@@ -182,6 +196,14 @@ MODELS: dict[str, ModelEntry] = {
     ),
     "gevent": ModelEntry("corral.workers.coroutines", "Coroutines", ("worker_connections",)),
 }
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def model_name(worker_class: str, thread_per_request: bool, process_per_request: int) -> str:

@@ -1,8 +1,9 @@
 """One request at a time, served on the dispatcher's own thread (Werkzeug threaded=False).
 
 No hand-off to another thread: the cheapest model per request, and the slowest when a
-request waits on I/O. A request that calls this same server deadlocks, as it would in
-any single-threaded server.
+request waits on I/O. A request that calls this same server waits for itself, as it would
+in any single-threaded server, until the self-call guard answers the call 503
+(`corral.serving.self_call_guard`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from corral.workers import Served, WorkerModel, serve_and_release
 
 class OneAtATime(WorkerModel):
     serves_inline = True
+    fixed_threads = True
 
     def submit(self, connection: Served) -> None:
         assert self.dispatcher is not None

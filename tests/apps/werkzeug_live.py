@@ -1,4 +1,5 @@
-"""The kinds of app Werkzeug's dev-server tests serve, under `corral.run_simple`.
+"""The kinds of app Werkzeug's dev-server tests serve, and the self-call app
+(`tests.apps.self_call`), under `corral.run_simple`.
 
 `python -m tests.apps.werkzeug_live APP HOSTNAME [NAME=LITERAL ...]` serves APP (one of
 `APPS`) with `run_simple(HOSTNAME, 0, app, NAME=LITERAL, ...)`: the port is the kernel's
@@ -14,6 +15,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
+
+from tests.apps.self_call import app as self_call_app
 
 
 @Request.application  # type: ignore[arg-type]
@@ -52,6 +55,7 @@ APPS: dict[str, Callable[..., Any]] = {
     "environ": environ_app,
     "streaming": streaming_app,
     "form": form_app,
+    "self_call": self_call_app,
 }
 
 

@@ -3,8 +3,10 @@ about one per core for one that computes."""
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+import time
 from collections.abc import Callable
 
 from tests.server import RunningServer, fetch, wait_until
@@ -58,3 +60,47 @@ def test_an_application_that_computes_is_advised_about_one_thread_per_core(
     # A busy machine's other processes take the CPU from requests too, which the wall
     # time counts as waiting: the direction is what is checked, not the exact figure.
     assert threads <= 3
+
+
+def test_threads_auto_grows_the_pool_for_an_application_that_waits(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    server = start_server(options=["--threads", "auto", "--max-threads", "64"])
+    assert "(thread pool, auto: 1 to 64)" in server.log
+    stop = threading.Event()
+    threads = _keep_asking(server.port, "/slow?ms=50", 16, stop)
+    grown = re.compile(r"Threads: (\d+) -> (\d+) \(--threads auto\)")
+    try:
+        assert wait_until(lambda: grown.search(server.log) is not None, 30), server.log
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    match = grown.search(server.log)
+    assert match is not None
+    before, after = int(match.group(1)), int(match.group(2))
+    assert after >= 16 > before
+    # The pool serves that many at once now: 16 requests of 300 ms take one round.
+    started = threading.Barrier(17)
+    results: list[int] = []
+
+    def ask() -> None:
+        started.wait()
+        results.append(fetch(server.port, "/slow?ms=300")[0])
+
+    askers = [threading.Thread(target=ask) for _ in range(16)]
+    for asker in askers:
+        asker.start()
+    began = time.monotonic()
+    started.wait()
+    for asker in askers:
+        asker.join(10)
+    assert results == [200] * 16
+    # One round of 300 ms; the two threads it started with would take eight.
+    assert time.monotonic() - began < 1.2
+
+
+def test_workers_auto_is_one_per_core(start_server: Callable[..., RunningServer]) -> None:
+    server = start_server(options=["-w", "auto"])
+    cores = len(os.sched_getaffinity(0))
+    assert wait_until(lambda: server.log.count("Booted worker") == cores), server.log

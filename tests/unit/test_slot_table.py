@@ -28,14 +28,6 @@ class Head:
     version: str = "HTTP/1.1"
 
 
-@dataclass(frozen=True)
-class Answer:
-    status_code: int = 200
-    sent: int = 5
-    received: int = 40
-    head_bytes: int = 60
-
-
 def _spin(seconds: float) -> None:
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
@@ -45,14 +37,15 @@ def _spin(seconds: float) -> None:
 def test_a_request_is_in_the_app_with_its_line_then_counted_by_class_size_and_time() -> None:
     table = SlotTable(2)
     writer = SlotWriter(table, table.claim(position=0))
-    token = writer.started(Head(), {})
+    token = writer.enter(Head(), time.monotonic())
     during = table.read_slot(writer.index)
     assert during is not None
     assert during.pid == os.getpid()
     assert during.in_app == 1
     [request] = during.in_flight
     assert (request.method, request.path, request.thread) == ("GET", "/report", "MainThread")
-    writer.finished(token, Answer(status_code=404), 0.003)
+    writer.leave(token, 404, 40, 65, 0.003)
+    writer.write_counts()
     after = table.read_slot(writer.index)
     assert after is not None
     assert after.in_app == 0
@@ -70,6 +63,7 @@ def test_a_refused_request_is_counted_but_not_timed() -> None:
     table = SlotTable(1)
     writer = SlotWriter(table, table.claim())
     writer.refused(400)
+    writer.write_counts()
     record = table.read_slot(writer.index)
     assert record is not None
     assert record.counts.by_status_class == {"4xx": 1}
@@ -80,11 +74,11 @@ def test_a_refused_request_is_counted_but_not_timed() -> None:
 def test_beat_writes_state_gauges_and_the_oldest_request_not_waiting_on_its_client() -> None:
     table = SlotTable(1)
     writer = SlotWriter(table, table.claim())
-    token = writer.started(Head(), {})
+    writer.enter(Head(), time.monotonic())
     writer.beat(READY, connections=3, waiting=2, rss=1000)
     state, _, oldest = table.heartbeat(writer.index)
     assert state == READY
-    assert oldest == writer.in_flight[token][0]
+    assert oldest == writer.in_flight[threading.get_ident()][0]
     record = table.read_slot(writer.index)
     assert record is not None
     assert (record.connections, record.waiting, record.rss_bytes) == (3, 2, 1000)
@@ -101,37 +95,36 @@ def test_max_requests_is_told_once_the_limit_is_served() -> None:
     told: list[int] = []
     writer = SlotWriter(table, table.claim(), limit=2, on_limit=lambda: told.append(1))
     for _ in range(3):
-        writer.finished(writer.started(Head(), {}), Answer(), 0.001)
+        writer.leave(writer.enter(Head(), time.monotonic()), 200, 40, 65, 0.001)
     assert told == [1]
 
 
 def test_requests_past_the_recorded_ones_still_count_in_the_app() -> None:
     table = SlotTable(1)
     writer = SlotWriter(table, table.claim())
-    heads = [Head(path=f"/{number}") for number in range(100)]
-    for number, head in enumerate(heads):
-        # Each request on a thread of its own, as 100 threads of a pool would hold them.
-        writer.thread_names[number] = b"pool"
-        threading_ident = number
-        writer.in_flight[threading_ident] = (1.0, head)
-    for head in heads:
-        thread = threading.Thread(target=writer.started, args=(head, {}))
-        thread.start()
-        thread.join()
+    tokens = [writer.enter(Head(path=f"/{number}"), time.monotonic()) for number in range(100)]
     record = table.read_slot(writer.index)
     assert record is not None
     assert record.in_app == 100
     assert len(record.in_flight) == 64
+    for token in tokens:
+        writer.leave(token, 200, 1, 1, 0.001)
+    writer.write_counts()
+    record = table.read_slot(writer.index)
+    assert record is not None
+    assert (record.in_app, record.counts.requests, record.counts.timed) == (0, 100, 100)
 
 
 def test_a_worker_s_counts_are_kept_when_its_slot_is_freed_so_totals_never_go_back() -> None:
     table = SlotTable(1)
     first = SlotWriter(table, table.claim())
     for _ in range(3):
-        first.finished(first.started(Head(), {}), Answer(), 0.001)
+        first.leave(first.enter(Head(), time.monotonic()), 200, 40, 65, 0.001)
+    first.write_counts()
     table.release(first.index)
     second = SlotWriter(table, table.claim(position=0, restarts=1))
-    second.finished(second.started(Head(), {}), Answer(status_code=500), 0.2)
+    second.leave(second.enter(Head(), time.monotonic()), 500, 40, 65, 0.2)
+    second.write_counts()
     snapshot = table.snapshot()
     assert len(snapshot.slots) == 1
     assert snapshot.retired.requests == 3
@@ -151,10 +144,12 @@ def test_more_workers_than_slots_map_another_region() -> None:
 
 
 def test_a_slot_read_while_another_process_writes_it_is_never_torn() -> None:
-    """A writer in another process starts and finishes requests over and over; every
-    read sees a request in the app exactly when its record is there."""
+    """A writer in another process starts and ends requests over and over, two kinds in
+    turn, and writes its counts after each; every read sees a record of one kind or the
+    other, never a mix, and counts that agree with each other."""
     table = SlotTable(1)
     index = table.claim()
+    kinds = [Head(method="GET", path="/" + "g" * 100), Head(method="DELETE", path="/d")]
     ready_read, ready_write = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -162,23 +157,30 @@ def test_a_slot_read_while_another_process_writes_it_is_never_torn() -> None:
             writer = SlotWriter(table, index)
             os.write(ready_write, b"!")
             while True:
-                token = writer.started(Head(), {})
-                # A request's worth of work, about what a hello world costs: enough for
-                # the reader to copy the slot between two changes, not so much that a
-                # read unprotected by the version would seldom overlap one.
-                _spin(0.00001)
-                writer.finished(token, Answer(), 0.001)
-                _spin(0.00001)
+                for kind in kinds:
+                    token = writer.enter(kind, time.monotonic())
+                    # A request's worth of work, about what a hello world costs: enough
+                    # for the reader to copy the slot between two changes, not so much
+                    # that a read unprotected by the versions would seldom overlap one.
+                    _spin(0.00001)
+                    writer.leave(token, 200 if kind.method == "GET" else 404, 1, 1, 0.001)
+                    writer.write_counts()
+                    _spin(0.00001)
         finally:
             os._exit(0)
     try:
         assert os.read(ready_read, 1) == b"!"
         reads = 0
         seen_busy = 0
+        allowed = {(kind.method, kind.path) for kind in kinds}
         while reads < 100_000 or not seen_busy:
             record = table.read_slot(index)
             assert record is not None
-            assert record.in_app == len(record.in_flight)
+            for request in record.in_flight:
+                assert (request.method, request.path) in allowed
+            counts = record.counts
+            assert counts.requests == counts.timed == sum(counts.by_status_class.values())
+            assert counts.bytes_in == counts.bytes_out == counts.requests
             seen_busy += record.in_app
             reads += 1
             assert reads < 2_000_000
@@ -223,10 +225,11 @@ def test_request_processes_write_slots_of_their_own_added_to_their_parent() -> N
         pid = os.fork()
         if pid == 0:
             try:
-                parent.finished(parent.started(Head(path="/first"), {}), Answer(), 0.01)
-                token = parent.started(Head(path=path), {})
+                first = parent.enter(Head(path="/first"), time.monotonic())
+                parent.leave(first, 200, 40, 65, 0.01)
+                token = parent.enter(Head(path=path), time.monotonic())
                 if path == "/done":
-                    parent.finished(token, Answer(), 0.01)
+                    parent.leave(token, 200, 40, 65, 0.01)
                 os.read(gate_read, 1)
             finally:
                 os._exit(0)
@@ -264,7 +267,7 @@ def test_the_document_has_the_documented_shape() -> None:
     writer = SlotWriter(table, table.claim())
     writer.set_capacity(4)
     writer.beat(READY, 1, 0, 5)
-    writer.started(Head(), {})
+    writer.enter(Head(), time.monotonic())
     document = stats_document(table.snapshot(), wall_now=1012.5)
     assert list(document) == [
         "version",
