@@ -76,14 +76,16 @@ def verdict(stats: Stats) -> str:
 
 
 def headline(stats: Stats, address: str) -> str:
-    """The server at a glance: where, which pid, how long up, its concurrency model, the
-    requests answered by status class, open connections and restarts."""
+    """Two lines on the server: its concurrency model as its start-up line gives it; then
+    where, which pid, how long up, the requests answered by status class, open connections
+    and restarts."""
     classes = ", ".join(f"{count} {name}" for name, count in sorted(stats.by_status_class.items()))
     answered = _count(stats.requests, "request") + (f" ({classes})" if classes else "")
     restarts = f"; {_count(stats.restarts, 'restart')}" if stats.restarts else ""
     return (
-        f"{address}  pid {stats.pid}, up {format_uptime(stats.uptime_seconds)}: {stats.model}\n"
-        f"{answered}; {_count(stats.connections, 'connection')} open{restarts}"
+        f"{stats.model}\n"
+        f"{address}: pid {stats.pid}, up {format_uptime(stats.uptime_seconds)}; {answered}; "
+        f"{_count(stats.connections, 'connection')} open{restarts}"
     )
 
 

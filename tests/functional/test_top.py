@@ -257,7 +257,7 @@ def test_once_prints_plain_text_with_the_request_and_both_workers(server: StatsS
     verdict = _VERDICT.fullmatch(lines[0])
     assert verdict is not None, result.stdout
     assert verdict[1] == "1"
-    assert "2 worker processes × 4 threads (thread pool) = 8 requests at a time" in lines[1]
+    assert lines[1] == "2 worker processes × 4 threads (thread pool) = 8 requests at a time"
     workers = dict(_WORKER_ROW.findall(result.stdout))
     assert len(workers) == 2, result.stdout
     rows = _PLAIN_ROW.findall(result.stdout)

@@ -65,9 +65,9 @@ def test_uptime_is_in_its_largest_unit_and_the_next(seconds: float, text: str) -
 def test_the_plain_screen_in_full() -> None:
     assert plain_screen(read_document(DOCUMENT), "127.0.0.1:9100", 1.0) == (
         "2 of 4 slots busy; 12 waiting; oldest 4.2 s on POST /report\n"
-        "127.0.0.1:9100  pid 4100, up 1 h 2 min: 2 worker processes × 2 threads (thread pool)"
-        " = 4 requests at a time\n"
-        "120 requests (118 2xx, 2 4xx); 1 connection open; 1 restart\n"
+        "2 worker processes × 2 threads (thread pool) = 4 requests at a time\n"
+        "127.0.0.1:9100: pid 4100, up 1 h 2 min; 120 requests (118 2xx, 2 4xx); 1 connection"
+        " open; 1 restart\n"
         "sizing: requests wait 94% of their time on I/O and spend 6% on the CPU: with 2 cores,"
         " about 2 workers × 17 threads would keep the CPUs busy; you have 2 × 2\n"
         "\n"
