@@ -5,6 +5,7 @@ request in flight. The live view (`live.py`) lays out the same cells with rich;
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from corral.top.stats import RequestInFlight, Stats, WorkerStats
@@ -20,8 +21,10 @@ SLOW_MARK = "!"
 
 
 def format_age(seconds: float) -> str:
-    """A request's age, to a tenth of a second: "4.2 s"."""
-    return f"{seconds:.1f} s"
+    """A request's age in tenths of a second, cut down, not rounded: "4.2 s" for 4.29, so
+    that "2.0 s" is shown only once 2 s have passed, and marked slow with `--slow 2`."""
+    # The few billionths make up for the binary error of a product such as 0.3 * 10.
+    return f"{math.floor(seconds * 10 + 1e-9) / 10:.1f} s"
 
 
 def format_duration(seconds: float | None) -> str:

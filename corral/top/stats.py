@@ -137,12 +137,14 @@ def fetch_stats(address: StatsAddress, timeout: float = 5.0) -> Stats:
             connection.request("GET", "/", headers={"Accept": "application/json"})
             response = connection.getresponse()
             body = response.read(MAX_DOCUMENT_BYTES + 1)
+        except OSError as error:
+            # First: a connection closed before the answer (a server stopping) is both an
+            # OSError and an HTTPException.
+            raise StatsUnreachable(f"cannot reach {address.url}: {_reason(error)}") from None
         except http.client.HTTPException as error:
             raise NotCorralStats(
                 f"{address.url} does not answer as an HTTP server: {type(error).__name__}"
             ) from None
-        except OSError as error:
-            raise StatsUnreachable(f"cannot reach {address.url}: {_reason(error)}") from None
     finally:
         connection.close()
     if response.status != 200:

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from corral.top.live import live_screen
 from corral.top.screen import (
+    format_age,
     format_bytes,
     format_duration,
     format_uptime,
@@ -33,6 +34,13 @@ def test_with_no_request_in_flight_the_verdict_has_no_oldest() -> None:
     document["totals"]["in_app"] = 0
     document["concurrency"]["slots"] = 1
     assert verdict(read_document(document)) == "0 of 1 slot busy; 12 waiting"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.0, "0.0 s"), (0.3, "0.3 s"), (1.999, "1.9 s"), (2.0, "2.0 s")]
+)
+def test_ages_are_cut_to_the_tenth_below(seconds: float, text: str) -> None:
+    assert format_age(seconds) == text
 
 
 @pytest.mark.parametrize(
