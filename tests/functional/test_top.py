@@ -300,6 +300,29 @@ def test_a_pipe_gets_the_screen_again_each_interval_until_interrupted(
     assert errors == ""
 
 
+def test_a_pipe_closed_by_its_reader_ends_it_quietly(server: StatsServer) -> None:
+    # As `corral top ADDRESS | head -1` does.
+    process = subprocess.Popen(
+        top_command(server.stats_address, "--interval", "0.1"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        assert "slots busy" in process.stdout.readline()
+        process.stdout.close()
+        assert process.wait(10) == 0
+        assert process.stderr.read() == ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
 # One line for each failure
 
 
