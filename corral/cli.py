@@ -127,14 +127,17 @@ def _add_option(
         parser.add_argument(*flags, dest=setting.name, metavar=setting.metavar, help=text)
 
 
-# `corral --help` ends by pointing at the one subcommand.
+# `corral --help` ends by pointing at the subcommands.
 PROBE_EPILOG = (
     "corral probe URL [--max N] [--plot FILE] [--timeout S] measures how many requests "
-    "the HTTP server at URL, corral or another, really serves at once (corral probe --help)."
+    "the HTTP server at URL, corral or another, really serves at once (corral probe --help). "
+    "corral top ADDRESS [--once] watches the workers and requests in flight of a corral "
+    "started with --stats ADDRESS (corral top --help)."
 )
-# The first word that runs `corral probe` instead of serving: an app in a module named
-# probe is given as probe:app.
+# The first words that run `corral probe` or `corral top` instead of serving: an app in a
+# module named probe or top is given as probe:app or top:app.
 PROBE_COMMAND = "probe"
+TOP_COMMAND = "top"
 
 
 # Extra command-line options from the environment, the later winning: gunicorn's
@@ -235,12 +238,17 @@ def main(
     (not for --print-config, nor in the --reload supervisor), so a broken app is told in
     short and --reload waits for its fix. `exec_argv` says how to start the same command
     again (USR2, --reload), `defaults` are the caller's own defaults for settings (see
-    `parse_config`). `corral probe ...` runs the probe instead (`corral.probe.command`)."""
+    `parse_config`). `corral probe ...` runs the probe instead (`corral.probe.command`),
+    `corral top ...` the live view of a server's stats (`corral.top.command`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if app_loader is None and argv[:1] == [PROBE_COMMAND]:
         from corral.probe.command import main as probe
 
         return probe(argv[1:])
+    if app_loader is None and argv[:1] == [TOP_COMMAND]:
+        from corral.top.command import main as top
+
+        return top(argv[1:])
     app: Any = None
     try:
         arguments, config = parse_config(argv, defaults=defaults)
