@@ -169,7 +169,6 @@ def build_dispatcher(
         sizing = SizingObserver(config.workers, model.concurrency())
         if isinstance(model, ThreadPool) and model.auto:
             sizing.adapt(model.resize)
-        every_observer += (sizing,)
     refusals = RefusalLog()
     forwarded = ForwardedHeaders.from_settings(
         config.forwarded_allow_ips, config.secure_scheme_headers
@@ -208,6 +207,7 @@ def build_dispatcher(
             forwarded=forwarded,
             refused=refused,
             counts=counts,
+            sizing=sizing,
             counted=counted,
             opening_timeout=None if tls is None else config.ssl_handshake_timeout,
         )

@@ -49,6 +49,7 @@ from corral.serving.request_counts import (
     FIRST_BUCKET,
 )
 from corral.serving.request_observer import RequestObserver, RequestRecord
+from corral.serving.sizing import SAMPLE_EVERY, SizingObserver
 from corral.serving.transport import ClientSocketError, Transport
 from corral.wsgi.environ import build_environ
 from corral.wsgi.forwarded import ForwardedHeaders
@@ -126,6 +127,8 @@ class ServingState:
     # to as each response ends when the slot table is written; then `counted` is called,
     # if given (--max-requests, a request process writing its counts).
     counts: list[float] | None = None
+    # Samples CPU against wall time for the sizing advice (`corral.serving.sizing`).
+    sizing: SizingObserver | None = None
     counted: Callable[[], None] | None = None
     # Seconds from accept that the opening steps may take (--ssl-handshake-timeout);
     # None for the client timeout.
@@ -685,6 +688,13 @@ class Connection:
             # For the slot's writer: who serves it, and its waits on its client so far.
             self.request_thread = _get_ident()
             self.client_waited = 0.0
+        sizing = state.sizing
+        cpu_began = -1.0
+        if sizing is not None:
+            # Inline and sampled: the thread's CPU clock costs a system call.
+            sizing.count += 1
+            if not sizing.count % SAMPLE_EVERY:
+                cpu_began = time.thread_time()
         decoder = body_decoder(head, state.limits)
         body = RequestBody(self, decoder, None)
         environ = build_environ(head, body, state.base_environ, self.peer, state.forwarded)
@@ -738,6 +748,8 @@ class Connection:
                 counts[FIRST_BUCKET + _bucket(DURATION_BOUNDS, seconds)] += 1
                 if state.counted is not None:
                     state.counted()
+            if cpu_began >= 0 and sizing is not None:
+                sizing.sampled(time.thread_time() - cpu_began, time.monotonic() - started)
         if not response.keep_alive:
             return False
         if not decoder.done and self.spool is None:

@@ -26,13 +26,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from corral.workers import cpu_cores
-
-if TYPE_CHECKING:
-    from corral.http.parser import RequestHead
-    from corral.serving.request_observer import RequestRecord
 
 error_log = logging.getLogger("corral.error")
 
@@ -126,14 +122,20 @@ def advise(
 
 
 class SizingObserver:
-    """A request observer measuring CPU against wall time on a sample of requests, and
-    logging the advice when the setting in use is far from it."""
+    """CPU against wall time on a sample of requests, and the advice logged when the
+    setting in use is far from it.
+
+    Not one of the request observers: those cost every request a record and two calls.
+    The connection counts requests in `count` itself and, on every `SAMPLE_EVERY`-th,
+    reads the thread's CPU clock before and after and calls `sampled`."""
 
     def __init__(self, current_workers: int, current_threads: int, cores: int = 0) -> None:
         self.current_workers = current_workers
         self.current_threads = current_threads
         self.cores = cores or cpu_cores()
         self.lock = threading.Lock()
+        # Requests begun, counted by the connection without a lock: the sample only
+        # needs to be about one in `SAMPLE_EVERY`.
         self.count = 0
         self.samples = 0
         # Wall time over CPU time of the latest `RECENT` samples.
@@ -150,16 +152,8 @@ class SizingObserver:
         self.resize = resize
         self.interval = ADAPT_INTERVAL
 
-    def started(self, head: RequestHead, environ: dict[str, Any]) -> float | None:
-        self.count += 1
-        if self.count % SAMPLE_EVERY:
-            return None
-        return time.thread_time()
-
-    def finished(self, token: float | None, record: RequestRecord, seconds: float) -> None:
-        if token is None:
-            return
-        cpu = time.thread_time() - token
+    def sampled(self, cpu: float, seconds: float) -> None:
+        """One sampled request took `cpu` seconds of its thread's CPU in `seconds`."""
         with self.lock:
             self.samples += 1
             # A clock tick's worth of CPU at least: a request that waited all along
