@@ -248,7 +248,11 @@ def _publisher_of(slot: SlotWriter, dispatcher: Dispatcher) -> SlotPublisher:
     from corral.process.slot_writer import SlotPublisher
 
     return SlotPublisher(
-        slot, dispatcher.connections_now, dispatcher.served_elsewhere, dispatcher.requests_waiting
+        slot,
+        dispatcher.connections_now,
+        dispatcher.served_elsewhere,
+        dispatcher.requests_waiting,
+        None if dispatcher.sizing is None else dispatcher.sizing.advice,
     )
 
 

@@ -74,6 +74,11 @@ BYTES_OUT = BYTES_IN + 1
 DURATION_SUM = BYTES_OUT + 1
 BUCKETS = DURATION_SUM + 1
 CUMULATIVE_END = BUCKETS + BUCKET_COUNT
+# The sizing sample (`corral.serving.sizing`): requests sampled, their CPU share in
+# millionths, and the threads per worker advised.
+SIZING_SAMPLES = CUMULATIVE_END
+SIZING_CPU_PPM = SIZING_SAMPLES + 1
+SIZING_THREADS = SIZING_SAMPLES + 2
 SLOT_WORDS = 48
 
 # The cumulative words, packed in one write.
@@ -160,6 +165,10 @@ class SlotRecord:
     oldest: float
     counts: Counts
     in_flight: tuple[InFlight, ...]
+    # The sizing sample: requests sampled, their CPU share (0 to 1), threads advised.
+    sizing_samples: int = 0
+    cpu_fraction: float = 0.0
+    advised_threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -353,6 +362,9 @@ class SlotTable:
             oldest=floats[OLDEST],
             counts=_counts(words, floats, REQUESTS),
             in_flight=tuple(in_flight),
+            sizing_samples=words[SIZING_SAMPLES],
+            cpu_fraction=words[SIZING_CPU_PPM] / 1e6,
+            advised_threads=words[SIZING_THREADS],
         )
 
     def snapshot(self) -> TableSnapshot:

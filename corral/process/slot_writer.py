@@ -40,6 +40,9 @@ from corral.process.slot_table import (
     READY,
     REQUESTS,
     RSS,
+    SIZING_CPU_PPM,
+    SIZING_SAMPLES,
+    SIZING_THREADS,
     SLOT_SIZE,
     STATE,
     VERSION,
@@ -226,6 +229,16 @@ class SlotWriter:
                 memory[offset : offset + 8] = bytes(8)
             self._end()
 
+    def write_sizing(self, samples: int, cpu_fraction: float, threads: int) -> None:
+        """The sizing sample so far: requests sampled, their CPU share, threads advised."""
+        with self.lock:
+            self._begin()
+            words = self.words
+            words[SIZING_SAMPLES] = samples
+            words[SIZING_CPU_PPM] = round(cpu_fraction * 1e6)
+            words[SIZING_THREADS] = threads
+            self._end()
+
     def write_counts(self) -> None:
         """Write the counts alone (a request process, at each request's end)."""
         cumulative = _cumulative(self.counts)
@@ -312,11 +325,14 @@ class SlotPublisher:
         connections: Callable[[], Iterable[Any]],
         elsewhere: Callable[[], Iterable[Any]],
         waiting: Callable[[], int],
+        sizing: Callable[[], Any] | None = None,
     ) -> None:
         self.writer = writer
         self.connections = connections
         self.elsewhere = elsewhere
         self.waiting = waiting
+        # The process's sizing advice (`SizingObserver.advice`), if it measures one.
+        self.sizing = sizing
         self.stopped = False
 
     def start(self) -> None:
@@ -336,6 +352,9 @@ class SlotPublisher:
         self.writer.publish(
             requests_in_app(connections, self.elsewhere()), len(connections), self.waiting()
         )
+        advice = self.sizing() if self.sizing is not None else None
+        if advice is not None:
+            self.writer.write_sizing(advice.samples, advice.cpu_fraction, advice.threads)
 
 
 def requests_in_app(

@@ -20,6 +20,8 @@ from corral.process.slot_table import (
     TableSnapshot,
 )
 from corral.serving.request_counts import DURATION_BOUNDS
+from corral.serving.sizing import advise_from_share
+from corral.workers import cpu_cores
 
 # The version of the JSON document's shape; raised when a key changes meaning or goes.
 DOCUMENT_VERSION = 1
@@ -145,7 +147,26 @@ def stats_document(
             }
             for request, pid in in_flight
         ],
+        **_sizing(snapshot, workers),
     }
+
+
+def _sizing(snapshot: TableSnapshot, workers: list[_Worker]) -> dict[str, Any]:
+    """{"sizing": the advice of docs/observability.md} from the workers' samples, their
+    CPU shares weighed by how many requests each sampled; {} before any sample."""
+    sampled = [worker.slot for worker in workers if worker.slot.sizing_samples]
+    samples = sum(slot.sizing_samples for slot in sampled)
+    if not samples:
+        return {}
+    share = sum(slot.cpu_fraction * slot.sizing_samples for slot in sampled) / samples
+    advice = advise_from_share(
+        share,
+        samples,
+        cpu_cores(),
+        snapshot.workers,
+        max(snapshot.slots_per_worker, 1),
+    )
+    return {"sizing": advice.as_dict()}
 
 
 def _worker_document(worker: _Worker) -> dict[str, Any]:

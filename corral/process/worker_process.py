@@ -167,6 +167,7 @@ class WorkerRun:
             dispatcher.connections_now,
             dispatcher.served_elsewhere,
             dispatcher.requests_waiting,
+            None if dispatcher.sizing is None else dispatcher.sizing.advice,
         )
         self.publisher.start()
         try:

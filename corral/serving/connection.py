@@ -339,8 +339,6 @@ class Connection:
 
     def _arrived(self, data: bytes) -> None:
         if self.spool is None:
-            if not self.buffer and self.head is None:
-                self.head_started = time.monotonic()
             self.buffer += data
             if self.probe is not None:
                 self._probe(data)
@@ -374,6 +372,9 @@ class Connection:
                 self.refused = error
                 return True
             if parsed is None:
+                # A head in pieces: --header-timeout counts from the first piece seen.
+                if not self.head_started:
+                    self.head_started = time.monotonic()
                 return False
             self._head_arrived(*parsed)
             if self.refused is not None:
@@ -391,7 +392,6 @@ class Connection:
     def _head_arrived(self, head: RequestHead, size: int) -> None:
         self.head = head
         self.head_size = size
-        self.body_started = time.monotonic()
         body_limit = self.state.limits.body_size
         if head.content_length is not None and head.content_length > body_limit > 0:
             # Refused before the body is gathered, or asked for with 100 Continue.
@@ -403,10 +403,13 @@ class Connection:
             self._probe(bytes(self.buffer[size:]))
         else:
             self.wire_body = head.content_length or 0
-        if head.expect_continue and self.wire_body and len(self.buffer) - size < self.wire_body:
-            # Ask for the body now (RFC 9110 section 10.1.1), as gunicorn, waitress and
-            # Werkzeug do: it is read before the application runs.
-            self.send(CONTINUE_RESPONSE)
+        if self.wire_body and (self.wire_body < 0 or len(self.buffer) - size < self.wire_body):
+            # The body is still to come: --min-request-body-rate counts from now.
+            self.body_started = time.monotonic()
+            if head.expect_continue:
+                # Ask for it now (RFC 9110 section 10.1.1), as gunicorn, waitress and
+                # Werkzeug do: it is read before the application runs.
+                self.send(CONTINUE_RESPONSE)
 
     def _probe(self, data: bytes) -> None:
         probe = self.probe
@@ -617,7 +620,14 @@ class Connection:
                     self._refuse(self.refused)
                     return not self.closed
                 head = self.head
-                if head is None or not self.has_request():
+                # Whole: `collect` said so for the first, the loop's end for the next.
+                if head is None or (
+                    self.wire_body
+                    and (
+                        self.wire_body < 0
+                        or len(self.buffer) - self.head_size + self.spooled < self.wire_body
+                    )
+                ):
                     break
                 self._take_request()
                 # While draining, a response sent with keep-alive leaves the connection
@@ -655,15 +665,12 @@ class Connection:
         self.head_started = 0.0
 
     def _request_done(self) -> None:
-        """After a request: what follows its body becomes the buffer, and a next
-        request's head, if part of it has arrived, starts its clock."""
+        """After a request: what follows its body becomes the buffer."""
         if self.spool is not None:
             # The whole body was in hand; whatever the application left unread goes.
             self._drop_spool()
             self.buffer = bytearray(self.tail)
             self.tail = b""
-        if self.buffer:
-            self.head_started = time.monotonic()
 
     def finish(self) -> None:
         """End the connection after its last response: at once when every byte has

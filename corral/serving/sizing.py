@@ -100,6 +100,18 @@ class Advice:
         }
 
 
+def advise_from_share(
+    cpu_fraction: float, samples: int, cores: int, current_workers: int, current_threads: int
+) -> Advice:
+    """The advice for requests that spend `cpu_fraction` (0 to 1) of their time on the
+    CPU: the share several processes' samples agree on (the stats report's)."""
+    ratio = 1.0 / max(cpu_fraction, 1.0 / MAX_THREADS)
+    threads = min(MAX_THREADS, max(1, round(ratio)))
+    return Advice(
+        samples, 1.0 / ratio, cores, cores, threads, current_workers, max(1, current_threads)
+    )
+
+
 def advise(
     ratios: list[float],
     cores: int,

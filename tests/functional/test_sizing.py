@@ -3,10 +3,12 @@ about one per core for one that computes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 
 from tests.server import RunningServer, fetch, wait_until
@@ -104,3 +106,33 @@ def test_workers_auto_is_one_per_core(start_server: Callable[..., RunningServer]
     server = start_server(options=["-w", "auto"])
     cores = len(os.sched_getaffinity(0))
     assert wait_until(lambda: server.log.count("Booted worker") == cores), server.log
+
+
+def test_the_stats_document_carries_the_advice_from_every_worker(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    server = start_server(options=["-w", "2", "--threads", "4", "--stats", "127.0.0.1:0"])
+    stats_at = re.compile(r"Stats at (http://127\.0\.0\.1:\d+)")
+    assert wait_until(lambda: stats_at.search(server.log) is not None), server.log
+    match = stats_at.search(server.log)
+    assert match is not None
+    url = match.group(1) + "/"
+    stop = threading.Event()
+    threads = _keep_asking(server.port, "/slow?ms=50", 8, stop)
+
+    def advice() -> dict[str, object] | None:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            sizing: dict[str, object] | None = json.load(response).get("sizing")
+        return sizing
+
+    try:
+        assert wait_until(lambda: (advice() or {}).get("samples", 0) >= 20, 30)  # type: ignore[operator]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    sizing = advice()
+    assert sizing is not None
+    assert sizing["advised_threads_per_worker"] >= 16  # type: ignore[operator]
+    assert sizing["far_off"] is True
+    assert "requests wait" in str(sizing["text"])
