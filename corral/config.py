@@ -982,8 +982,11 @@ class Config:
     def is_ssl(self) -> bool:
         """True when corral serves TLS: --certfile is given, as in gunicorn (whose name
         this is, and whose hooks may read it). An ssl_context hook alone does not turn
-        TLS on: gunicorn's own example configuration defines one."""
-        return self.certfile is not None
+        TLS on: gunicorn's own example configuration defines one. A hook that holds
+        the certificate itself (run_simple's SSLContext or "adhoc") does."""
+        return self.certfile is not None or bool(
+            getattr(self.ssl_context, "provides_certificate", False)
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting by name, values as they are (not copied)."""

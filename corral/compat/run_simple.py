@@ -197,6 +197,8 @@ def _tls_settings(ssl_context: Any) -> dict[str, Any]:
     def given_context(conf: Any, default_ssl_context_factory: Any) -> Any:
         return context
 
+    # It holds the certificate itself: TLS is on without --certfile (`Config.is_ssl`).
+    given_context.provides_certificate = True  # type: ignore[attr-defined]
     return {"ssl_context": given_context}
 
 
