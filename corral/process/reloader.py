@@ -26,7 +26,13 @@ from collections.abc import Collection
 
 from corral.app_loading import AppLoadError
 from corral.config import Config
-from corral.process.source_watcher import app_source_files, change_events_available, start_watching
+from corral.process.source_watcher import (
+    Stamp,
+    app_source_files,
+    change_events_available,
+    stamps,
+    start_watching,
+)
 from corral.serving.listeners import handover_environment
 from corral.serving.readiness import make_wake_pipe
 
@@ -115,6 +121,9 @@ class Reloader:
             "Reloader (pid %d): the server restarts when the app's source files change",
             os.getpid(),
         )
+        # The changed file's stamp when the last restart was decided: an editor may
+        # still be writing it, and a child that read it half-written fails to load.
+        restarted_for: dict[str, Stamp] = {}
         while True:
             self._start_child()
             outcome = self._supervise()
@@ -123,6 +132,7 @@ class Reloader:
             changed, code, watched = outcome
             if changed:
                 error_log.info("Restarting: %s changed", changed)
+                restarted_for = stamps([changed])
                 self._stop_child_for_restart()
                 continue
             if code == 0 or not watched:
@@ -131,10 +141,14 @@ class Reloader:
                 "The server exited with status %d; it restarts when the app's files change",
                 code,
             )
-            changed = self._wait_for_change(watched)
+            changed = next(
+                (path for path, stamp in restarted_for.items() if stamps([path]) != {path: stamp}),
+                "",
+            ) or self._wait_for_change(watched)
             if not changed:
                 return code
             error_log.info("Restarting: %s changed", changed)
+            restarted_for = stamps([changed])
 
     def _queue_signal(self, signum: int, _frame: object) -> None:
         self.pending.append(signum)
