@@ -251,7 +251,7 @@ def test_without_rich_a_terminal_is_told_what_to_install_and_gets_plain_text(
 
 def test_once_prints_plain_text_with_the_request_and_both_workers(server: StatsServer) -> None:
     # Long enough to still run once `corral top` has started, on a loaded machine too.
-    request = SlowRequest(server, 6000, "once")
+    request = SlowRequest(server, 20000, "once")
     result = run_top("--once", server.stats_address)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
