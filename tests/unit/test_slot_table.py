@@ -21,6 +21,7 @@ from corral.serving.request_counts import (
     DURATION_SUM,
     FIRST_BUCKET,
 )
+from tests.server import wait_until
 
 
 @dataclass(frozen=True)
@@ -270,10 +271,7 @@ def test_request_processes_write_slots_of_their_own_added_to_their_parent() -> N
         def settled() -> bool:
             return stats_document(table.snapshot())["workers"][0]["served"] == 2
 
-        deadline = time.monotonic() + 10
-        while not settled():
-            assert time.monotonic() < deadline, stats_document(table.snapshot())
-            time.sleep(0.01)
+        assert wait_until(settled), stats_document(table.snapshot())
         document = stats_document(table.snapshot())
         assert [worker["pid"] for worker in document["workers"]] == [os.getpid()]
         assert document["workers"][0]["in_app"] == 1
