@@ -101,7 +101,9 @@ def real_sleep() -> Callable[[float], None]:
 
 
 def _cumulative(counts: list[float]) -> list[Any]:
-    """The slot's cumulative words from a process's running counts."""
+    """The slot's cumulative words from a process's running counts, copied at once (one
+    slice, which no other thread interrupts) so that they agree with each other."""
+    counts = counts[:]
     classes = counts[:STATUS_CLASSES]
     return [
         int(sum(classes)),

@@ -746,13 +746,14 @@ class Connection:
             if counts is not None:
                 # Inline, without a call: this is all --stats costs a request (see
                 # `corral.serving.request_counts`).
-                counts[response.code // 100] += 1
                 # The head and the body as they came on the wire (gathered whole, so
                 # `wire_body` is known).
                 counts[BYTES_IN] += self.head_size + self.wire_body
                 counts[BYTES_OUT] += response.head_length + response.bytes_sent
                 counts[DURATION_SUM] += seconds
                 counts[FIRST_BUCKET + _bucket(DURATION_BOUNDS, seconds)] += 1
+                # The request is counted last: a reader that sees it sees the rest.
+                counts[response.code // 100] += 1
                 if state.counted is not None:
                     state.counted()
             if cpu_began >= 0 and sizing is not None:
