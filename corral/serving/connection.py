@@ -79,6 +79,8 @@ _OUTBOX_MOST = 8 << 20
 # passed since its head (Kestrel's MinRequestBodyDataRate has the same grace).
 BODY_RATE_GRACE = 5.0
 _TIMEOUT_ANSWER_VERSION = "HTTP/1.1"
+# Seconds a connection ended after an answer reads what its client still sends (`linger`).
+LINGER_SECONDS = 2.0
 
 
 class WaitedTooLong(RequestError):
@@ -184,6 +186,7 @@ class Connection:
         "head_size",
         "head_started",
         "idle_since",
+        "lingering_until",
         "on_close",
         "opening",
         "outbox",
@@ -219,6 +222,9 @@ class Connection:
         self.opening: list[OpeningStep] | None = list(state.opening) or None
         self.idle_since = time.monotonic()
         self.on_close: Any = None
+        # After an answer that ends the connection: until when the loop reads and drops
+        # what the client still sends before closing (`linger`); 0.0 otherwise.
+        self.lingering_until = 0.0
         # Response bytes not yet sent: held back while a pipelined request follows (sent
         # together after it), or not taken yet by a client slow to read.
         self.outbox = bytearray()
@@ -558,8 +564,7 @@ class Connection:
             self.close()
             return False
         if self.closing:
-            self.transport.half_close()
-            self.close()
+            self.linger()
             return False
         return True
 
@@ -830,9 +835,30 @@ class Connection:
         if self.outbox:
             self.closing = True
             return answer
-        self.transport.half_close()
-        self.close()
+        self.linger()
         return answer
+
+    def linger(self) -> None:
+        """End the connection once its last answer has gone: stop sending, then read and
+        drop what the client still sends until it closes its side, for up to
+        `LINGER_SECONDS`, and only then close. Closed at once instead, data the client
+        sends after the answer would reach a closed socket, whose reset makes the client
+        drop the answer unread (RFC 9112 section 9.6; nginx's lingering_close and
+        Apache's lingering close do the same). The loop that watches the connection
+        (`corral.serving.dispatcher`) reads it meanwhile. A request process, which no
+        loop watches, closes its copy of the socket at once: `lingering_until` tells the
+        process that forked it, which holds the socket too, to linger instead."""
+        if self.transport.half_close():
+            self.close()
+            return
+        self.lingering_until = time.monotonic() + LINGER_SECONDS
+        if self.on_close is None:
+            self.close()
+
+    def linger_after_child(self) -> None:
+        """In the process that forked a request process which ended this connection
+        lingering (`linger`): linger here, where the loop watches it."""
+        self.lingering_until = time.monotonic() + LINGER_SECONDS
 
     def close(self) -> None:
         if self.closed:

@@ -242,6 +242,10 @@ class Dispatcher:
         """Watch a served connection again; whoever served it calls this once."""
         if connection.closed:
             return
+        if connection.lingering_until:
+            connection.busy = False
+            self._watch_lingering(connection)
+            return
         connection.idle_since = time.monotonic()
         if connection.outbox:
             # The client has not taken the whole response yet: this loop sends the rest
@@ -263,6 +267,16 @@ class Dispatcher:
                 self.readiness.rearm(connection.fd)
             except OSError:
                 connection.close()
+
+    def _watch_lingering(self, connection: Connection) -> None:
+        """Read a lingering connection (`Connection.linger`) when its client sends."""
+        try:
+            if self.rearm:
+                self.readiness.rearm(connection.fd)
+            else:
+                self.readiness.resume(connection.fd)
+        except OSError:
+            connection.close()
 
     def watch(self, fd: int, callback: Callable[[], None]) -> None:
         """Call `callback` on the loop thread when `fd` becomes readable."""
@@ -414,6 +428,13 @@ class Dispatcher:
     def submit(self, connection: Connection) -> None:
         """Hand a connection with bytes to read to the model. Called by the loop, or by a
         readiness set that delivers ready connections itself (gevent's)."""
+        if connection.lingering_until:
+            # Answered and ending: what the client still sends is dropped.
+            if connection.transport.drain():
+                connection.close()
+            else:
+                self._watch_lingering(connection)
+            return
         if connection.outbox:
             self._write_out(connection)
             return
@@ -456,8 +477,9 @@ class Dispatcher:
                 self.readiness.arm_writable(connection.fd)
                 return
             if connection.closing:
-                connection.transport.half_close()
-                connection.close()
+                connection.linger()
+                if not connection.closed:
+                    self._watch_lingering(connection)
                 return
             connection.idle_since = time.monotonic()
             if not self.rearm:
@@ -669,7 +691,10 @@ class Dispatcher:
         for connection in list(self.connections.values()):
             if connection.busy:
                 continue
-            if connection.outbox:
+            if connection.lingering_until:
+                if now >= connection.lingering_until:
+                    connection.close()
+            elif connection.outbox:
                 # A client that takes no byte of its response (--client-timeout).
                 if now - connection.outbox_since > self.client_timeout:
                     error_log.debug("%s: client stopped reading", connection.peer_text())

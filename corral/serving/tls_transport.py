@@ -148,11 +148,11 @@ class TLSTransport(PlainTransport):
 
     # Ending.
 
-    def half_close(self) -> None:
+    def half_close(self) -> bool:
         """End the session (close_notify), stop sending, and drain what the client still
-        sends for a moment, as a plain connection does (RFC 9112 section 9.6)."""
+        sends, as a plain connection does (RFC 9112 section 9.6)."""
         self._end_session()
-        super().half_close()
+        return super().half_close()
 
     def close(self) -> None:
         if self.user == os.getpid():

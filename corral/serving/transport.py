@@ -66,7 +66,9 @@ class Transport(Protocol):
 
     def wait_writable(self) -> None: ...
 
-    def half_close(self) -> None: ...
+    def half_close(self) -> bool: ...
+
+    def drain(self) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -240,19 +242,31 @@ class PlainTransport:
         if not _poll(self.sock, select.POLLOUT, self.timeout):
             raise ClientSocketError("client did not read the response in time")
 
-    def half_close(self) -> None:
-        """Stop sending, then read and drop what the client still sends for a moment, so
-        that an answer already sent is not lost to a reset when the client is still sending
-        (RFC 9112 section 9.6). Failures are ignored: the connection is ending anyway."""
+    def half_close(self) -> bool:
+        """Stop sending, then read and drop what the client has sent so far (`drain`);
+        True when nothing more can come (the client closed its side, or the connection
+        failed), False when the client may still be sending."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return True
+        return self.drain()
+
+    def drain(self) -> bool:
+        """Read and drop what the client has sent, without waiting, so that an answer
+        already sent is not lost to a reset when the client is still sending (RFC 9112
+        section 9.6); True once the client has closed its side or the connection failed."""
         sock = self.sock
         try:
-            sock.shutdown(socket.SHUT_WR)
             sock.setblocking(False)
             for _ in range(_DRAIN_READS):
                 if not sock.recv(_DRAIN_SIZE):
-                    break
+                    return True
+        except BlockingIOError:
+            return False
         except OSError:
-            pass
+            return True
+        return False
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -15,12 +15,20 @@ class Served(Protocol):
     closed: bool
     # Bytes received and not yet used: the start of a next request.
     buffer: bytearray
+    # Set while the connection ends after its answer, read a while first.
+    lingering_until: float
 
     def serve(self) -> bool:
-        """Serve every complete request that has arrived; False once closed."""
+        """Serve every complete request that has arrived; False once closed or ending
+        (then `closed`, or still read by the dispatcher a moment before it closes)."""
         ...
 
     def close(self) -> None: ...
+
+    def linger_after_child(self) -> None:
+        """Read the client a while before closing, as the request process that served
+        the connection ended it."""
+        ...
 
     def hand_back(self) -> tuple[bytes, bytes]:
         """In a process giving the connection back: (response bytes not sent yet, bytes
@@ -155,8 +163,9 @@ class WorkerModel:
 
 
 def serve_and_release(dispatcher: Host, connection: Served) -> None:
-    """Serve a ready connection and hand it back to the dispatcher if it stays open."""
-    if serve_safely(connection):
+    """Serve a ready connection and hand it back to the dispatcher if it stays open, or
+    if it ends but reads its client a while first (`Connection.linger`)."""
+    if serve_safely(connection) or not connection.closed:
         dispatcher.release(connection)
 
 

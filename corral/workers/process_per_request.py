@@ -27,6 +27,9 @@ error_log = logging.getLogger("corral.error")
 
 _KEEP_OPEN = 0
 _CLOSED = 1
+# Answered and ending, the client maybe still sending: the parent lingers on it
+# (`Connection.linger`).
+_LINGER = 2
 # What a child hands back through its exit pipe: the length of the response bytes not
 # sent yet, those bytes, then the bytes received and not used.
 _HANDED_BACK = struct.Struct("=Q")
@@ -71,6 +74,8 @@ class ProcessPerRequest(WorkerModel):
                     if not connection.closed:
                         code = _KEEP_OPEN
                         _write_all(exit_write, _HANDED_BACK.pack(len(unsent)) + unsent + received)
+                if connection.lingering_until:
+                    code = _LINGER
             except BaseException:
                 error_log.exception("unexpected error in request process")
             finally:
@@ -89,7 +94,13 @@ class ProcessPerRequest(WorkerModel):
         os.close(exit_read)
         pid, connection = self.children.pop(exit_read)
         _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) == _KEEP_OPEN and len(pending) >= _HANDED_BACK.size:
+        code = os.waitstatus_to_exitcode(status)
+        if code == _LINGER:
+            if pending:
+                connection.take_refusals(pending)
+            connection.linger_after_child()
+            dispatcher.release(connection)
+        elif code == _KEEP_OPEN and len(pending) >= _HANDED_BACK.size:
             (unsent_length,) = _HANDED_BACK.unpack_from(pending)
             start = _HANDED_BACK.size
             connection.restore(

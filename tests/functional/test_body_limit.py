@@ -4,7 +4,9 @@ as the head has arrived, or as a chunked body arrives."""
 
 from __future__ import annotations
 
+import select
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +15,7 @@ from tests.server import ALL_MODELS, RunningServer
 from tests.wire import read_until_closed
 
 TIMEOUT = 10.0
+_TCP_CLOSE_WAIT = 8
 LIMIT = 1000
 
 
@@ -70,6 +73,34 @@ def test_a_content_length_over_the_limit_is_refused_before_the_app_runs(
     assert server.wait_for_log(
         f"refused: Content-Length larger than {LIMIT} bytes; answered 413 Content Too Large"
     )
+
+
+def _wait_for_the_servers_end(sock: socket.socket) -> None:
+    """Wait until the server has sent everything and ended its side (the client's TCP
+    state is CLOSE-WAIT), without reading: its answer stays in the receive queue."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        # The first byte of struct tcp_info (linux/tcp.h) is the state.
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _TCP_CLOSE_WAIT:
+            return
+        select.select([], [], [], 0.005)
+    raise AssertionError("the server never ended its side of the connection")
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="needs TCP_INFO (Linux)")
+def test_the_answer_outlives_the_rest_of_the_body_sent_after_it(server: RunningServer) -> None:
+    # The client sends its body after the server has answered and ended its side. A
+    # server that closed its socket then would reset the connection as the body arrives,
+    # and the reset makes the client's kernel drop the answer unread; corral reads and
+    # drops the body until the client closes too (RFC 9112 section 9.6).
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % (LIMIT + 1)
+        )
+        _wait_for_the_servers_end(sock)
+        sock.sendall(b"x" * (LIMIT + 1))
+        sock.shutdown(socket.SHUT_WR)
+        assert_refused_with_413(read_until_closed(sock))
 
 
 def test_a_chunked_body_over_the_limit_is_refused_as_it_arrives(server: RunningServer) -> None:
