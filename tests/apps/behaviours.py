@@ -94,9 +94,12 @@ def slow(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         # act while it runs.
         environ["wsgi.errors"].write(f"app: started {query['announce']}\n")
         environ["wsgi.errors"].flush()
+    # The clock is the machine's: the spans of requests in different processes compare.
+    began = time.monotonic()
     time.sleep(int(query.get("ms", "100")) / 1000)
-    body = json.dumps({"pid": os.getpid(), "thread": threading.current_thread().name}).encode()
-    return _text(start_response, body)
+    span = {"began": began, "ended": time.monotonic()}
+    body = json.dumps({"pid": os.getpid(), "thread": threading.current_thread().name, **span})
+    return _text(start_response, body.encode())
 
 
 def stream(environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:

@@ -5,7 +5,8 @@ field and scheme; over HTTPS trusting the authority SSL_CERT_FILE names) with
 `urllib.request` and answers, as JSON, the status the call got, its
 Retry-After field and how long it took. Any request given `gate=PORT` first connects to
 127.0.0.1:PORT and waits for one byte there, so a test knows the request is inside the
-application and decides when it goes on.
+application and decides when it goes on; `/call` given `after=PORT` waits there the same
+way once its call is answered, so that its thread stays busy until the test lets it go.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ app = Flask(__name__)
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-@app.before_request
-def wait_at_gate() -> None:
-    gate = request.args.get("gate")
+def _wait_at(gate: str | None) -> None:
     if gate:
         with socket.create_connection(("127.0.0.1", int(gate)), timeout=30) as sock:
             sock.recv(1)
+
+
+@app.before_request
+def wait_at_gate() -> None:
+    _wait_at(request.args.get("gate"))
 
 
 @app.get("/call")
@@ -43,7 +47,9 @@ def call() -> Response:
     except OSError as error:
         # A call that timed out or was reset: what the test sees without the guard.
         return jsonify(status=0, error=str(error), seconds=time.monotonic() - started)
-    return jsonify(status=status, retry_after=retry_after, seconds=time.monotonic() - started)
+    seconds = time.monotonic() - started
+    _wait_at(request.args.get("after"))
+    return jsonify(status=status, retry_after=retry_after, seconds=seconds)
 
 
 @app.get("/inner")

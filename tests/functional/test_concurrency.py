@@ -35,6 +35,19 @@ def _run_clients(port: int) -> tuple[float, list[dict[str, object]]]:
         return time.monotonic() - started, results
 
 
+def _most_at_once(results: list[dict[str, object]]) -> int:
+    """The most requests whose spans in the app (the machine's monotonic clock) overlap."""
+    events = sorted(
+        [(float(str(result["began"])), 1) for result in results]
+        + [(float(str(result["ended"])), -1) for result in results]
+    )
+    running = most = 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    return most
+
+
 def test_thread_pool_of_32_serves_32_slow_requests_at_once(
     start_server: Callable[..., RunningServer],
 ) -> None:
@@ -57,9 +70,9 @@ def test_process_per_request_runs_at_most_n_at_once(
     start_server: Callable[..., RunningServer],
 ) -> None:
     server = start_server(options=["--process-per-request", "4"])
-    elapsed, results = _run_clients(server.port)
-    # 32 requests, 4 at a time, 200 ms each: 8 rounds, 1.6 s.
-    assert 1.6 <= elapsed < 2.6, f"took {elapsed:.2f} s"
+    _, results = _run_clients(server.port)
+    # 32 requests, 4 at a time: never more, and 4 at some moment.
+    assert _most_at_once(results) == 4
     assert len({result["pid"] for result in results}) == CLIENTS
 
 

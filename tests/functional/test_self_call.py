@@ -87,6 +87,13 @@ def gate() -> Iterator[Gate]:
 
 
 @pytest.fixture
+def after_gate() -> Iterator[Gate]:
+    opened = Gate()
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
 def clients() -> Iterator[ThreadPoolExecutor]:
     with ThreadPoolExecutor(4) as pool:
         yield pool
@@ -149,14 +156,19 @@ def test_with_a_thread_free_the_call_is_served(
 def test_every_thread_of_a_pool_calling_the_server_has_its_call_answered(
     start_server: Callable[..., RunningServer],
     gate: Gate,
+    after_gate: Gate,
     clients: ThreadPoolExecutor,
     options: list[str],
 ) -> None:
     server = start_server(APP, options)
-    calls = [clients.submit(_get_json, server.port, f"/call?gate={gate.port}") for _ in range(2)]
-    # Both threads hold a request before either calls: neither is free for a call.
+    target = f"/call?gate={gate.port}&after={after_gate.port}"
+    calls = [clients.submit(_get_json, server.port, target) for _ in range(2)]
+    # Both threads hold a request before either calls, and until both calls are
+    # answered: neither is free for a call.
     gate.wait_for(2)
     gate.open()
+    after_gate.wait_for(2)
+    after_gate.open()
     for call in calls:
         result = call.result(15)
         assert result["status"] == 503, result

@@ -51,6 +51,15 @@ class StatsServer(RunningServer):
         self.stats_address = f"127.0.0.1:{match.group(1)}"
         assert wait_until(lambda: self.log.count("Booted worker") >= 2, 15), self.log
 
+    def in_app(self) -> int:
+        """Requests in the app, as the stats document says (the table is written a few
+        times a second, so it may lag the app)."""
+        host, port = self.stats_address.rsplit(":", 1)
+        status, body = fetch(int(port), "/", host=host)
+        assert status == 200
+        in_app: int = json.loads(body)["totals"]["in_app"]
+        return in_app
+
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[StatsServer]:
@@ -252,6 +261,7 @@ def test_without_rich_a_terminal_is_told_what_to_install_and_gets_plain_text(
 def test_once_prints_plain_text_with_the_request_and_both_workers(server: StatsServer) -> None:
     # Long enough to still run once `corral top` has started, on a loaded machine too.
     request = SlowRequest(server, 20000, "once")
+    assert wait_until(lambda: server.in_app() == 1), "the table never showed the request"
     result = run_top("--once", server.stats_address)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
