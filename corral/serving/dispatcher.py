@@ -708,7 +708,12 @@ class Dispatcher:
             elif connection.buffer or connection.head is not None:
                 # A request arriving: --header-timeout, --min-request-body-rate.
                 connection.timed_out(now, self.header_timeout, self.min_body_rate)
-            elif now - connection.idle_since > self.keep_alive:
+            elif (
+                now - connection.idle_since > self.keep_alive
+                # A request that arrived since the last poll: closing would lose it, and
+                # the client (a balancer reusing the connection) would see a reset.
+                and not connection.transport.has_bytes_waiting()
+            ):
                 connection.close()
 
     def _drain(self) -> None:
