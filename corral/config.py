@@ -65,6 +65,17 @@ def seconds(text: Any) -> float:
     return value
 
 
+def health_path(text: Any) -> str | None:
+    """--health-path: an absolute path such as /healthz, matched against the request
+    target exactly; empty for none."""
+    if text is None or text == "":
+        return None
+    path = string(text)
+    if not path.startswith("/") or any(c in path for c in "?# ") or not path.isprintable():
+        raise ValueError(f"{path!r} is not a path starting with / (no query or fragment)")
+    return path
+
+
 def string(text: Any) -> str:
     if not isinstance(text, str):
         raise ValueError(f"{text!r} is not a string")
@@ -656,6 +667,27 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="SECONDS",
     ),
     Setting(
+        "drain_delay",
+        ("--drain-delay",),
+        seconds,
+        0.0,
+        "Seconds after TERM during which --health-path answers 503 while every request is "
+        "still served and new connections accepted, so that a balancer polling it stops "
+        "sending here before the listener closes; then the --graceful-timeout drain. Not "
+        "on HUP, whose new workers keep listening. 0 (gunicorn has none) for no delay.",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "health_path",
+        ("--health-path",),
+        health_path,
+        None,
+        "Path (exactly, no query) whose GET and HEAD corral answers itself, never calling "
+        "the app nor waiting behind its requests: 200 while serving, 503 once stopping. "
+        "Kept out of the access log.",
+        metavar="PATH",
+    ),
+    Setting(
         "root_path",
         ("--root-path",),
         string,
@@ -889,6 +921,9 @@ class Timeouts:
     header: float = 20.0
     # The least a request body must average, bytes per second (--min-request-body-rate).
     min_body_rate: int = 240
+    # After TERM, before the graceful drain: serving on, the health path failing
+    # (--drain-delay).
+    drain_delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -929,6 +964,8 @@ class Config:
     min_request_body_rate: int
     poller: str
     graceful_timeout: float
+    drain_delay: float
+    health_path: str | None
     root_path: str
     raw_env: list[str]
     forwarded_allow_ips: list[str]
@@ -976,6 +1013,7 @@ class Config:
             self.graceful_timeout,
             self.header_timeout,
             self.min_request_body_rate,
+            self.drain_delay,
         )
 
     @property

@@ -8,7 +8,8 @@ gunicorn's signals:
 - HUP: read the configuration again and start new workers (which import the application
   afresh); the old ones are retired only once every new one is ready, and kept if the
   new ones fail to boot.
-- TERM: graceful stop (requests in flight get --graceful-timeout); INT, QUIT: quick stop.
+- TERM: graceful stop: each worker serves on for --drain-delay, its health path
+  answering 503, then gives requests in flight --graceful-timeout; INT, QUIT: quick stop.
 - TTIN, TTOU: one worker more, one fewer. USR1: reopen log files, here and in workers.
 - USR2: start a new master on the same listening sockets (zero-downtime upgrade); the pid
   file moves to FILE.oldbin until this master is stopped.
@@ -207,7 +208,13 @@ class Master:
             signum = self.pending_signals.pop(0)
             if signum == signal.SIGCHLD:
                 continue
-            if signum == signal.SIGTERM:
+            if signum == signal.SIGTERM and self.cfg.drain_delay and not self.successor_pid:
+                error_log.info(
+                    "Received TERM: serving on for %g s (--drain-delay), then stopping gracefully",
+                    self.cfg.drain_delay,
+                )
+                self._stop(quick=False)
+            elif signum == signal.SIGTERM:
                 error_log.info("Received TERM: stopping gracefully")
                 self._stop(quick=False)
             elif signum in (signal.SIGINT, signal.SIGQUIT):
@@ -591,9 +598,21 @@ class Master:
     def _shut_down(self) -> None:
         quick = getattr(self, "quick", True)
         signum = signal.SIGQUIT if quick else signal.SIGTERM
+        drain_delay = 0.0
+        if not quick and not self.successor_pid:
+            # The server stops for good, not only this master (a new one after USR2
+            # serves on the same sockets): the workers run --drain-delay first.
+            self.slots.mark_stopping()
+            drain_delay = self.cfg.drain_delay
         for pid in self.WORKERS:
             _signal(pid, signum)
-        grace = _QUICK_STOP_GRACE if quick else self.cfg.graceful_timeout + 1.0
+        # The workers hold the listening sockets open while they serve on (the drain
+        # delay); the last one to close them closes them, and a new connection is then
+        # refused. Kept open here, a socket would go on queueing connections that no one
+        # accepts until this master exits, and then reset them.
+        for sock in self.listeners:
+            sock.close()
+        grace = _QUICK_STOP_GRACE if quick else drain_delay + self.cfg.graceful_timeout + 1.0
         deadline = time.monotonic() + grace
         while self.WORKERS and time.monotonic() < deadline:
             self._wait(0.1)

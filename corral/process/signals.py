@@ -1,12 +1,13 @@
 """The signals of a server with no master (`-w 0`): the same contract as the master's.
 
-TERM drains within --graceful-timeout; INT and QUIT within about a second; a second one of
-them stops at once; each is logged as it arrives, with the requests in flight. USR1
-reopens the log files. HUP reads the TLS certificates again when the process serves
-TLS. HUP otherwise, USR2, TTIN and TTOU, which gunicorn's master answers, are logged and
-change nothing: left to their defaults, HUP, USR1 and USR2 would end the process and TTIN
-and TTOU stop it. Worker processes and the master install their own
-(`worker_process.py`, `master.py`).
+TERM drains within --graceful-timeout, after --drain-delay (during which the health
+path answers 503 and every request is still served); INT and QUIT within about a second;
+a second one of them, the delay's time included, stops at once; each is logged as it
+arrives, with the requests in flight. USR1 reopens the log files. HUP reads the TLS
+certificates again when the process serves TLS. HUP otherwise, USR2, TTIN and TTOU,
+which gunicorn's master answers, are logged and change nothing: left to their defaults,
+HUP, USR1 and USR2 would end the process and TTIN and TTOU stop it. Worker processes and
+the master install their own (`worker_process.py`, `master.py`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class _Handlers:
     def stop(self, signum: int, _frame: object) -> None:
         dispatcher = self.dispatcher
         name = signal.Signals(signum).name.removeprefix("SIG")
-        if dispatcher.stop_requested:
+        if dispatcher.stop_asked:
             # Said first: stopping at once may end a request on this very thread.
             error_log.info("Received %s again: stopping at once%s", name, self._running())
             self._act(signum)
@@ -58,7 +59,15 @@ class _Handlers:
         # (Ctrl-C to a process group that a supervisor also forwards) and must then find
         # the first one counted.
         self._act(signum)
-        if signum == signal.SIGTERM:
+        if signum == signal.SIGTERM and dispatcher.drain_until:
+            error_log.info(
+                "Received TERM: serving on for %g s (--drain-delay), then stopping gracefully "
+                "within %g s%s",
+                dispatcher.drain_delay,
+                dispatcher.graceful_timeout,
+                self._running(),
+            )
+        elif signum == signal.SIGTERM:
             error_log.info(
                 "Received TERM: stopping gracefully within %g s%s",
                 dispatcher.graceful_timeout,

@@ -99,6 +99,9 @@ HEADER_STARTED = 2
 HEADER_WORKERS = 3
 HEADER_SLOTS_PER_WORKER = 4
 HEADER_RESTARTS = 5
+# 1 once the master stops for good (TERM with no new master after it): a worker told to
+# stop then runs --drain-delay; told to stop otherwise, it is retired, the others serving on.
+HEADER_STOPPING = 6
 HEADER_RETIRED = 8
 _MODEL_OFFSET = 512
 _MODEL = struct.Struct("=H254s")
@@ -264,6 +267,17 @@ class SlotTable:
         words[HEADER_VERSION] += 1
         words[HEADER_RESTARTS] += 1
         words[HEADER_VERSION] += 1
+
+    def mark_stopping(self) -> None:
+        """The server stops for good: said before the master tells its workers to stop,
+        so that each one reads it when told (`stopping`)."""
+        self.header_words[HEADER_STOPPING] = 1
+
+    @property
+    def stopping(self) -> bool:
+        """True once the master said it stops for good (`mark_stopping`); read by a
+        worker, a single word, so safe in a signal handler."""
+        return bool(self.header_words[HEADER_STOPPING])
 
     def claim(self, position: int = 0, restarts: int = 0) -> int:
         """Take a free slot for a process about to be forked; its number. Maps another

@@ -80,6 +80,7 @@ class WorkerRun:
         self.publisher: SlotPublisher | None = None
         self.dispatcher: Dispatcher | None = None
         self.stop_asked = 0
+        self.terminated = False
         self.logs_moved = False
 
     def _hook(self, name: str, *arguments: Any) -> None:
@@ -141,7 +142,7 @@ class WorkerRun:
         )
         self.dispatcher = dispatcher
         dispatcher.on_tick = self._tick
-        signal.signal(signal.SIGTERM, dispatcher.request_stop)
+        signal.signal(signal.SIGTERM, self._terminate)
         signal.signal(signal.SIGINT, self._quick_stop)
         signal.signal(signal.SIGQUIT, self._quick_stop)
         dispatcher.on_reopen = self._reopen_logs
@@ -243,9 +244,27 @@ class WorkerRun:
         error_log.info("Worker %d retiring: %s", os.getpid(), reason)
         self.retiring = True
         self._beat(resident_bytes())
-        self.dispatcher.request_stop()
+        self.dispatcher.retire()
 
     # Signal handlers.
+
+    def _terminate(self, *_: object) -> None:
+        """TERM: from a master that stops for good, the server's stop, --drain-delay
+        first; from one replacing this worker (HUP, TTOU, a failed reload) or from an
+        operator, a retirement, the other workers serving on. A second one stops at once."""
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
+        first, self.terminated = not self.terminated, True
+        if first and self.retiring:
+            # Already draining by itself (--max-requests, --max-worker-memory): the
+            # master's TERM is no second stop, and lets that drain finish.
+            if self.master.slots.stopping:
+                dispatcher.unready = True
+            return
+        if self.master.slots.stopping or dispatcher.stop_asked:
+            dispatcher.request_stop()
+        else:
+            dispatcher.retire()
 
     def _quick_stop(self, *_: object) -> None:
         assert self.dispatcher is not None

@@ -221,6 +221,7 @@ def build_dispatcher(
         connection_limit=connection_ceiling(config),
     )
     dispatcher.sizing = sizing
+    dispatcher.health_path = config.health_path
     return dispatcher
 
 

@@ -635,8 +635,10 @@ class Connection:
                 ):
                     break
                 self._take_request()
-                # While draining, a response sent with keep-alive leaves the connection
-                # open: the next request gets "Connection: close" (RFC 9112 section 9.6).
+                # A response whose head left before the drain began said keep-alive: the
+                # connection stays open and the next request gets "Connection: close"
+                # (RFC 9112 section 9.6), as closing it now could meet a request sent
+                # on it meanwhile.
                 keep = self._serve_request(head)
                 self._request_done()
                 if not keep:
@@ -659,6 +661,24 @@ class Connection:
             self.close()
             return False
         return not self.closed
+
+    def answer_itself(self, response: bytes, keep_alive: bool) -> None:
+        """Answer the request in hand, which has no body, with `response`, a whole
+        response corral made itself (the health path): the request is used up, and the
+        connection ends after the response unless `keep_alive`. A client gone closes it."""
+        self._take_request()
+        try:
+            self.send(response)
+        except OSError as error:
+            error_log.debug("%s: connection ended: %s", self.peer_text(), error)
+            self.close()
+            return
+        if keep_alive:
+            return
+        if self.outbox:
+            self.closing = True
+            return
+        self.linger()
 
     def _take_request(self) -> None:
         """Remove the head of the request about to be served from the buffer."""
@@ -710,7 +730,7 @@ class Connection:
         decoder = body_decoder(head, state.limits)
         body = RequestBody(self, decoder, None)
         environ = build_environ(head, body, state.base_environ, self.peer, state.forwarded)
-        response = Response(self, head, body, state.stopping)
+        response = Response(self, head, body, state)
         observers = state.observers
         if observers:
             tokens = [observer.started(head, environ) for observer in observers]

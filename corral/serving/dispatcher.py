@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.config import Timeouts
 from corral.serving.connection import Connection, ServingState
+from corral.serving.health import answer_health
 from corral.serving.readiness import make_readiness, make_wake_pipe
 from corral.serving.self_call_guard import SelfCallGuard
 from corral.serving.transport import PlainTransport
@@ -64,6 +65,9 @@ _IDLE_CLOSED_AT_ONCE = 16
 # While draining, a keep-alive connection is left open until it has been idle this long:
 # a client about to reuse it gets its answer with "Connection: close" instead of a reset.
 _DRAIN_IDLE_SECONDS = 1.0
+# Connections taken from a listener's queue as it closes, at most (its --backlog, 2048 by
+# default, is the most the kernel holds).
+_BACKLOG_TAKEN_AT_MOST = 4096
 
 
 class RequestsCut(BaseException):
@@ -93,6 +97,14 @@ class Dispatcher:
         self.header_timeout = timeouts.header
         self.min_body_rate = timeouts.min_body_rate
         self.graceful_timeout = timeouts.graceful
+        self.drain_delay = timeouts.drain_delay
+        # The path corral answers itself (`corral.serving.health`); None for none. Set by
+        # `build_dispatcher`.
+        self.health_path: str | None = None
+        # True once the server stops for good: the health path answers 503.
+        self.unready = False
+        # When --drain-delay ends (monotonic seconds), while it runs; else 0.0.
+        self.drain_until = 0.0
         self.listeners = {sock.fileno(): (sock, state) for sock, state in listeners}
         # Listeners share the process's one count of refusals, as assembly builds them.
         self.refusal_logs = list(
@@ -159,9 +171,31 @@ class Dispatcher:
     # Called from signal handlers and other threads.
 
     def request_stop(self, *_: object) -> None:
-        """Drain: finish requests in flight for up to the graceful timeout; a second
-        request stops at once."""
-        self._stop(self.graceful_timeout)
+        """The server stops for good (TERM): the health path answers 503, and the drain
+        starts after --drain-delay, during which every request is still served and new
+        connections accepted, each response saying "Connection: close". The drain stops
+        listening and finishes requests in flight for up to the graceful timeout. A
+        second request, or a quick stop, during either stops at once."""
+        if self.drain_delay <= 0 or self.stop_requested or self.drain_until:
+            self.unready = True
+            self._stop(self.graceful_timeout)
+            return
+        self.unready = True
+        self._stop_keep_alive()
+        self.drain_until = time.monotonic() + self.drain_delay
+        self._wake()
+
+    def retire(self, *_: object) -> None:
+        """Drain at once, without --drain-delay, while the server serves on in other
+        processes (a worker replaced on HUP, by --max-requests, TTOU): the health path
+        still answers 200, with "Connection: close". Does nothing once a stop has begun."""
+        if not self.stop_asked:
+            self._stop(self.graceful_timeout)
+
+    @property
+    def stop_asked(self) -> bool:
+        """True once a stop, or --drain-delay before it, has begun."""
+        return self.stop_requested or bool(self.drain_until)
 
     def request_quick_stop(self, *_: object) -> None:
         """Drain for at most `QUICK_STOP_SECONDS`; a second request stops at once."""
@@ -169,9 +203,11 @@ class Dispatcher:
         self._stop(QUICK_STOP_SECONDS)
 
     def _stop(self, limit: float) -> None:
-        if self.stop_requested:
+        if self.stop_requested or self.drain_until:
             self.force_stop = True
+        self.drain_until = 0.0
         self.stop_requested = True
+        self._stop_keep_alive()
         deadline = time.monotonic() + limit
         if deadline < self.stop_deadline:
             self.stop_deadline = deadline
@@ -340,6 +376,11 @@ class Dispatcher:
                 timeout = max(0.0, min(timeout, self.fresh_deadlines[0][0] - time.monotonic()))
             self._poll_once(timeout)
             now = time.monotonic()
+            if self.drain_until and now >= self.drain_until:
+                # --drain-delay is over: the drain itself, not a second stop.
+                self.drain_until = 0.0
+                self._stop(self.graceful_timeout)
+                break
             if self.fresh_deadlines:
                 self._expire_fresh(now)
             if self.reopen_requested:
@@ -448,6 +489,10 @@ class Dispatcher:
                 except OSError:
                     connection.close()
             return
+        head = connection.head
+        # The one cost of the health path to every other request: this comparison.
+        if head is not None and head.target == self.health_path and self._answer_health(connection):
+            return
         connection.busy = True
         connection.submitted = time.monotonic()
         if connection.fresh:
@@ -462,6 +507,50 @@ class Dispatcher:
         if self.accept_only_when_free:
             # Full now, or (served inline, or its fresh slot handed over) free.
             self._check_slots()
+
+    def _answer_health(self, connection: Connection) -> bool:
+        """Answer health requests at the head of `connection` here, pipelined ones too;
+        True when nothing is left for the model (the connection is watched again, or
+        closed), False when a request for the application follows, or the first one was
+        not a health check after all."""
+        answered = False
+        while True:
+            head = connection.head
+            if head is None or head.target != self.health_path:
+                break
+            if not answer_health(connection, not self.unready):
+                break
+            answered = True
+            if (
+                connection.closed
+                or connection.lingering_until
+                or connection.outbox
+                or not connection.has_request()
+            ):
+                break
+        if not answered:
+            return False
+        if connection.closed:
+            return True
+        if connection.lingering_until:
+            self._watch_lingering(connection)
+            return True
+        if not connection.outbox and connection.has_request():
+            return False
+        connection.idle_since = time.monotonic()
+        try:
+            if connection.outbox:
+                self.readiness.arm_writable(connection.fd)
+            elif self.rearm:
+                self.readiness.rearm(connection.fd)
+        except OSError:
+            connection.close()
+        return True
+
+    def _stop_keep_alive(self) -> None:
+        """From now on every response says "Connection: close" and ends its connection."""
+        for _, state in list(self.listeners.values()):
+            state.stopping = True
 
     def _write_out(self, connection: Connection) -> None:
         """Send what the client takes of a connection's outbox; once it is empty, close
@@ -721,6 +810,10 @@ class Dispatcher:
         for fd, (sock, state) in self.listeners.items():
             state.stopping = True
             self.readiness.forget(fd)
+            if self.unready and not self.force_stop:
+                # Stopping for good: this may be the last process listening. A worker
+                # retiring leaves the queue to the workers that serve on.
+                self._take_backlog(sock, state)
             sock.close()
         self.listeners.clear()
         while not self.force_stop:
@@ -740,6 +833,22 @@ class Dispatcher:
             self._poll_once(0.05)
         self._log_cut()
         self.model.stop()
+
+    def _take_backlog(self, sock: socket.socket, state: ServingState) -> None:
+        """Accept the connections queued on a listener about to close: closing it resets
+        them, and their clients (a balancer) may have sent a request already, which a
+        reset loses; accepted, each is answered with "Connection: close". Once this
+        process's listeners close (the last process holding them, under a master),
+        a connection is refused, which a balancer retries elsewhere before sending."""
+        is_tcp = sock.family != socket.AF_UNIX
+        for _ in range(_BACKLOG_TAKEN_AT_MOST):
+            try:
+                accepted, peer = sock.accept()
+            except OSError:
+                return
+            if is_tcp:
+                accepted.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._add_connection(accepted, peer, state)
 
     def _log_cut(self) -> None:
         cut = self.requests_in_flight()

@@ -54,6 +54,13 @@ class Output(Protocol):
     def sendfile(self, fd: int, offset: int, count: int) -> None: ...
 
 
+class ServerState(Protocol):
+    """What the server says of itself to each response: `stopping` turns true once it
+    drains (TERM, --drain-delay, a worker retiring), read when the head goes out."""
+
+    stopping: bool
+
+
 class Response:
     """One response: start_response, write(), and what the app returns, sent as framed by
     `corral.http.framing.frame_response` when the head goes out.
@@ -75,10 +82,15 @@ class Response:
         "output",
         "remaining",
         "request",
+        "server",
     )
 
     def __init__(
-        self, output: Output, request: RequestHead, body: RequestBody | None, stopping: bool
+        self,
+        output: Output,
+        request: RequestHead,
+        body: RequestBody | None,
+        server: ServerState,
     ) -> None:
         self.output = output
         self.request = request
@@ -88,7 +100,8 @@ class Response:
         self._headers: list[tuple[str, str]] = []
         self.code = 0
         self.head_sent = False
-        self.keep_alive = request.keep_alive and not stopping
+        self.server = server
+        self.keep_alive = request.keep_alive
         self.framing = NO_BODY
         # Body bytes still to send when the framing is LENGTH.
         self.remaining: int | None = None
@@ -134,7 +147,10 @@ class Response:
         status = self._status
         if status is None:
             raise InvalidResponse("the application returned without calling start_response")
-        may_keep_alive = self.keep_alive
+        # Read now, not when the request began: a response whose head leaves once the
+        # server drains says "Connection: close", so that a balancer reusing the
+        # connection never meets it closed (RFC 9112 section 9.6).
+        may_keep_alive = self.keep_alive and not self.server.stopping
         body = self.body
         # The client may still wait for 100 Continue and send the body late or never;
         # either way the bytes after this response cannot be known to be a request, so
