@@ -1,0 +1,126 @@
+"""docs/deploy/docker/Dockerfile's CMD serves, and stops as Docker and Kubernetes stop it:
+its exact command line (the listening addresses moved to loopback ports the kernel
+picks) is run from this checkout, its HEALTHCHECK program succeeds against it, and
+after TERM the same program fails on a 503 while the app is still served, until the
+drain delay ends and corral exits 0. Where a Docker daemon answers, the image is built
+and run too."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from tests.deployment_files import (
+    DOCKERFILE,
+    ROOT,
+    Dockerfile,
+    corral_config,
+    host_and_port,
+    read_dockerfile,
+)
+from tests.server import RunningServer, fetch, wait_until
+
+# Options whose address becomes a loopback port picked by the kernel.
+_LISTENING_OPTIONS = ("--bind", "--stats")
+
+
+def local_command(argv: list[str]) -> list[str]:
+    """The image's CMD as it runs here: corral from this checkout, listening on loopback
+    ports picked by the kernel; every other argument as it is."""
+    local = [sys.executable, "-m", "corral", *argv[1:]]
+    for option in _LISTENING_OPTIONS:
+        if option in local:
+            assert local.count(option) == 1
+            local[local.index(option) + 1] = "127.0.0.1:0"
+    return local
+
+
+def local_health_check(dockerfile: Dockerfile, port: int) -> list[str]:
+    """The HEALTHCHECK's argv as it runs here: this Python, the port corral bound."""
+    python, flag, program = dockerfile.healthcheck
+    assert (python, flag) == ("python", "-c")
+    _, bound = host_and_port(corral_config(dockerfile.cmd).bind[0])
+    image_address = f"127.0.0.1:{bound}/"
+    assert program.count(image_address) == 1
+    return [sys.executable, flag, program.replace(image_address, f"127.0.0.1:{port}/")]
+
+
+def run_check(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.timeout(120)
+def test_the_image_command_serves_then_drains_on_term() -> None:
+    dockerfile = read_dockerfile()
+    config = corral_config(dockerfile.cmd)
+    server = RunningServer(command=local_command(dockerfile.cmd), start_timeout=30)
+    try:
+        check = local_health_check(dockerfile, server.port)
+        # Workers may still be booting when the master logs its address.
+        assert wait_until(lambda: run_check(check).returncode == 0, timeout=20), server.log[-4000:]
+        assert fetch(server.port, "/")[0] == 200
+
+        server.process.send_signal(signal.SIGTERM)
+        assert wait_until(
+            lambda: fetch(server.port, str(config.health_path))[0] == 503,
+            timeout=config.drain_delay,
+        ), server.log[-4000:]
+        failed = run_check(check)
+        assert failed.returncode != 0
+        assert "503" in failed.stderr
+        # The listener still serves the app: the balancer has yet to stop sending.
+        assert fetch(server.port, "/")[0] == 200
+        assert server.process.wait(config.drain_delay + config.graceful_timeout + 15) == 0
+    finally:
+        server.stop()
+
+
+def _docker(*arguments: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *arguments], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return _docker("info", timeout=30).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+@pytest.mark.timeout(900)
+def test_the_image_builds_becomes_healthy_and_stops_with_status_0() -> None:
+    # A plain skip, not tests.requirements.require: building needs a Docker daemon and
+    # the base image from its registry, which the machines running the suite need not
+    # reach; the test above runs the same command without them.
+    if not _docker_answers():
+        pytest.skip("no Docker daemon answers `docker info`")
+    tag = f"corral-deploy-test:{uuid.uuid4().hex[:12]}"
+    build = _docker("build", "-f", str(DOCKERFILE), "-t", tag, ".", timeout=600)
+    assert build.returncode == 0, build.stderr
+    container = ""
+    try:
+        started = _docker("run", "-d", "-p", "127.0.0.1::8000", tag)
+        assert started.returncode == 0, started.stderr
+        container = started.stdout.strip()
+
+        def health() -> str:
+            inspected = _docker("inspect", "-f", "{{.State.Health.Status}}", container)
+            return inspected.stdout.strip()
+
+        assert wait_until(lambda: health() == "healthy", timeout=120), health()
+        stopped = _docker("stop", "-t", "45", container, timeout=90)
+        assert stopped.returncode == 0, stopped.stderr
+        status = _docker("inspect", "-f", "{{.State.ExitCode}}", container)
+        assert status.stdout.strip() == "0", _docker("logs", container).stderr
+    finally:
+        if container:
+            _docker("rm", "-f", container)
+        _docker("rmi", "-f", tag)
