@@ -375,7 +375,7 @@ def requests_in_app(
         found.append(
             (
                 connection.request_started,
-                connection.request_started + connection.client_waited,
+                connection.request_started + connection.waited_on_client(),
                 bool(connection.client_waiting_since),
                 head.method,
                 names.get(thread) or f"greenlet-{thread:x}",

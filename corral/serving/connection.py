@@ -57,7 +57,6 @@ from corral.wsgi.input import RequestBody
 from corral.wsgi.response import Response, WSGIApp, current_date, run_application
 
 error_log = logging.getLogger("corral.error")
-_get_ident = threading.get_ident
 _bucket = bisect.bisect_left
 
 # Measured: a 256 KiB receive buffer, allocated afresh on every recv, cost 15 µs per
@@ -177,6 +176,7 @@ class Connection:
         "buffer",
         "busy",
         "client_waited",
+        "client_waited_for",
         "client_waiting_since",
         "closed",
         "closing",
@@ -258,6 +258,9 @@ class Connection:
         # Seconds the request has spent waiting on its client (a slow reader), and since
         # when it waits now (0.0: it does not): --timeout times the app, not the client.
         self.client_waited = 0.0
+        # The request (its `request_started`) whose waits `client_waited` adds up: a
+        # request's first wait starts the sum again, so that none is spent per request.
+        self.client_waited_for = 0.0
         self.client_waiting_since = 0.0
         # When the dispatcher last handed it to the model, for --queue-timeout.
         self.submitted = self.idle_since
@@ -524,13 +527,23 @@ class Connection:
         """Wait until the outbox holds `limit` bytes at most (ClientSocketError after
         --client-timeout without progress): a wait on the client, which --timeout does not
         count (`client_waited`)."""
-        self.client_waiting_since = time.monotonic()
+        self._client_wait_began()
         try:
             while len(self.outbox) > limit:
                 self.transport.wait_writable()
                 self.push()
         finally:
             self._client_wait_ended()
+
+    def _client_wait_began(self) -> None:
+        if self.client_waited_for != self.request_started:
+            self.client_waited_for = self.request_started
+            self.client_waited = 0.0
+        self.client_waiting_since = time.monotonic()
+
+    def waited_on_client(self) -> float:
+        """Seconds the request in the app has waited on its client so far."""
+        return self.client_waited if self.client_waited_for == self.request_started else 0.0
 
     def _client_wait_ended(self) -> None:
         self.client_waited += time.monotonic() - self.client_waiting_since
@@ -596,7 +609,7 @@ class Connection:
         self.push()
         self._wait_for_client(0)
         # The file goes out at the client's pace: a wait on the client, not the app.
-        self.client_waiting_since = time.monotonic()
+        self._client_wait_began()
         try:
             sent = self.transport.sendfile(fd, offset, count)
         finally:
@@ -716,10 +729,6 @@ class Connection:
         self.request = head
         self.request_started = started = time.monotonic()
         counts = state.counts
-        if counts is not None:
-            # For the slot's writer: who serves it, and its waits on its client so far.
-            self.request_thread = _get_ident()
-            self.client_waited = 0.0
         sizing = state.sizing
         cpu_began = -1.0
         if sizing is not None:

@@ -17,6 +17,8 @@ class Served(Protocol):
     buffer: bytearray
     # Set while the connection ends after its answer, read a while first.
     lingering_until: float
+    # The ident of the thread (or greenlet) serving it.
+    request_thread: int
 
     def serve(self) -> bool:
         """Serve every complete request that has arrived; False once closed or ending
@@ -162,9 +164,12 @@ class WorkerModel:
         return f"{processes} × {self.each()} = {upto}{requests} at a time"
 
 
-def serve_and_release(dispatcher: Host, connection: Served) -> None:
-    """Serve a ready connection and hand it back to the dispatcher if it stays open, or
-    if it ends but reads its client a while first (`Connection.linger`)."""
+def serve_and_release(dispatcher: Host, connection: Served, thread: int) -> None:
+    """Serve a ready connection on `thread` (the serving thread's or greenlet's
+    `threading.get_ident()`, which the slot table shows), and hand it back to the
+    dispatcher if it stays open, or if it ends but reads its client a while first
+    (`Connection.linger`)."""
+    connection.request_thread = thread
     if serve_safely(connection) or not connection.closed:
         dispatcher.release(connection)
 

@@ -19,6 +19,7 @@ import collections
 import errno
 import importlib.util
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -258,9 +259,10 @@ class Coroutines(WorkerModel):
         waiting = self.waiting
         hub = self.hub
         myself = getcurrent()
+        thread = threading.get_ident()
         while True:
             try:
-                serve_and_release(dispatcher, connection)
+                serve_and_release(dispatcher, connection, thread)
             except BaseException:
                 # sys.exit() or the like in the application: it ends that request
                 # only. Left to the hub, it would stop the whole process.

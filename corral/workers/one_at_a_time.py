@@ -8,7 +8,9 @@ in any single-threaded server, until the self-call guard answers the call 503
 
 from __future__ import annotations
 
-from corral.workers import Served, WorkerModel, serve_and_release
+import threading
+
+from corral.workers import Host, Served, WorkerModel, serve_and_release
 
 
 class OneAtATime(WorkerModel):
@@ -17,7 +19,12 @@ class OneAtATime(WorkerModel):
 
     def submit(self, connection: Served) -> None:
         assert self.dispatcher is not None
-        serve_and_release(self.dispatcher, connection)
+        # Inline, on the loop's thread.
+        serve_and_release(self.dispatcher, connection, self.thread)
+
+    def start(self, dispatcher: Host) -> None:
+        super().start(dispatcher)
+        self.thread = threading.get_ident()
 
     def concurrency(self) -> int:
         return 1

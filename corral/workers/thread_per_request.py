@@ -59,8 +59,9 @@ class ThreadPerRequest(WorkerModel):
         dispatcher = self.dispatcher
         assert dispatcher is not None
         ready = self.ready
+        thread = threading.get_ident()
         while True:
-            serve_and_release(dispatcher, connection)
+            serve_and_release(dispatcher, connection, thread)
             with self.lock:
                 self.lingering += 1
             dispatcher.slot_freed()

@@ -65,12 +65,13 @@ class ThreadPool(WorkerModel):
         dispatcher = self.dispatcher
         assert dispatcher is not None
         ready = self.ready
+        thread = threading.get_ident()
         while True:
             connection = ready.get()
             if connection is None:
                 self.threads.remove(threading.current_thread())
                 return
-            serve_and_release(dispatcher, connection)
+            serve_and_release(dispatcher, connection, thread)
             with self.lock:
                 self.in_flight -= 1
             dispatcher.slot_freed()

@@ -45,6 +45,9 @@ class Served:
     head: Head | None = None
     submitted: float = 0.0
 
+    def waited_on_client(self) -> float:
+        return self.client_waited
+
 
 def answered(writer: SlotWriter, status: int, received: int, sent: int, seconds: float) -> None:
     """What the connection adds to the counts as a response ends."""
