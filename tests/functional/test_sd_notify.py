@@ -1,0 +1,124 @@
+"""systemd's Type=notify protocol: the test binds the datagram socket systemd would name
+in NOTIFY_SOCKET and reads what corral sends on start, on HUP and on TERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.server import MODELS, WORKER_MODELS, RunningServer, fetch, wait_until
+from tests.systemd import NotifySocket
+
+GATED_APP = "tests.apps.gated_boot:app"
+
+
+def waiting_workers(gate: Path) -> set[str]:
+    """Pids of the processes whose import of the gated app waits, or waited, on `gate`."""
+    return {path.name.rsplit(".", 1)[1] for path in gate.parent.glob(f"{gate.name}.waiting.*")}
+
+
+def test_a_master_says_ready_once_its_workers_boot_and_again_after_a_reload(
+    start_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    with NotifySocket(tmp_path / "notify") as systemd:
+        server = start_server(
+            GATED_APP,
+            options=[*WORKER_MODELS["workers-thread"], "--graceful-timeout", "5"],
+            env={"NOTIFY_SOCKET": systemd.value, "GATED_BOOT_GATE": str(gate)},
+        )
+        # Both workers are importing the app: listening is not yet serving.
+        assert wait_until(lambda: len(waiting_workers(gate)) == 2, 15)
+        turn_master_loop(server)
+        assert systemd.pending() == []
+        gate.touch()
+        ready = systemd.receive()
+        assert ready == {
+            "READY": "1",
+            "MAINPID": str(server.process.pid),
+            "STATUS": "2 worker processes × 4 threads (thread pool) = 8 requests at a time",
+        }
+        assert fetch(server.port)[0] == 200
+
+        # HUP: RELOADING=1 at once, READY=1 only when the new workers have booted.
+        first_workers = waiting_workers(gate)
+        gate.unlink()
+        server.process.send_signal(signal.SIGHUP)
+        reloading = systemd.receive()
+        assert reloading["RELOADING"] == "1"
+        assert 0 < int(reloading["MONOTONIC_USEC"]) <= time_monotonic_usec()
+        assert wait_until(lambda: len(waiting_workers(gate) - first_workers) == 2, 15)
+        turn_master_loop(server)
+        assert systemd.pending() == []
+        gate.touch()
+        again = systemd.receive()
+        assert (again["READY"], again["MAINPID"]) == ("1", str(server.process.pid))
+        assert again["STATUS"] == ready["STATUS"]
+        assert server.wait_for_log("Reload complete", 5), server.log
+
+        server.process.send_signal(signal.SIGTERM)
+        stopping = systemd.receive()
+        assert stopping["STOPPING"] == "1"
+        assert "STATUS" in stopping
+        assert server.process.wait(15) == 0
+        assert systemd.pending() == []
+
+
+def turn_master_loop(server: RunningServer) -> None:
+    """Return once the master's loop has gone round at least once whole since the call:
+    it logs each USR1 in its turn, so a second one logged means the first turn ended."""
+    before = server.log.count("Received USR1")
+    for turn in (1, 2):
+        server.process.send_signal(signal.SIGUSR1)
+        assert server.wait_for_log_count("Received USR1", before + turn, 10), server.log
+
+
+def time_monotonic_usec() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
+def test_a_single_process_says_ready_reloading_and_stopping_on_an_abstract_socket(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    with NotifySocket(abstract_name=f"corral-test-{uuid.uuid4().hex}") as systemd:
+        assert systemd.value.startswith("@")
+        server = start_server(options=MODELS["thread-pool"], env={"NOTIFY_SOCKET": systemd.value})
+        ready = systemd.receive()
+        assert ready == {
+            "READY": "1",
+            "MAINPID": str(server.process.pid),
+            "STATUS": "1 process × 4 threads (thread pool) = 4 requests at a time",
+        }
+        assert fetch(server.port)[0] == 200
+        # A single process reads again only TLS certificates, yet answers HUP as the
+        # protocol asks, so that `systemctl reload` of a Type=notify-reload unit returns.
+        server.process.send_signal(signal.SIGHUP)
+        assert systemd.receive()["RELOADING"] == "1"
+        assert systemd.receive() == ready
+        server.process.send_signal(signal.SIGINT)
+        assert systemd.receive() == {"STOPPING": "1", "STATUS": "Stopping quickly"}
+        assert server.process.wait(15) == 0
+        assert systemd.pending() == []
+
+
+def test_a_notify_socket_no_one_reads_changes_nothing(
+    start_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-socket"
+    for options in (MODELS["thread-pool"], WORKER_MODELS["workers-thread"]):
+        server = start_server(
+            options=[*options, "--log-level", "debug"], env={"NOTIFY_SOCKET": str(missing)}
+        )
+        assert fetch(server.port)[0] == 200
+        server.process.send_signal(signal.SIGHUP)
+        assert server.wait_for_log("Received HUP", 5), server.log
+        assert fetch(server.port)[0] == 200
+        assert server.stop(signal.SIGTERM) == 0
+        # Said once, at debug level, however many messages went unsent.
+        assert server.log.count("cannot notify systemd") == 1, server.log
+        assert "Traceback" not in server.log
+    assert not os.path.exists(missing)
