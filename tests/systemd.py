@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
-import shlex
+import fcntl
 import socket
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,25 +59,33 @@ def parse_message(data: bytes) -> dict[str, str]:
     return fields
 
 
+# Run with `python -c`: it moves the sockets handed over to 3, 4, ..., sets the
+# variables, LISTEN_PID to its own pid, and execs the command, which keeps that pid.
+_ACTIVATE = """
+import fcntl, os, sys
+fds = [int(fd) for fd in sys.argv[1].split(",")]
+moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, 3 + len(fds)) for fd in fds]
+for fd in fds:
+    os.close(fd)
+for target, fd in enumerate(moved, start=3):
+    os.dup2(fd, target)
+    os.close(fd)
+os.environ["LISTEN_FDS"] = str(len(fds))
+os.environ["LISTEN_PID"] = str(os.getpid())
+if sys.argv[2]:
+    os.environ["LISTEN_FDNAMES"] = sys.argv[2]
+os.execvp(sys.argv[3], sys.argv[3:])
+"""
+
+
 def activated_command(fds: Sequence[int], argv: Sequence[str], names: str = "") -> list[str]:
     """`argv` run as systemd runs a socket-activated service: the sockets `fds` moved to
-    3, 4, ... and LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID set, the last to the pid of
-    the process that runs `argv` (a shell that execs keeps its pid). Run it with
-    `pass_fds=fds`."""
-    moves = []
-    for target, fd in enumerate(fds, start=3):
-        assert fd >= 3 + len(fds), f"fd {fd} would be overwritten by the ones moved to 3..."
-        moves.append(f"exec {target}<&{fd} {fd}<&-")
-    assignments = f"LISTEN_FDS={len(fds)} LISTEN_PID=$$"
-    if names:
-        assignments += f" LISTEN_FDNAMES={shlex.quote(names)}"
-    script = "; ".join([*moves, f'{assignments} exec "$@"'])
-    return ["sh", "-c", script, "sh", *argv]
+    3, 4, ..., LISTEN_FDS and LISTEN_FDNAMES (when `names` is given, colon-separated)
+    set, and LISTEN_PID set to the pid that runs `argv`. Run it with `pass_fds=fds`."""
+    return [sys.executable, "-c", _ACTIVATE, ",".join(map(str, fds)), names, *argv]
 
 
 def high_fd(sock: socket.socket, minimum: int = 10) -> int:
-    """A duplicate of `sock`'s descriptor numbered `minimum` or above, so that moving it
-    to fd 3 cannot overwrite another socket handed over."""
-    import fcntl
-
+    """A duplicate of `sock`'s descriptor numbered `minimum` or above, the caller's to
+    close once the process it is handed to has started."""
     return fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, minimum)
