@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import fcntl
 import socket
+import struct
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+_CREDENTIALS = struct.Struct("iII")
+
 
 class NotifySocket:
     """The datagram socket systemd names in NOTIFY_SOCKET; `value` is that variable's
-    value (an abstract "@name" when `abstract_name` is given)."""
+    value (an abstract "@name" when `abstract_name` is given). As systemd does (for
+    NotifyAccess=main), it asks the kernel for each sender's pid: `sender`."""
 
     def __init__(self, path: Path | None = None, abstract_name: str | None = None) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sender = 0
         if abstract_name is not None:
             self.sock.bind("\0" + abstract_name)
             self.value = "@" + abstract_name
@@ -28,7 +34,7 @@ class NotifySocket:
     def receive(self, timeout: float = 15.0) -> dict[str, str]:
         """The next message's NAME=value lines; raises TimeoutError when none comes."""
         self.sock.settimeout(timeout)
-        return parse_message(self.sock.recv(4096))
+        return self._receive()
 
     def pending(self) -> list[dict[str, str]]:
         """The messages sent so far and not yet received, without waiting."""
@@ -36,9 +42,17 @@ class NotifySocket:
         self.sock.setblocking(False)
         try:
             while True:
-                messages.append(parse_message(self.sock.recv(4096)))
+                messages.append(self._receive())
         except BlockingIOError:
             return messages
+
+    def _receive(self) -> dict[str, str]:
+        data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(_CREDENTIALS.size))
+        self.sender = 0
+        for level, kind, value in ancillary:
+            if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS):
+                self.sender = _CREDENTIALS.unpack(value[: _CREDENTIALS.size])[0]
+        return parse_message(data)
 
     def close(self) -> None:
         self.sock.close()

@@ -57,7 +57,7 @@ def inherited_listeners() -> list[socket.socket]:
     when LISTEN_PID is this process (variables a parent left behind are not ours), from
     fd 3 on, and LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES are then removed from the
     environment, so that no process this one starts takes them again. Raises
-    `BindError` when a descriptor handed over is not a stream socket."""
+    `BindError` when a descriptor handed over is not a listening stream socket."""
     fds: list[int] = []
     handed_over = os.environ.pop(INHERITED_FDS_VARIABLE, "")
     if handed_over:
@@ -77,10 +77,16 @@ def inherited_listeners() -> list[socket.socket]:
             for taken in listeners:
                 taken.close()
             raise BindError(f"inherited fd {fd} is not a socket: {error.strerror}") from None
+        problem = ""
         if sock.type != socket.SOCK_STREAM:
+            problem = "is not a stream socket (ListenStream=)"
+        elif not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            # systemd's Accept=yes hands over one accepted connection per process.
+            problem = "is not listening (a connection: Accept=yes is not supported)"
+        if problem:
             for taken in [*listeners, sock]:
                 taken.close()
-            raise BindError(f"inherited fd {fd} is not a stream socket (ListenStream=)")
+            raise BindError(f"inherited fd {fd} {problem}")
         os.set_inheritable(fd, False)
         listeners.append(sock)
     return listeners

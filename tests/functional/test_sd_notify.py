@@ -37,6 +37,8 @@ def test_a_master_says_ready_once_its_workers_boot_and_again_after_a_reload(
         assert systemd.pending() == []
         gate.touch()
         ready = systemd.receive()
+        # From the master itself, as NotifyAccess=main requires.
+        assert systemd.sender == server.process.pid
         assert ready == {
             "READY": "1",
             "MAINPID": str(server.process.pid),
@@ -56,6 +58,7 @@ def test_a_master_says_ready_once_its_workers_boot_and_again_after_a_reload(
         assert systemd.pending() == []
         gate.touch()
         again = systemd.receive()
+        assert systemd.sender == server.process.pid
         assert (again["READY"], again["MAINPID"]) == ("1", str(server.process.pid))
         assert again["STATUS"] == ready["STATUS"]
         assert server.wait_for_log("Reload complete", 5), server.log

@@ -234,10 +234,17 @@ def test_variables_for_another_pid_are_left_alone() -> None:
             assert fetch(server.port, "/LISTEN_PID")[1] == b"1 1"
 
 
-def test_a_descriptor_that_is_not_a_stream_socket_stops_the_start() -> None:
+def test_a_descriptor_that_is_not_a_listening_stream_socket_stops_the_start() -> None:
     read_end, write_end = os.pipe()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as datagram:
-        for handed, reason in ((read_end, "is not a socket"), (datagram.fileno(), "stream")):
+    # A connection, as systemd's Accept=yes would hand over.
+    connected, peer = socket.socketpair()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as datagram, connected, peer:
+        cases = (
+            (read_end, "is not a socket"),
+            (datagram.fileno(), "is not a stream socket"),
+            (connected.fileno(), "is not listening"),
+        )
+        for handed, reason in cases:
             fd = fcntl.fcntl(handed, fcntl.F_DUPFD_CLOEXEC, 10)
             argv = [sys.executable, "-m", "corral", "-b", "127.0.0.1:0", PID_APP]
             try:
