@@ -11,14 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.load import Load
 from tests.server import (
     MODELS,
     ROOT,
@@ -64,91 +63,20 @@ def held_tcp_socket() -> socket.socket:
     return sock
 
 
-class Load:
-    """Eight clients sending GET /pid until stopped: four on a new connection each
-    time, four keeping theirs alive. A refused or failed connection, a request with no
-    answer and any status but 200 are failures. A keep-alive connection closed before
-    the answer to a request sent on it began (a request HTTP lets a client retry,
-    RFC 9112 section 9.3.1) is counted apart, as a retry."""
-
-    def __init__(self, port: int, clients: int = 8) -> None:
-        self.port = port
-        # (monotonic time the request was sent, the pid that answered)
-        self.answers: list[tuple[float, str]] = []
-        self.failures: list[str] = []
-        self.retries: list[str] = []
-        self.sent_at: dict[int, float] = {}
-        self.stopping = threading.Event()
-        self.threads = [
-            threading.Thread(target=self._client, args=(number, number % 2 == 0), daemon=True)
-            for number in range(clients)
-        ]
-
-    def start(self) -> None:
-        for thread in self.threads:
-            thread.start()
-
-    def stop(self) -> None:
-        """Let each client finish its request; called again, does nothing more."""
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(20)
-        assert not any(thread.is_alive() for thread in self.threads)
-
-    def waiting(self) -> int:
-        """How many clients wait for an answer."""
-        return len(self.sent_at)
-
-    def _client(self, number: int, keep_alive: bool) -> None:
-        connection: http.client.HTTPConnection | None = None
-        while not self.stopping.is_set():
-            reused = connection is not None
-            if connection is None:
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
-            sent = time.monotonic()
-            self.sent_at[number] = sent
-            try:
-                connection.request("GET", "/pid")
-                response = connection.getresponse()
-                body = response.read().decode()
-            except (ConnectionResetError, BrokenPipeError) as error:
-                # RemoteDisconnected is a ConnectionResetError: closed with no answer.
-                (self.retries if reused else self.failures).append(f"{number}: {error!r}")
-                connection.close()
-                connection = None
-                continue
-            except OSError as error:
-                self.failures.append(f"{number}: {error!r}")
-                connection.close()
-                connection = None
-                continue
-            finally:
-                self.sent_at.pop(number, None)
-            if response.status != 200:
-                self.failures.append(f"{number}: status {response.status}")
-            else:
-                self.answers.append((sent, body.split()[0]))
-            if not keep_alive or response.will_close:
-                connection.close()
-                connection = None
-        if connection is not None:
-            connection.close()
-
-
 @pytest.mark.parametrize("model", list(RESTART_MODELS))
 def test_a_restart_on_the_held_socket_refuses_nothing_and_fails_no_request(model: str) -> None:
     options = [*RESTART_MODELS[model], "--graceful-timeout", "5"]
     made_while_stopped: list[http.client.HTTPConnection] = []
     with held_tcp_socket() as held:
         port = held.getsockname()[1]
-        load = Load(port)
+        load = Load(port, "/pid")
         load.start()
         try:
             with activated([held], options, PID_APP) as first:
                 assert first.port == port
                 assert wait_until(lambda: len(load.answers) >= 200, 15), first.log
                 assert first.stop(signal.SIGTERM) == 0, first.log
-            served_by_first = {pid for _, pid in load.answers}
+            served_by_first = pids(load)
             answered_by_first = len(load.answers)
             # No server runs: every client waits on a connection in the held socket's
             # backlog, and new ones are still made there, at once.
@@ -173,7 +101,12 @@ def test_a_restart_on_the_held_socket_refuses_nothing_and_fails_no_request(model
     assert load.failures == []
     assert load.retries == []
     # The second server answered the clients that waited, and then others.
-    assert {pid for _, pid in load.answers} - served_by_first
+    assert pids(load) - served_by_first
+
+
+def pids(load: Load) -> set[str]:
+    """The pids that answered `load`'s requests so far."""
+    return {body.split()[0].decode() for body in load.bodies()}
 
 
 def test_a_unix_socket_is_served_and_the_variables_are_not_left_for_the_app(
