@@ -10,8 +10,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import trustme
+
 from tests.server import MODELS, WORKER_MODELS, RunningServer, fetch, wait_until
 from tests.systemd import NotifySocket
+from tests.tls import write_certificate
 
 GATED_APP = "tests.apps.gated_boot:app"
 
@@ -125,3 +128,25 @@ def test_a_notify_socket_no_one_reads_changes_nothing(
         assert server.log.count("cannot notify systemd") == 1, server.log
         assert "Traceback" not in server.log
     assert not os.path.exists(missing)
+
+
+def test_a_single_process_serving_tls_says_ready_once_the_certificates_are_read(
+    start_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    certificate = write_certificate(trustme.CA(), tmp_path / "tls")
+    with NotifySocket(tmp_path / "notify") as systemd:
+        server = start_server(
+            options=[*MODELS["thread-pool"], *certificate.options()],
+            env={"NOTIFY_SOCKET": systemd.value},
+        )
+        assert systemd.receive()["READY"] == "1"
+        server.process.send_signal(signal.SIGHUP)
+        assert systemd.receive()["RELOADING"] == "1"
+        assert systemd.receive()["READY"] == "1"
+        assert server.wait_for_log("TLS certificates reloaded", 5), server.log
+        # A certificate that cannot be read ends the reload too: the old one serves on.
+        certificate.cert.write_text("truncated by a failed renewal\n")
+        server.process.send_signal(signal.SIGHUP)
+        assert systemd.receive()["RELOADING"] == "1"
+        assert systemd.receive()["READY"] == "1"
+        assert server.wait_for_log("TLS certificates not reloaded", 5), server.log
