@@ -10,9 +10,17 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import trustme
 
-from tests.server import MODELS, WORKER_MODELS, RunningServer, fetch, wait_until
+from tests.server import (
+    MODELS,
+    SINGLE_PROCESS_MODELS,
+    WORKER_MODELS,
+    RunningServer,
+    fetch,
+    wait_until,
+)
 from tests.systemd import NotifySocket
 from tests.tls import write_certificate
 
@@ -45,8 +53,9 @@ def test_a_master_says_ready_once_its_workers_boot_and_again_after_a_reload(
         assert ready == {
             "READY": "1",
             "MAINPID": str(server.process.pid),
-            "STATUS": "2 worker processes × 4 threads (thread pool) = 8 requests at a time",
+            "STATUS": concurrency_line(server),
         }
+        assert ready["STATUS"].endswith("= 8 requests at a time")
         assert fetch(server.port)[0] == 200
 
         # HUP: RELOADING=1 at once, READY=1 only when the new workers have booted.
@@ -87,17 +96,21 @@ def time_monotonic_usec() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
 
 
-def test_a_single_process_says_ready_reloading_and_stopping_on_an_abstract_socket(
-    start_server: Callable[..., RunningServer],
+@pytest.mark.parametrize("model", list(SINGLE_PROCESS_MODELS))
+def test_a_single_process_says_ready_reloading_and_stopping(
+    start_server: Callable[..., RunningServer], model: str
 ) -> None:
+    # The abstract namespace: "@name" in NOTIFY_SOCKET.
     with NotifySocket(abstract_name=f"corral-test-{uuid.uuid4().hex}") as systemd:
-        assert systemd.value.startswith("@")
-        server = start_server(options=MODELS["thread-pool"], env={"NOTIFY_SOCKET": systemd.value})
+        server = start_server(
+            options=SINGLE_PROCESS_MODELS[model], env={"NOTIFY_SOCKET": systemd.value}
+        )
         ready = systemd.receive()
+        assert systemd.sender == server.process.pid
         assert ready == {
             "READY": "1",
             "MAINPID": str(server.process.pid),
-            "STATUS": "1 process × 4 threads (thread pool) = 4 requests at a time",
+            "STATUS": concurrency_line(server),
         }
         assert fetch(server.port)[0] == 200
         # A single process reads again only TLS certificates, yet answers HUP as the
@@ -105,10 +118,32 @@ def test_a_single_process_says_ready_reloading_and_stopping_on_an_abstract_socke
         server.process.send_signal(signal.SIGHUP)
         assert systemd.receive()["RELOADING"] == "1"
         assert systemd.receive() == ready
-        server.process.send_signal(signal.SIGINT)
-        assert systemd.receive() == {"STOPPING": "1", "STATUS": "Stopping quickly"}
+        server.process.send_signal(signal.SIGTERM)
+        assert systemd.receive() == {
+            "STOPPING": "1",
+            "STATUS": "Stopping: finishing requests in flight within 30 s",
+        }
         assert server.process.wait(15) == 0
         assert systemd.pending() == []
+
+
+def test_a_quick_stop_says_so(start_server: Callable[..., RunningServer], tmp_path: Path) -> None:
+    for options in (MODELS["thread-pool"], WORKER_MODELS["workers-thread"]):
+        with NotifySocket(tmp_path / f"notify-{len(options)}") as systemd:
+            server = start_server(options=options, env={"NOTIFY_SOCKET": systemd.value})
+            assert systemd.receive()["READY"] == "1"
+            server.process.send_signal(signal.SIGINT)
+            assert systemd.receive() == {"STOPPING": "1", "STATUS": "Stopping quickly"}
+            # A second signal stops at once, and says nothing more.
+            server.process.send_signal(signal.SIGINT)
+            assert server.process.wait(15) == 0
+            assert systemd.pending() == []
+
+
+def concurrency_line(server: RunningServer) -> str:
+    """What the start-up line "Concurrency: ..." says."""
+    assert server.wait_for_log("Concurrency: ", 5), server.log
+    return server.log.split("Concurrency: ", 1)[1].splitlines()[0]
 
 
 def test_a_notify_socket_no_one_reads_changes_nothing(
