@@ -53,11 +53,12 @@ def inherited_listeners() -> list[socket.socket]:
     systemd socket activation (LISTEN_FDS for LISTEN_PID). These are process-start
     protocols, not settings, so they are read from the environment here, once.
 
-    As gunicorn and libsystemd's `sd_listen_fds(1)` do, systemd's sockets are taken only
-    when LISTEN_PID is this process (variables a parent left behind are not ours), from
-    fd 3 on, and LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES are then removed from the
-    environment, so that no process this one starts takes them again. Raises
-    `BindError` when a descriptor handed over is not a listening stream socket."""
+    As in gunicorn and libsystemd's sd_listen_fds(3) told to unset the environment,
+    systemd's sockets are taken only when LISTEN_PID is this process (variables a parent
+    left behind are not ours), from fd 3 on, and LISTEN_PID, LISTEN_FDS and
+    LISTEN_FDNAMES are then removed from the environment, so that no process this one
+    starts takes them again. Raises `BindError` when a descriptor handed over is not a
+    listening stream socket."""
     fds: list[int] = []
     handed_over = os.environ.pop(INHERITED_FDS_VARIABLE, "")
     if handed_over:
