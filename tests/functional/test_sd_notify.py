@@ -185,3 +185,22 @@ def test_a_single_process_serving_tls_says_ready_once_the_certificates_are_read(
         assert systemd.receive()["RELOADING"] == "1"
         assert systemd.receive()["READY"] == "1"
         assert server.wait_for_log("TLS certificates not reloaded", 5), server.log
+
+
+def test_a_stop_with_a_drain_delay_says_it_serves_on_first(
+    start_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    for options in (MODELS["thread-pool"], WORKER_MODELS["workers-thread"]):
+        with NotifySocket(tmp_path / f"notify-{len(options)}") as systemd:
+            server = start_server(
+                options=[*options, "--health-path", "/healthz", "--drain-delay", "0.5"],
+                env={"NOTIFY_SOCKET": systemd.value},
+            )
+            assert systemd.receive()["READY"] == "1"
+            server.process.send_signal(signal.SIGTERM)
+            assert systemd.receive() == {
+                "STOPPING": "1",
+                "STATUS": "Stopping: serving on for 0.5 s (--drain-delay), "
+                "then finishing requests in flight within 30 s",
+            }
+            assert server.process.wait(15) == 0
