@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shlex
 import signal
 import socket
 import sys
@@ -24,8 +25,22 @@ APP = "tests.apps.behaviours:app"
 # The client's loopback address, which only the PROXY header can tell corral: HAProxy
 # itself connects from 127.0.0.1.
 CLIENT = "127.0.0.3"
-# corral's side of the configuration, as docs/deploy/haproxy.md gives it.
-INSTANCE_OPTIONS = ["--proxy-protocol", "--proxy-allow-from", "127.0.0.1"]
+
+
+def documented_instance_options() -> list[str]:
+    """The options of the corral command the configuration's opening comment gives,
+    without its address and application; HAProxy's address is 127.0.0.1 here."""
+    comment = next(
+        line.lstrip("# ")
+        for line in CONFIG.read_text().splitlines()
+        if line.lstrip("# ").startswith("corral ")
+    )
+    argv = shlex.split(comment)[1:-1]
+    bind = argv.index("-b")
+    del argv[bind : bind + 2]
+    allowed = argv.index("--proxy-allow-from") + 1
+    argv[allowed] = "127.0.0.1"
+    return argv
 
 
 def unused_port_outside_the_ephemeral_range() -> int:
@@ -45,7 +60,7 @@ def unused_port_outside_the_ephemeral_range() -> int:
 
 def start_instance(port: int) -> RunningServer:
     command = [sys.executable, "-m", "corral", "-b", f"127.0.0.1:{port}"]
-    command += [*WORKER_MODELS["workers-thread"], *INSTANCE_OPTIONS, APP]
+    command += [*WORKER_MODELS["workers-thread"], *documented_instance_options(), APP]
     return RunningServer(command=command)
 
 
@@ -68,6 +83,9 @@ def test_an_instance_stopped_and_started_again_under_load_fails_no_request(
     tmp_path: Path,
 ) -> None:
     require_haproxy()
+    options = documented_instance_options()
+    # The health check is corral's own, which says 503 while the drain delay serves on.
+    assert {"--health-path", "--drain-delay", "--proxy-protocol"} <= set(options), options
     ports = [unused_port_outside_the_ephemeral_range() for _ in range(2)]
     first = start_instance(ports[0])
     second = start_instance(ports[1])
@@ -87,9 +105,14 @@ def test_an_instance_stopped_and_started_again_under_load_fails_no_request(
                 try:
                     assert wait_until(lambda: served(load, ports[0]) >= 100, 15), load.failures
                     assert wait_until(lambda: served(load, ports[1]) >= 100, 15), load.failures
-                    assert first.stop(signal.SIGTERM) == 0, first.log
+                    first.process.send_signal(signal.SIGTERM)
                     down = "Server corral/corral1 is DOWN"
                     assert wait_until(lambda: down in haproxy_log.read_text(), 15)
+                    # Taken out by corral's own 503 while it served on, not by a
+                    # refused connection once it had stopped.
+                    assert "code: 503" in line_of(haproxy_log, down)
+                    assert first.process.wait(30) == 0, first.log
+                    first.stop()
                     before = served(load, ports[0])
                     first = start_instance(ports[0])
                     up = "Server corral/corral1 is UP"
@@ -105,6 +128,10 @@ def test_an_instance_stopped_and_started_again_under_load_fails_no_request(
     assert load.retries == []
     environs = [json.loads(body) for body in load.bodies()]
     assert {environ["REMOTE_ADDR"] for environ in environs} == {CLIENT}
+
+
+def line_of(log: Path, text: str) -> str:
+    return next(line for line in log.read_text().splitlines() if text in line)
 
 
 def served(load: Load, port: int) -> int:
