@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.app_loading import load_app
 from corral.config import Config, ConfigError
+from corral.process.sd_notify import ServiceNotifier
 from corral.process.setup import (
     configure_logging,
     drop_privileges,
@@ -119,13 +120,17 @@ def serve(app: Any, config: Config, self_call_advice: str | None = None) -> None
         dispatcher.on_tick = _beat_of(slot)
     dispatcher.on_reopen = lambda: reopen_logs(config, lambda: reopen_access_logs(dispatcher))
     dispatcher.self_call_advice = self_call_advice
+    # The process is systemd's service only when corral owns its main thread and its
+    # signals; a server run on another thread leaves notifying to whoever owns them.
+    notifier = ServiceNotifier(None)
     if threading.current_thread() is threading.main_thread():
+        notifier = ServiceNotifier.from_environment()
         reload_tls = None
         if tls is not None:
             from corral.serving.tls import make_reload_trigger
 
-            reload_tls = make_reload_trigger(tls, dispatcher.watch)
-        install_single_process_handlers(dispatcher, reload_tls)
+            reload_tls = make_reload_trigger(tls, dispatcher.watch, notifier.ready_again)
+        install_single_process_handlers(dispatcher, reload_tls, notifier)
     error_log.info("corral %s (pid %d)", __version__, os.getpid())
     error_log.info("Concurrency: %s", model.describe())
     warn_worker_process_settings(config)
@@ -138,6 +143,7 @@ def serve(app: Any, config: Config, self_call_advice: str | None = None) -> None
         error_log.info("Stats at %s", stats.url)
     watch_app_sources()
     freeze_heap()
+    notifier.ready(model.describe())
     try:
         dispatcher.run()
     finally:
@@ -211,6 +217,7 @@ def serve_with_workers(
     freeze_heap()
     set_process_title(config, "master", spec)
     master.app_imported = boot.app is not None
+    master.notifier = ServiceNotifier.from_environment()
     return master.run()
 
 

@@ -123,8 +123,10 @@ class RunningServer:
         start_timeout: float = 15.0,
         fd_limit: int | None = None,
         command: Sequence[str] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
-        """`command` replaces the whole `corral` command line (the Flask command, say)."""
+        """`command` replaces the whole `corral` command line (the Flask command, say);
+        `pass_fds` stay open in it (a listening socket handed over, say)."""
         if command is None:
             command = [sys.executable, "-m", "corral", "-b", "127.0.0.1:0", *options]
             if app is not None:
@@ -137,6 +139,7 @@ class RunningServer:
             stderr=subprocess.STDOUT,
             text=True,
             preexec_fn=None if fd_limit is None else lambda: _limit_fds(fd_limit),
+            pass_fds=pass_fds,
         )
         self.lines: list[str] = []
         self.port_found = threading.Event()
@@ -173,6 +176,10 @@ class RunningServer:
                 return True
             time.sleep(0.02)
         return False
+
+    def wait_for_log_count(self, text: str, count: int, timeout: float = 5.0) -> bool:
+        """Wait until `text` has been logged `count` times or more."""
+        return wait_until(lambda: self.log.count(text) >= count, timeout)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         code = stop_process(self.process, sig, timeout)

@@ -33,6 +33,7 @@ from typing import Any
 
 from corral.config import Config
 from corral.process.exit_codes import APP_LOAD_ERROR, RUNTIME_ERROR, WORKER_BOOT_ERROR
+from corral.process.sd_notify import ServiceNotifier
 from corral.process.slot_table import READY, RETIRING, SlotTable
 from corral.serving.listeners import handover_environment
 from corral.serving.readiness import make_wake_pipe
@@ -152,6 +153,10 @@ class Master:
         # The --stats listener (`corral.process.stats_server`), when there is one: this
         # process serves it on a thread of its own, reading only the table.
         self.stats: Any = None
+        # systemd's Type=notify (`corral.process.sd_notify`): READY=1 once every worker
+        # of the current generation has booted, again after each reload.
+        self.notifier = ServiceNotifier(None)
+        self.ready_announced = False
 
     def _hook(self, name: str, *arguments: Any) -> None:
         call_hook(self.cfg, name, *arguments)
@@ -188,6 +193,7 @@ class Master:
                 self._handle_signals()
                 self._reap()
                 self._check_workers()
+                self._announce_ready()
         finally:
             self._shut_down()
         return self.exit_code
@@ -338,6 +344,15 @@ class Master:
                     self._retire(worker, "replaced by a reloaded worker")
             self.previous_generation = 0
             error_log.info("Reload complete: the new workers serve (%d)", self.num_workers)
+
+    def _announce_ready(self) -> None:
+        """Tell systemd the service serves: at start, and when a reload is over."""
+        if self.ready_announced or self.stopping or self.previous_generation:
+            return
+        current = self._current()
+        if len(current) >= self.num_workers and all(worker.ready for worker in current):
+            self.ready_announced = True
+            self.notifier.ready(self.describe(self._config_with_workers(self.num_workers)))
 
     def _retire(self, worker: Worker, reason: str) -> None:
         error_log.info("Retiring worker %d: %s", worker.pid, reason)
@@ -507,6 +522,9 @@ class Master:
             error_log.info("Received HUP during a reload: ignored")
             return
         error_log.info("Received HUP: reloading")
+        # READY=1 follows once the new workers serve, or the old ones are kept.
+        self.notifier.reloading()
+        self.ready_announced = False
         try:
             config = self.reload_config()
         except Exception as error:
@@ -539,7 +557,9 @@ class Master:
         error_log.info("Workers: %d (was %d)", count, old)
         self._hook("nworkers_changed", self, count, old)
         self._describe_to_table()
-        error_log.info("Concurrency: %s", self.describe(self._config_with_workers(count)))
+        concurrency = self.describe(self._config_with_workers(count))
+        error_log.info("Concurrency: %s", concurrency)
+        self.notifier.status(concurrency)
 
     def _config_with_workers(self, count: int) -> Config:
         return dataclasses.replace(self.cfg, workers=count)
@@ -594,6 +614,16 @@ class Master:
             return
         self.stopping = True
         self.quick = quick
+        finishing = f"finishing requests in flight within {self.cfg.graceful_timeout:g} s"
+        if quick:
+            self.notifier.stopping("Stopping quickly")
+        elif self.cfg.drain_delay and not self.successor_pid:
+            self.notifier.stopping(
+                f"Stopping: serving on for {self.cfg.drain_delay:g} s (--drain-delay), "
+                f"then {finishing}"
+            )
+        else:
+            self.notifier.stopping(f"Stopping: {finishing}")
 
     def _shut_down(self) -> None:
         quick = getattr(self, "quick", True)

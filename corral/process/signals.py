@@ -6,7 +6,10 @@ a second one of them, the delay's time included, stops at once; each is logged a
 arrives, with the requests in flight. USR1 reopens the log files. HUP reads the TLS
 certificates again when the process serves TLS. HUP otherwise, USR2, TTIN and TTOU,
 which gunicorn's master answers, are logged and change nothing: left to their defaults,
-HUP, USR1 and USR2 would end the process and TTIN and TTOU stop it. Worker processes and
+HUP, USR1 and USR2 would end the process and TTIN and TTOU stop it. Under systemd
+(`corral.process.sd_notify`) the process says STOPPING=1 on a stop, and answers every
+HUP with RELOADING=1 then READY=1, as a `Type=notify-reload` unit waits for, whether or
+not there was anything to read again. Worker processes and
 the master install their own (`worker_process.py`, `master.py`).
 """
 
@@ -17,6 +20,7 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from corral.process.sd_notify import ServiceNotifier
 from corral.serving.dispatcher import QUICK_STOP_SECONDS
 
 if TYPE_CHECKING:
@@ -29,13 +33,15 @@ _MASTER_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN
 
 
 def install_single_process_handlers(
-    dispatcher: Dispatcher, reload_tls: Callable[[], None] | None = None
+    dispatcher: Dispatcher,
+    reload_tls: Callable[[], None] | None = None,
+    notifier: ServiceNotifier | None = None,
 ) -> None:
     """On the main thread, before the server says it listens: a signal sent as soon as
     it does must find its handler. `reload_tls`, safe to call in a signal handler, has
-    the TLS certificates read again (HUP)."""
+    the TLS certificates read again (HUP), and tells `notifier` when it is done."""
     dispatcher.prepare_signals()
-    handlers = _Handlers(dispatcher, reload_tls)
+    handlers = _Handlers(dispatcher, reload_tls, notifier or ServiceNotifier(None))
     for signum in _STOP_SIGNALS:
         signal.signal(signum, handlers.stop)
     for signum in _MASTER_SIGNALS:
@@ -43,9 +49,15 @@ def install_single_process_handlers(
 
 
 class _Handlers:
-    def __init__(self, dispatcher: Dispatcher, reload_tls: Callable[[], None] | None) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        reload_tls: Callable[[], None] | None,
+        notifier: ServiceNotifier,
+    ) -> None:
         self.dispatcher = dispatcher
         self.reload_tls = reload_tls
+        self.notifier = notifier
 
     def stop(self, signum: int, _frame: object) -> None:
         dispatcher = self.dispatcher
@@ -60,6 +72,10 @@ class _Handlers:
         # the first one counted.
         self._act(signum)
         if signum == signal.SIGTERM and dispatcher.drain_until:
+            self.notifier.stopping(
+                f"Stopping: serving on for {dispatcher.drain_delay:g} s (--drain-delay), "
+                f"then finishing requests in flight within {dispatcher.graceful_timeout:g} s"
+            )
             error_log.info(
                 "Received TERM: serving on for %g s (--drain-delay), then stopping gracefully "
                 "within %g s%s",
@@ -68,12 +84,16 @@ class _Handlers:
                 self._running(),
             )
         elif signum == signal.SIGTERM:
+            self.notifier.stopping(
+                f"Stopping: finishing requests in flight within {dispatcher.graceful_timeout:g} s"
+            )
             error_log.info(
                 "Received TERM: stopping gracefully within %g s%s",
                 dispatcher.graceful_timeout,
                 self._running(),
             )
         else:
+            self.notifier.stopping("Stopping quickly")
             error_log.info(
                 "Received %s: stopping within %g s%s", name, QUICK_STOP_SECONDS, self._running()
             )
@@ -96,9 +116,13 @@ class _Handlers:
             return
         if signum == signal.SIGHUP and self.reload_tls is not None:
             error_log.info("Received HUP: reading the TLS certificates again")
+            # READY=1 follows from the loop, once they are read (or kept).
+            self.notifier.reloading()
             self.reload_tls()
             return
         if signum == signal.SIGHUP:
+            self.notifier.reloading()
+            self.notifier.ready_again()
             why = "reloading needs worker processes (-w N); --reload restarts on changes"
         elif signum == signal.SIGUSR2:
             why = "an upgrade on the same sockets needs worker processes (-w N)"

@@ -51,19 +51,43 @@ _SYSTEMD_FIRST_FD = 3
 def inherited_listeners() -> list[socket.socket]:
     """Listening sockets handed over at exec: by the previous master on USR2, or by
     systemd socket activation (LISTEN_FDS for LISTEN_PID). These are process-start
-    protocols, not settings, so they are read from the environment here, once."""
+    protocols, not settings, so they are read from the environment here, once.
+
+    As in gunicorn and libsystemd's sd_listen_fds(3) told to unset the environment,
+    systemd's sockets are taken only when LISTEN_PID is this process (variables a parent
+    left behind are not ours), from fd 3 on, and LISTEN_PID, LISTEN_FDS and
+    LISTEN_FDNAMES are then removed from the environment, so that no process this one
+    starts takes them again. Raises `BindError` when a descriptor handed over is not a
+    listening stream socket."""
     fds: list[int] = []
     handed_over = os.environ.pop(INHERITED_FDS_VARIABLE, "")
     if handed_over:
         fds = [int(part) for part in handed_over.split(",") if part.strip().isdigit()]
     elif os.environ.get("LISTEN_PID") == str(os.getpid()):
-        count = int(os.environ.get("LISTEN_FDS", "0") or 0)
-        fds = list(range(_SYSTEMD_FIRST_FD, _SYSTEMD_FIRST_FD + count))
+        count_text = os.environ.get("LISTEN_FDS", "")
         for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
             os.environ.pop(name, None)
-    listeners = []
+        if not count_text.isdigit():
+            raise BindError(f"LISTEN_FDS={count_text!r} is not a number of sockets")
+        fds = list(range(_SYSTEMD_FIRST_FD, _SYSTEMD_FIRST_FD + int(count_text)))
+    listeners: list[socket.socket] = []
     for fd in fds:
-        sock = socket.socket(fileno=fd)
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError as error:
+            for taken in listeners:
+                taken.close()
+            raise BindError(f"inherited fd {fd} is not a socket: {error.strerror}") from None
+        problem = ""
+        if sock.type != socket.SOCK_STREAM:
+            problem = "is not a stream socket (ListenStream=)"
+        elif not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            # systemd's Accept=yes hands over one accepted connection per process.
+            problem = "is not listening (a connection: Accept=yes is not supported)"
+        if problem:
+            for taken in [*listeners, sock]:
+                taken.close()
+            raise BindError(f"inherited fd {fd} {problem}")
         os.set_inheritable(fd, False)
         listeners.append(sock)
     return listeners

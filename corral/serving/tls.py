@@ -206,12 +206,15 @@ def _answer_plain_http(sock: ssl.SSLSocket) -> None:
 
 
 def make_reload_trigger(
-    server_tls: ServerTLS, watch: Callable[[int, Callable[[], None]], None]
+    server_tls: ServerTLS,
+    watch: Callable[[int, Callable[[], None]], None],
+    finished: Callable[[], None] | None = None,
 ) -> Callable[[], None]:
     """A function that a signal handler may call (HUP in a single process) to have the
     certificates read again on the dispatcher's thread: `watch(fd, callback)` is the
     dispatcher's, calling back on that thread when the pipe made here turns readable.
-    The outcome is logged: new certificates, or why the current ones stay."""
+    The outcome is logged: new certificates, or why the current ones stay. `finished`
+    is called on that thread after each attempt, whatever its outcome."""
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
     os.set_blocking(write_fd, False)
@@ -223,8 +226,10 @@ def make_reload_trigger(
             server_tls.reload()
         except TLSSetupError as error:
             error_log.error("TLS certificates not reloaded: %s; the current ones serve on", error)
-            return
-        error_log.info("TLS certificates reloaded: new connections get them")
+        else:
+            error_log.info("TLS certificates reloaded: new connections get them")
+        if finished is not None:
+            finished()
 
     def trigger(*_: Any) -> None:
         with contextlib.suppress(OSError):

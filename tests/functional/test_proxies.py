@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import socket
 import struct
-import subprocess
 import textwrap
 import uuid
 from collections.abc import Iterator, Sequence
@@ -25,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.conformance.test_gunicorn_corpus import CORPUS, add_host, wire_bytes
+from tests.haproxy import require_haproxy, running_haproxy
 from tests.requirements import require
 from tests.server import MODELS, RunningServer
 from tests.wire import read_until_closed
@@ -45,7 +43,6 @@ OPTIONS = [
     "60",
 ]
 TIMEOUT = 10.0
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 FORGED = (
     ("X-Forwarded-For", "198.51.100.9"),
@@ -317,7 +314,7 @@ def haproxy(
     """HAProxy listening on a loopback port, forwarding to corral from `source`; yields
     the port. It is handed its listening socket already bound (`bind fd@N`), so clients
     can connect at once and the port is never let go and taken again."""
-    require(os.access(HAPROXY, os.X_OK), "HAProxy is not installed (apt-get install haproxy)")
+    require_haproxy()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
@@ -341,30 +338,8 @@ def haproxy(
                 """
             )
         )
-        command = [HAPROXY, "-f", str(config)]
-        checked = subprocess.run(
-            [*command, "-c"],
-            pass_fds=(listener.fileno(),),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-        )
-        assert checked.returncode == 0, checked.stdout + checked.stderr
-        process = subprocess.Popen(
-            [*command, "-db"],
-            pass_fds=(listener.fileno(),),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
+        with running_haproxy(config, listener):
             yield listener.getsockname()[1]
-        finally:
-            process.terminate()
-            try:
-                process.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(TIMEOUT)
 
 
 def through(port: int, headers: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
