@@ -7,11 +7,14 @@ and run too."""
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 import signal
 import subprocess
 import sys
 import uuid
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +127,68 @@ def test_the_image_builds_becomes_healthy_and_stops_with_status_0() -> None:
         if container:
             _docker("rm", "-f", container)
         _docker("rmi", "-f", tag)
+
+
+DOCKERIGNORE = DOCKERFILE.with_name(DOCKERFILE.name + ".dockerignore")
+
+
+def _ignored(path: str, rules: list[str]) -> bool:
+    """Whether Docker leaves `path` (relative to the context) out of the build context:
+    the last rule that matches it, or one of the directories it is in, decides, and a
+    rule starting with `!` lets it through (Docker's .dockerignore)."""
+    parents = ["/".join(path.split("/")[:depth]) for depth in range(1, path.count("/") + 2)]
+    ignored = False
+    for rule in rules:
+        pattern = rule.removeprefix("!").rstrip("/")
+        if any(fnmatch.fnmatchcase(name, pattern) for name in parents):
+            ignored = not rule.startswith("!")
+    return ignored
+
+
+def test_the_dockerignore_sends_what_the_build_copies_and_corral_builds_from_it(
+    tmp_path: Path,
+) -> None:
+    # The build context is the repository's root; a file the Dockerfile copies that the
+    # .dockerignore leaves out fails the build, and anything else sent only slows it.
+    rules = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    listed = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    sent = [path for path in listed if not _ignored(path, rules)]
+    copied = {
+        source
+        for line in DOCKERFILE.read_text().splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+        for source in line.split()[1:-1]
+    }
+    assert copied, "the Dockerfile copies nothing from the context"
+    assert {path.split("/")[0] for path in sent} == copied
+    # Built from what is sent alone, as the image's `pip install` does.
+    context = tmp_path / "context"
+    for path in sent:
+        (context / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / path, context / path)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "-w",
+            str(tmp_path),
+            str(context),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("corral-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert "corral/__main__.py" in archive.namelist()
