@@ -7,10 +7,10 @@ on CPU 1, as in scenario A, with probes around the app and around every send
 (`server_split.py`): what the app, the sends and the rest of the server cost there.
 
 Then each app is served by one corral `Connection` over a socket pair in this process:
-the client writes a request, `Connection.serve()` parses it, calls the app and sends the
-response, the client reads it. No event loop or thread hand-off is involved, so the
-figures are the per-request cost of corral's own code, the app and the two system calls
-that move the bytes. A cProfile run then splits that time by function.
+the client writes a request, `Connection.collect()` gathers it, `Connection.serve()`
+parses it, calls the app and sends the response, the client reads it. No event loop or
+thread hand-off is involved, so the figures are the per-request cost of corral's own
+code, the app and the two system calls that move the bytes. A cProfile run then splits that time by function.
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def serve_loop(app: Any) -> Any:
     def run(count: int) -> None:
         for _ in range(count):
             client_side.sendall(REQUEST)
+            # As the dispatcher does: the request is gathered whole, then served.
+            assert connection.collect()
             connection.serve()
             client_side.recv(1 << 16)
 
