@@ -2,8 +2,8 @@
 its exact command line (the listening addresses moved to loopback ports the kernel
 picks) is run from this checkout, its HEALTHCHECK program succeeds against it, and
 after TERM the same program fails on a 503 while the app is still served, until the
-drain delay ends and corral exits 0. Where a Docker daemon answers, the image is built
-and run too."""
+drain delay ends and corral exits 0. The image itself is not built here: that needs a
+Docker daemon and the base image from its registry."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -81,52 +80,6 @@ def test_the_image_command_serves_then_drains_on_term() -> None:
         assert server.process.wait(config.drain_delay + config.graceful_timeout + 15) == 0
     finally:
         server.stop()
-
-
-def _docker(*arguments: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", *arguments], capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
-
-
-def _docker_answers() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        return _docker("info", timeout=30).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
-
-
-@pytest.mark.timeout(900)
-def test_the_image_builds_becomes_healthy_and_stops_with_status_0() -> None:
-    # A plain skip, not tests.requirements.require: building needs a Docker daemon and
-    # the base image from its registry, which the machines running the suite need not
-    # reach; the test above runs the same command without them.
-    if not _docker_answers():
-        pytest.skip("no Docker daemon answers `docker info`")
-    tag = f"corral-deploy-test:{uuid.uuid4().hex[:12]}"
-    build = _docker("build", "-f", str(DOCKERFILE), "-t", tag, ".", timeout=600)
-    assert build.returncode == 0, build.stderr
-    container = ""
-    try:
-        started = _docker("run", "-d", "-p", "127.0.0.1::8000", tag)
-        assert started.returncode == 0, started.stderr
-        container = started.stdout.strip()
-
-        def health() -> str:
-            inspected = _docker("inspect", "-f", "{{.State.Health.Status}}", container)
-            return inspected.stdout.strip()
-
-        assert wait_until(lambda: health() == "healthy", timeout=120), health()
-        stopped = _docker("stop", "-t", "45", container, timeout=90)
-        assert stopped.returncode == 0, stopped.stderr
-        status = _docker("inspect", "-f", "{{.State.ExitCode}}", container)
-        assert status.stdout.strip() == "0", _docker("logs", container).stderr
-    finally:
-        if container:
-            _docker("rm", "-f", container)
-        _docker("rmi", "-f", tag)
 
 
 DOCKERIGNORE = DOCKERFILE.with_name(DOCKERFILE.name + ".dockerignore")
