@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from tests.requirements import require
+from tests.server import stop_process
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 TIMEOUT = 10.0
@@ -50,9 +52,4 @@ def running_haproxy(
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(TIMEOUT)
+        stop_process(process, signal.SIGTERM, TIMEOUT)

@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.requirements import require
-from tests.server import ROOT, wait_until
+from tests.server import ROOT, stop_process, wait_until
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 RECIPES = ROOT / "docs" / "deploy" / "nginx"
@@ -114,12 +115,7 @@ def nginx(tmp_path: Path, recipe: str, addresses: dict[str, str]) -> Iterator[Ng
         assert wait_until(listening, 10), error_log.read_text()
         yield Nginx(port, error_log)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process, signal.SIGTERM, 10)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # corral's startup line, Werkzeug's run_simple's and gunicorn's, naming the port it
@@ -95,7 +96,7 @@ def fetch(
         connection.close()
 
 
-def stop_process(process: subprocess.Popen[str], sig: int, timeout: float) -> int:
+def stop_process(process: subprocess.Popen[Any], sig: int, timeout: float) -> int:
     """Send `sig` unless `process` has ended; wait `timeout` seconds, then kill it. Its
     exit status."""
     if process.poll() is None:
