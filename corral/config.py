@@ -557,7 +557,8 @@ SETTINGS: tuple[Setting, ...] = (
         ("-u", "--user"),
         user_or_group,
         None,
-        "User (name or id) the workers run as; unset, the one that started corral.",
+        "User (name or id) the workers run as, and who owns the unix: sockets corral "
+        "binds (as in gunicorn); unset, the one that started corral.",
         "Worker processes",
         "USER",
     ),

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from corral.app_loading import load_app
@@ -17,6 +18,7 @@ from corral.process.setup import (
     configure_logging,
     drop_privileges,
     freeze_heap,
+    give_unix_sockets_to_user,
     prepare_process,
     reopen_logs,
     set_process_title,
@@ -67,7 +69,7 @@ def serve(app: Any, config: Config, self_call_advice: str | None = None) -> None
     configure_logging(config)
     raise_open_file_limit(config)
     model = make_worker_model(config)
-    listeners = open_listeners(config)
+    listeners = open_listeners(config, partial(give_unix_sockets_to_user, config))
     stats: StatsServer | None = None
     table: SlotTable | None = None
     if config.stats:
@@ -188,7 +190,7 @@ def serve_with_workers(
     )
     if config.on_starting is not None:
         config.on_starting(master)
-    master.listeners = open_listeners(config)
+    master.listeners = open_listeners(config, partial(give_unix_sockets_to_user, config))
     if config.stats:
         try:
             master.stats = _open_stats(config.stats, master.slots)

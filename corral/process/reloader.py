@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Collection
+from functools import partial
 
 from corral.app_loading import AppLoadError
 from corral.config import Config
@@ -95,11 +96,12 @@ def run_with_reloader(config: Config, exec_argv: list[str]) -> int:
 
     Raises `BindError` when an address cannot be listened on."""
     # Imported here: the command imports this module before gevent patches anything.
-    from corral.process.setup import configure_logging
+    from corral.process.setup import configure_logging, give_unix_sockets_to_user
     from corral.serving.assembly import open_listeners
 
     configure_logging(config)
-    return Reloader(exec_argv, open_listeners(config)).run()
+    bound = open_listeners(config, partial(give_unix_sockets_to_user, config))
+    return Reloader(exec_argv, bound).run()
 
 
 class Reloader:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable
 
@@ -52,6 +53,34 @@ def prepare_process(config: Config) -> None:
         from corral.workers.coroutines import patch_process
 
         patch_process()
+
+
+def give_unix_sockets_to_user(config: Config, listeners: list[socket.socket]) -> None:
+    """Make the unix: socket files corral bound belong to --user and --group (the user's
+    own group when only --user is given), so that a proxy running as that user can
+    connect whatever the umask, as gunicorn does. Nothing changes without --user or
+    --group, or for sockets inherited (systemd, USR2), abstract or on TCP. Raises OSError
+    (not permitted: corral is not root) or KeyError (no such user or group)."""
+    if config.user is None and config.group is None:
+        return
+    import grp
+    import pwd
+
+    uid = gid = -1
+    if config.user is not None:
+        user = config.user
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if config.group is not None:
+        group = config.group
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    for sock in listeners:
+        if sock.family != socket.AF_UNIX:
+            continue
+        path = sock.getsockname()
+        # An abstract name comes as bytes, and has no file.
+        if isinstance(path, str) and path:
+            os.chown(path, uid, gid)
 
 
 def drop_privileges(config: Config) -> None:

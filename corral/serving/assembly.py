@@ -21,7 +21,7 @@ from corral.http.trusted_addresses import TrustedAddresses
 from corral.serving.access_log import AccessLog
 from corral.serving.connection import OpeningStep, ServingState
 from corral.serving.dispatcher import Dispatcher
-from corral.serving.listeners import inherited_listeners, listen, listener_info
+from corral.serving.listeners import BindError, inherited_listeners, listen, listener_info
 from corral.serving.proxy_preamble import ProxyPreamble
 from corral.serving.refusals import RefusalLog
 from corral.serving.request_observer import RequestObserver
@@ -102,9 +102,12 @@ def connection_ceiling(config: Config) -> int:
     return max(1, min(limit, max(soft - _RESERVED_DESCRIPTORS, soft // 2)))
 
 
-def open_listeners(config: Config) -> list[socket.socket]:
+def open_listeners(
+    config: Config, bound: Callable[[list[socket.socket]], None] | None = None
+) -> list[socket.socket]:
     """The listening sockets: inherited from a previous master (USR2), handed over by
-    systemd (LISTEN_FDS), or bound now. Raises `BindError` naming the address."""
+    systemd (LISTEN_FDS), or bound now, and then given to `bound` (which may raise
+    OSError or KeyError). Raises `BindError` naming the address, or what `bound` raised."""
     inherited = inherited_listeners()
     if inherited:
         return inherited
@@ -116,6 +119,12 @@ def open_listeners(config: Config) -> list[socket.socket]:
     try:
         for address in config.bind:
             listeners.append(listen(address, config.backlog, reuse_port=config.reuse_port))
+        if bound is not None:
+            try:
+                bound(listeners)
+            except (OSError, KeyError) as error:
+                message = f"cannot give the unix: sockets to --user/--group: {error}"
+                raise BindError(message) from None
     except Exception:
         for sock in listeners:
             sock.close()

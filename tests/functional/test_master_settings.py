@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -334,3 +336,50 @@ def test_process_titles_name_the_app_or_the_name_given() -> None:
         assert title(worker) == f"corral: worker [{APP}]"
     with start(["-w", "1", "-n", "shop"], 1) as server:
         assert title(server.process.pid) == "corral: master [shop]"
+
+
+def _get_as(user: pwd.struct_passwd, path: Path) -> bytes:
+    """`_unix_get` from a process running as `user` (forked: the interpreter may be
+    where `user` cannot read it)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            os.write(write_end, _unix_get(path)[:12])
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as answer:
+            return answer.read()
+    finally:
+        os.waitpid(pid, 0)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="changing user needs root")
+@pytest.mark.parametrize("model", [["-w", "1"], ["--threads", "2"]], ids=["workers", "single"])
+def test_unix_socket_belongs_to_the_user_asked_for(model: list[str]) -> None:
+    # As gunicorn does: a proxy running as --user can connect whatever the umask (here
+    # the owner's read and write only).
+    nobody = pwd.getpwnam("nobody")
+    directory = Path(tempfile.mkdtemp())
+    directory.chmod(0o755)
+    path = directory / "corral.sock"
+    command = [
+        sys.executable, "-m", "corral", *model, "-b", f"unix:{path}",
+        "--umask", "0o177", "--user", "nobody", APP,
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: _unix_get(path).startswith(b"HTTP/1.1 200 "), 15)
+        assert (path.stat().st_uid, path.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert _get_as(nobody, path) == b"HTTP/1.1 200"
+    finally:
+        process.terminate()
+        process.wait(15)
+        shutil.rmtree(directory, ignore_errors=True)
