@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tests.haproxy import require_haproxy, running_haproxy
 from tests.load import Load
-from tests.server import WORKER_MODELS, RunningServer, wait_until
+from tests.server import RunningServer, wait_until
 
 CONFIG = Path(__file__).resolve().parents[2] / "docs" / "deploy" / "haproxy" / "haproxy.cfg"
 APP = "tests.apps.behaviours:app"
@@ -60,7 +60,7 @@ def unused_port_outside_the_ephemeral_range() -> int:
 
 def start_instance(port: int) -> RunningServer:
     command = [sys.executable, "-m", "corral", "-b", f"127.0.0.1:{port}"]
-    command += [*WORKER_MODELS["workers-thread"], *documented_instance_options(), APP]
+    command += [*documented_instance_options(), APP]
     return RunningServer(command=command)
 
 
@@ -86,6 +86,8 @@ def test_an_instance_stopped_and_started_again_under_load_fails_no_request(
     options = documented_instance_options()
     # The health check is corral's own, which says 503 while the drain delay serves on.
     assert {"--health-path", "--drain-delay", "--proxy-protocol"} <= set(options), options
+    # Worker processes, whose master closes its copies of the listener at TERM.
+    assert "-w" in options, options
     ports = [unused_port_outside_the_ephemeral_range() for _ in range(2)]
     first = start_instance(ports[0])
     second = start_instance(ports[1])
