@@ -10,7 +10,8 @@ Then each app is served by one corral `Connection` over a socket pair in this pr
 the client writes a request, `Connection.collect()` gathers it, `Connection.serve()`
 parses it, calls the app and sends the response, the client reads it. No event loop or
 thread hand-off is involved, so the figures are the per-request cost of corral's own
-code, the app and the two system calls that move the bytes. A cProfile run then splits that time by function.
+code, the app and the two system calls that move the bytes. A cProfile run then splits
+that time by function.
 """
 
 from __future__ import annotations
