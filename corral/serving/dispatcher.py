@@ -15,6 +15,7 @@ import errno
 import heapq
 import logging
 import os
+import select
 import signal
 import socket
 import threading
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from corral.config import Timeouts
 from corral.serving.connection import Connection, ServingState
 from corral.serving.health import answer_health
+from corral.serving.listeners import stop_new_connections
 from corral.serving.readiness import make_readiness, make_wake_pipe
 from corral.serving.self_call_guard import SelfCallGuard
 from corral.serving.transport import PlainTransport
@@ -68,6 +70,9 @@ _DRAIN_IDLE_SECONDS = 1.0
 # Connections taken from a listener's queue as it closes, at most (its --backlog, 2048 by
 # default, is the most the kernel holds).
 _BACKLOG_TAKEN_AT_MOST = 4096
+# Seconds a closing listener that drops new connections waits for more handshakes to
+# complete: a round trip to a balancer nearby, many times over.
+_HANDSHAKES_SETTLE = 0.05
 
 
 class RequestsCut(BaseException):
@@ -841,11 +846,20 @@ class Dispatcher:
         process's listeners close (the last process holding them, under a master),
         a connection is refused, which a balancer retries elsewhere before sending."""
         is_tcp = sock.family != socket.AF_UNIX
-        for _ in range(_BACKLOG_TAKEN_AT_MOST):
+        # New connections dropped, the handshakes already answered complete within a
+        # round trip: they are taken until none has come for `_HANDSHAKES_SETTLE`.
+        settle = _HANDSHAKES_SETTLE if stop_new_connections(sock) else 0.0
+        taken = 0
+        while taken < _BACKLOG_TAKEN_AT_MOST:
             try:
                 accepted, peer = sock.accept()
+            except BlockingIOError:
+                if settle and select.select([sock], [], [], settle)[0]:
+                    continue
+                return
             except OSError:
                 return
+            taken += 1
             if is_tcp:
                 accepted.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._add_connection(accepted, peer, state)

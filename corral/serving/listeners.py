@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import socket
 import stat
+import struct
+import sys
+import weakref
 from dataclasses import dataclass
 
 
@@ -100,6 +104,45 @@ def handover_environment(listeners: list[socket.socket]) -> dict[str, str]:
     return {INHERITED_FDS_VARIABLE: ",".join(str(sock.fileno()) for sock in listeners)}
 
 
+# The TCP listening sockets this process (or the master that forked it) bound itself: no
+# other program holds them, so none serves on once corral closes them.
+_BOUND_HERE: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+_SO_ATTACH_FILTER = 26
+# A classic BPF socket filter (linux/filter.h) that drops a segment with SYN set and ACK
+# unset, and keeps any other: run on a listening socket, it turns away new connections
+# while handshakes already answered still complete. Offset 13 of the TCP header holds
+# its flags (SYN 0x02, ACK 0x10).
+_DROP_NEW_CONNECTIONS = (
+    (0x30, 0, 0, 13),  # A = the flags byte
+    (0x54, 0, 0, 0x12),  # A &= SYN | ACK
+    (0x15, 0, 1, 0x02),  # A == SYN ? next : skip one
+    (0x06, 0, 0, 0),  # drop
+    (0x06, 0, 0, 0xFFFFFFFF),  # keep
+)
+
+
+def stop_new_connections(sock: socket.socket) -> bool:
+    """Have the kernel drop connection attempts (SYNs) to the TCP listener `sock` from now
+    on, so that none is queued in the moment before it closes, where closing would reset
+    it after its client (a balancer) may have sent a request. A client whose SYN was
+    dropped sends it again a second later, finds the port closed, and tries elsewhere
+    before sending anything. Only for a socket this process bound itself: one inherited
+    (systemd, USR2, fd://) is held by another program that serves on with it. True if
+    the filter is on (Linux); False where it cannot be."""
+    if sock not in _BOUND_HERE or not sys.platform.startswith("linux"):
+        return False
+    program = ctypes.create_string_buffer(
+        b"".join(struct.pack("HBBI", *line) for line in _DROP_NEW_CONNECTIONS)
+    )
+    # struct sock_fprog: the count of instructions, then a pointer to them.
+    fprog = struct.pack("HL", len(_DROP_NEW_CONNECTIONS), ctypes.addressof(program))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+    except OSError:
+        return False
+    return True
+
+
 def listen(address: str, backlog: int, reuse_port: bool = False) -> socket.socket:
     kind, where = parse_address(address)
     try:
@@ -136,6 +179,7 @@ def listen(address: str, backlog: int, reuse_port: bool = False) -> socket.socke
         except OSError:
             sock.close()
             raise
+        _BOUND_HERE.add(sock)
         return sock
     except OSError as error:
         raise BindError(f"cannot listen on {address}: {error.strerror or error}") from None
