@@ -241,10 +241,11 @@ class WorkerRun:
         if self.retiring:
             return
         assert self.dispatcher is not None
-        error_log.info("Worker %d retiring: %s", os.getpid(), reason)
         self.retiring = True
-        self._beat(resident_bytes())
+        # Draining first: once the line is logged, every response says "Connection: close".
         self.dispatcher.retire()
+        error_log.info("Worker %d retiring: %s", os.getpid(), reason)
+        self._beat(resident_bytes())
 
     # Signal handlers.
 
