@@ -142,11 +142,13 @@ def send_load(
     method: str,
     clients: int = 8,
     spacing: Callable[[int], float] | None = None,
+    tally: Tally | None = None,
 ) -> Tally:
     """`clients` threads, each on a keep-alive connection of its own to `port`, sending
     requests for `seconds`: GET /slow?ms=5, or POST /echo with a body of its own that
-    must come back; `spacing(n)` seconds between a thread's requests, if given."""
-    tally = Tally()
+    must come back; `spacing(n)` seconds between a thread's requests, if given. Counted
+    in `tally` if given (another thread may watch it fill), else in a new one."""
+    tally = Tally() if tally is None else tally
     deadline = time.monotonic() + seconds
 
     def client(number: int) -> None:

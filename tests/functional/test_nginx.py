@@ -59,9 +59,10 @@ class Restarts:
     """Until the load ends: stop one server with TERM and start it again on its port,
     then reload the other with HUP, and again."""
 
-    def __init__(self, servers: list[RunningServer], seconds: float) -> None:
+    def __init__(self, servers: list[RunningServer], seconds: float, load: Tally) -> None:
         # Changed in place: whoever made the list stops the servers it ends with.
         self.servers = servers
+        self.load = load
         self.port = servers[0].port
         self.deadline = time.monotonic() + seconds
         self.done: list[str] = []
@@ -71,12 +72,17 @@ class Restarts:
 
     def _run(self) -> None:
         try:
-            time.sleep(1.0)  # the load under way first
+            # The load under way first: answers through both servers.
+            assert wait_until(self._load_under_way, 15), "no load through nginx"
             while time.monotonic() < self.deadline - 7:
                 self._restart_first()
                 self._reload_second()
         except BaseException as error:
             self.error = error
+
+    def _load_under_way(self) -> bool:
+        with self.load.lock:
+            return self.load.total >= 100
 
     def _restart_first(self) -> None:
         first = self.servers[0]
@@ -145,8 +151,9 @@ def test_a_rolling_restart_behind_nginx_fails_no_request_but_a_rare_idle_close(
         SECOND_UPSTREAM: f"127.0.0.1:{second.port}",
     }
     with nginx(tmp_path, "corral.conf", addresses) as front:
-        restarts = Restarts(two_servers, LOAD_SECONDS)
-        tally = send_load(front.port, LOAD_SECONDS, method)
+        tally = Tally()
+        restarts = Restarts(two_servers, LOAD_SECONDS, tally)
+        send_load(front.port, LOAD_SECONDS, method, tally=tally)
         done = restarts.finish()
         failed_lines = front.failed_upstream_lines()
         not_sent = front.not_sent_lines()
