@@ -12,8 +12,12 @@ import os
 import socket
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from corral.config import Config
+
+if TYPE_CHECKING:
+    import pwd
 
 
 def configure_logging(config: Config) -> None:
@@ -55,6 +59,20 @@ def prepare_process(config: Config) -> None:
         patch_process()
 
 
+def _user_entry(user: str) -> pwd.struct_passwd:
+    """The password entry of --user, a name or an id. Raises KeyError."""
+    import pwd
+
+    return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+
+
+def _group_id(group: str) -> int:
+    """The id of --group, a name or an id. Raises KeyError."""
+    import grp
+
+    return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+
+
 def give_unix_sockets_to_user(config: Config, listeners: list[socket.socket]) -> None:
     """Make the unix: socket files corral bound belong to --user and --group (the user's
     own group when only --user is given), so that a proxy running as that user can
@@ -63,17 +81,12 @@ def give_unix_sockets_to_user(config: Config, listeners: list[socket.socket]) ->
     (not permitted: corral is not root) or KeyError (no such user or group)."""
     if config.user is None and config.group is None:
         return
-    import grp
-    import pwd
-
     uid = gid = -1
     if config.user is not None:
-        user = config.user
-        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        entry = _user_entry(config.user)
         uid, gid = entry.pw_uid, entry.pw_gid
     if config.group is not None:
-        group = config.group
-        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        gid = _group_id(config.group)
     for sock in listeners:
         if sock.family != socket.AF_UNIX:
             continue
@@ -85,17 +98,12 @@ def give_unix_sockets_to_user(config: Config, listeners: list[socket.socket]) ->
 
 def drop_privileges(config: Config) -> None:
     """Become --group and --user (names or ids). Raises OSError or KeyError."""
-    import grp
-    import pwd
-
     if config.group is not None:
-        group = config.group
-        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        gid = _group_id(config.group)
         os.setgroups([gid])
         os.setgid(gid)
     if config.user is not None:
-        user = config.user
-        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        entry = _user_entry(config.user)
         if config.group is None:
             os.initgroups(entry.pw_name, entry.pw_gid)
             os.setgid(entry.pw_gid)
