@@ -64,9 +64,6 @@ QUICK_STOP_SECONDS = 1.0
 # costly to repeat for each connection accepted in a flood (nginx, at its limit, closes up
 # to 32 idle connections at a time; here one is closed per connection accepted).
 _IDLE_CLOSED_AT_ONCE = 16
-# While draining, a keep-alive connection is left open until it has been idle this long:
-# a client about to reuse it gets its answer with "Connection: close" instead of a reset.
-_DRAIN_IDLE_SECONDS = 1.0
 # Connections taken from a listener's queue as it closes, at most (its --backlog, 2048 by
 # default, is the most the kernel holds).
 _BACKLOG_TAKEN_AT_MOST = 4096
@@ -110,6 +107,8 @@ class Dispatcher:
         self.unready = False
         # When --drain-delay ends (monotonic seconds), while it runs; else 0.0.
         self.drain_until = 0.0
+        # When TERM began --drain-delay (monotonic seconds), 0 without one.
+        self.delay_began = 0.0
         self.listeners = {sock.fileno(): (sock, state) for sock, state in listeners}
         # Listeners share the process's one count of refusals, as assembly builds them.
         self.refusal_logs = list(
@@ -187,7 +186,8 @@ class Dispatcher:
             return
         self.unready = True
         self._stop_keep_alive()
-        self.drain_until = time.monotonic() + self.drain_delay
+        self.delay_began = time.monotonic()
+        self.drain_until = self.delay_began + self.drain_delay
         self._wake()
 
     def retire(self, *_: object) -> None:
@@ -811,7 +811,17 @@ class Dispatcher:
                 connection.close()
 
     def _drain(self) -> None:
-        """Stop accepting, close idle connections and wait for requests in flight."""
+        """Stop accepting and wait for requests in flight and for idle connections.
+
+        An idle keep-alive connection is not closed early: a request arriving on it is
+        answered with "Connection: close", and one that stays idle is closed at
+        --keep-alive as in service, or at the graceful timeout. Closing a connection
+        the client may be reusing that instant loses its request (RFC 9112 §9.6): a
+        balancer whose idle timeout is shorter than --keep-alive (nginx's upstream
+        keepalive_timeout) closes its idle connections first, so none is lost. The
+        exception: after --drain-delay, the connections no request came on throughout
+        the delay close with the listener, as their client has stopped choosing this
+        server (a balancer that checks --health-path, HAProxy's `option httpchk`)."""
         for fd, (sock, state) in self.listeners.items():
             state.stopping = True
             self.readiness.forget(fd)
@@ -825,19 +835,33 @@ class Dispatcher:
             now = time.monotonic()
             if now >= self.stop_deadline:
                 break
-            for connection in list(self.connections.values()):
-                if (
-                    not connection.busy
-                    and not connection.outbox
-                    and now - connection.idle_since >= _DRAIN_IDLE_SECONDS
-                    and not connection.transport.has_bytes_waiting()
-                ):
-                    connection.close()
+            if self.delay_began:
+                self._close_idle_since(self.delay_began)
+            self._close_idle(now)
             if not self.connections and self.model.idle():
                 break
             self._poll_once(0.05)
         self._log_cut()
         self.model.stop()
+
+    def _close_idle_since(self, moment: float) -> None:
+        """Close the connections no request has begun on since `moment` (monotonic
+        seconds), accepted before it, with nothing arrived on them."""
+        for connection in list(self.connections.values()):
+            # The last request's start, not its end: a response the client has already
+            # read may end here a moment later.
+            last_used = connection.request_started or connection.idle_since
+            if (
+                not connection.busy
+                and not connection.outbox
+                and not connection.lingering_until
+                and connection.opening is None
+                and not connection.buffer
+                and connection.head is None
+                and last_used <= moment
+                and not connection.transport.has_bytes_waiting()
+            ):
+                connection.close()
 
     def _take_backlog(self, sock: socket.socket, state: ServingState) -> None:
         """Accept the connections queued on a listener about to close: closing it resets

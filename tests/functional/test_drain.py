@@ -6,6 +6,7 @@ response of a draining server saying "Connection: close"."""
 from __future__ import annotations
 
 import http.client
+import select
 import signal
 import socket
 import threading
@@ -350,3 +351,70 @@ def test_a_connection_past_keep_alive_with_a_request_arriving_is_served_not_clos
         idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         answer = read_until_closed(idle, reset_ends=True)
     assert answer.startswith(b"HTTP/1.1 200 "), answer
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_a_drain_answers_an_idle_connection_instead_of_closing_it(
+    start_server: Callable[..., RunningServer], model: str
+) -> None:
+    """TERM leaves an idle keep-alive connection open, within --keep-alive: a balancer
+    reusing it at the instant a server closed it would lose its request (RFC 9112
+    §9.6). Its next request is answered with "Connection: close", and then the server
+    exits."""
+    server = start_server(options=[*MODELS[model], "--keep-alive", "30"])
+    if "-w" in MODELS[model]:
+        started(server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as idle:
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")
+        server.process.send_signal(signal.SIGTERM)
+        assert server.wait_for_log("Received TERM", timeout=5), server.log
+        # Open two seconds on: no end of file, and the server still runs.
+        readable, _, _ = select.select([idle], [], [], 2.0)
+        assert readable == [], idle.recv(100)
+        assert server.process.poll() is None, server.log
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = read_until_closed(idle)
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 200 "), answer
+    assert b"\r\nconnection: close" in head, answer
+    assert server.process.wait(10) == 0, server.log
+
+
+def test_a_drain_closes_an_idle_connection_at_keep_alive(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    """An idle connection no request comes on ends the drain at --keep-alive, well
+    before the graceful timeout."""
+    server = start_server(options=["--threads", "4", "--keep-alive", "1"])
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as idle:
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(10) == 0, server.log
+        assert time.monotonic() - signalled < 5, server.log
+        assert read_until_closed(idle) == b""
+
+
+@pytest.mark.parametrize("model", ["thread-pool", "workers-thread"])
+def test_after_the_drain_delay_a_connection_idle_throughout_it_closes(
+    start_server: Callable[..., RunningServer], model: str
+) -> None:
+    """A client that sent nothing throughout --drain-delay has stopped choosing the server
+    (a balancer checking the health path): its idle connection closes with the listener,
+    long before --keep-alive, and the server exits."""
+    server = started(
+        start_server(
+            options=[*MODELS[model], *HEALTH, "--drain-delay", "1", "--keep-alive", "60"]
+        )
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as idle:
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert read_until_closed(idle) == b""
+        closed = time.monotonic() - signalled
+    assert server.process.wait(10) == 0, server.log
+    assert 1.0 <= closed < 5.0, (closed, server.log)

@@ -1,7 +1,7 @@
 """A real nginx in front of corral, started with the recipes of docs/deploy/nginx/: a
 rolling restart under load, one server stopped and started again while the other is
-reloaded with HUP, fails no request but the rare one that meets the idle-close race
-(`IDLE_CLOSE_RACE_BOUND`), GET or POST (which nginx never retries once sent); and the
+reloaded with HUP, fails no request, GET or POST (which nginx never retries once sent),
+and nginx logs no upstream connection closed or reset under a request; and the
 unix-socket recipe serves and drains."""
 
 from __future__ import annotations
@@ -128,21 +128,9 @@ def report(method: str, tally: Tally, restarts: list[str], not_sent: list[str]) 
     )
 
 
-# A draining corral (TERM after --drain-delay, or a worker retired on HUP) closes the
-# idle upstream connections left in nginx's pool; nginx reusing one at that very moment
-# sees it closed under its request ("upstream prematurely closed connection", or a reset
-# when its request reached the closed socket first), retries a GET and answers a POST
-# 502. HTTP/1.1 has no way to close an idle connection without that race. Measured on a
-# loaded machine: one request in 80,000-90,000, in about one run in four. The bound is
-# that rate with room; every other failure fails the test.
-IDLE_CLOSE_RACE_BOUND = 1 / 10_000
-_IDLE_CLOSE_RACE = ("upstream prematurely closed connection", "(104: Connection reset by peer)")
-_UNDER_A_REQUEST = "while reading response header from upstream"
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("method", ["GET", "POST"])
-def test_a_rolling_restart_behind_nginx_fails_no_request_but_a_rare_idle_close(
+def test_a_rolling_restart_behind_nginx_fails_no_request(
     tmp_path: Path, two_servers: list[RunningServer], method: str
 ) -> None:
     first, second = two_servers
@@ -162,15 +150,9 @@ def test_a_rolling_restart_behind_nginx_fails_no_request_but_a_rare_idle_close(
     assert tally.total > 1000, tally
     assert tally.failures == [], tally.failures[:10]
     assert tally.wrong == [], tally.wrong[:10]
-    # A timeout, or any other line, fails the test.
-    assert all(
-        _UNDER_A_REQUEST in line and any(race in line for race in _IDLE_CLOSE_RACE)
-        for line in failed_lines
-    ), "\n".join(failed_lines)
-    assert len(failed_lines) <= tally.total * IDLE_CLOSE_RACE_BOUND, "\n".join(failed_lines)
-    # nginx answers 502 only for a request it met the race with and could not retry.
-    assert tally.server_errors <= len(failed_lines), (tally.statuses, failed_lines)
-    assert set(tally.statuses) <= {200, 502}, tally.statuses
+    # Nothing depended on nginx retrying: no request met a connection closed under it.
+    assert failed_lines == [], "\n".join(failed_lines)
+    assert set(tally.statuses) == {200}, tally.statuses
 
 
 @pytest.mark.timeout(60)
