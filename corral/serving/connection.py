@@ -58,6 +58,7 @@ from corral.wsgi.response import Response, WSGIApp, current_date, run_applicatio
 
 error_log = logging.getLogger("corral.error")
 _bucket = bisect.bisect_left
+_FIRST_BOUND = DURATION_BOUNDS[0]
 
 # Measured: a 256 KiB receive buffer, allocated afresh on every recv, cost 15 µs per
 # request (a fresh mapping each time); 64 KiB costs nothing extra. Large bodies bypass
@@ -785,7 +786,11 @@ class Connection:
                 counts[BYTES_IN] += self.head_size + self.wire_body
                 counts[BYTES_OUT] += response.head_length + response.bytes_sent
                 counts[DURATION_SUM] += seconds
-                counts[FIRST_BUCKET + _bucket(DURATION_BOUNDS, seconds)] += 1
+                if seconds < _FIRST_BOUND:
+                    # The fast requests, without a call.
+                    counts[FIRST_BUCKET] += 1
+                else:
+                    counts[FIRST_BUCKET + _bucket(DURATION_BOUNDS, seconds)] += 1
                 # The request is counted last: a reader that sees it sees the rest.
                 counts[response.code // 100] += 1
                 if state.counted is not None:
