@@ -405,9 +405,7 @@ def test_after_the_drain_delay_a_connection_idle_throughout_it_closes(
     (a balancer checking the health path): its idle connection closes with the listener,
     long before --keep-alive, and the server exits."""
     server = started(
-        start_server(
-            options=[*MODELS[model], *HEALTH, "--drain-delay", "1", "--keep-alive", "60"]
-        )
+        start_server(options=[*MODELS[model], *HEALTH, "--drain-delay", "1", "--keep-alive", "60"])
     )
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as idle:
         idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
