@@ -408,7 +408,8 @@ SETTINGS: tuple[Setting, ...] = (
         ("-b", "--bind"),
         string_list,
         ["127.0.0.1:8000"],
-        "Address to listen on: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable.",
+        "Address to listen on: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable. A "
+        "unix: socket file corral bound is removed when it stops.",
         metavar="ADDRESS",
     ),
     Setting(

@@ -37,7 +37,7 @@ from corral.serving.assembly import (
     warn_queue_timeout_without_queue,
     warn_worker_process_settings,
 )
-from corral.serving.listeners import describe
+from corral.serving.listeners import describe, remove_socket_files, socket_files
 from corral.serving.request_observer import RequestHooks, RequestObserver
 from corral.version import __version__
 
@@ -151,6 +151,7 @@ def serve(app: Any, config: Config, self_call_advice: str | None = None) -> None
     finally:
         if config.pid:
             remove_pidfile(config.pid, os.getpid())
+        remove_socket_files(socket_files(listeners))
     error_log.info("Stopped")
 
 
@@ -220,7 +221,12 @@ def serve_with_workers(
     set_process_title(config, "master", spec)
     master.app_imported = boot.app is not None
     master.notifier = ServiceNotifier.from_environment()
-    return master.run()
+    files = socket_files(master.listeners)
+    code = master.run()
+    if not master.successor_pid:
+        # Not while a new master (USR2) serves on the same sockets.
+        remove_socket_files(files)
+    return code
 
 
 def _open_stats(address: str, table: SlotTable) -> StatsServer:

@@ -34,7 +34,7 @@ from corral.process.source_watcher import (
     stamps,
     start_watching,
 )
-from corral.serving.listeners import handover_environment
+from corral.serving.listeners import handover_environment, remove_socket_files, socket_files
 from corral.serving.readiness import make_wake_pipe
 
 error_log = logging.getLogger("corral.error")
@@ -101,7 +101,11 @@ def run_with_reloader(config: Config, exec_argv: list[str]) -> int:
 
     configure_logging(config)
     bound = open_listeners(config, partial(give_unix_sockets_to_user, config))
-    return Reloader(exec_argv, bound).run()
+    files = socket_files(bound)
+    try:
+        return Reloader(exec_argv, bound).run()
+    finally:
+        remove_socket_files(files)
 
 
 class Reloader:

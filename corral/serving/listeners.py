@@ -162,6 +162,8 @@ def listen(address: str, backlog: int, reuse_port: bool = False) -> socket.socke
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(where)
             sock.listen(backlog)
+            bound = os.stat(where)
+            _SOCKET_FILES[sock] = SocketFile(where, bound.st_dev, bound.st_ino)
             return sock
         assert isinstance(where, tuple)
         host, port = where
@@ -183,6 +185,38 @@ def listen(address: str, backlog: int, reuse_port: bool = False) -> socket.socke
         return sock
     except OSError as error:
         raise BindError(f"cannot listen on {address}: {error.strerror or error}") from None
+
+
+@dataclass(frozen=True)
+class SocketFile:
+    """The file of a unix socket bound by this process: its path, and the device and
+    inode it had when bound, to tell it from a file a later server bound there."""
+
+    path: str
+    device: int
+    inode: int
+
+
+# The unix sockets bound here (not inherited from systemd, a previous master or --reload).
+_SOCKET_FILES: weakref.WeakKeyDictionary[socket.socket, SocketFile] = weakref.WeakKeyDictionary()
+
+
+def socket_files(listeners: list[socket.socket]) -> list[SocketFile]:
+    """The files of those of `listeners` that are unix sockets bound by this process."""
+    return [_SOCKET_FILES[sock] for sock in listeners if sock in _SOCKET_FILES]
+
+
+def remove_socket_files(files: list[SocketFile]) -> None:
+    """Unlink each socket file that is still the one bound here, as gunicorn does when
+    it stops: one left behind would be found by clients as a refused connection. A file
+    another server has bound there since stays. Never raises."""
+    for file in files:
+        try:
+            found = os.stat(file.path)
+            if (found.st_dev, found.st_ino) == (file.device, file.inode):
+                os.unlink(file.path)
+        except OSError:
+            pass
 
 
 def describe(sock: socket.socket, scheme: str = "http") -> str:

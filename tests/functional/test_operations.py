@@ -140,6 +140,49 @@ def test_unix_socket(start_server: Callable[..., RunningServer], tmp_path: Path)
     assert server.port
 
 
+def _unix_get(path: Path) -> bytes:
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(10)
+        client.connect(str(path))
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := client.recv(4096):
+            data += chunk
+    return data
+
+
+@pytest.mark.parametrize(
+    "options", [[], ["-w", "2"], ["--reload"]], ids=["single", "workers", "reload"]
+)
+def test_a_stop_removes_the_unix_socket_file_it_bound(
+    start_server: Callable[..., RunningServer], tmp_path: Path, options: list[str]
+) -> None:
+    """As gunicorn: the file goes with the server, so a client finds no server there
+    rather than a socket that refuses."""
+    path = tmp_path / "corral.sock"
+    server = start_server(options=["-b", f"unix:{path}", *options])
+    if "-w" in options:
+        assert wait_until(lambda: server.log.count("Booted worker") >= 2, 15), server.log
+    assert _unix_get(path).startswith(b"HTTP/1.1 200 ")
+    assert server.stop() == 0, server.log
+    assert not path.exists(), server.log
+
+
+def test_a_stop_leaves_a_socket_file_another_server_bound_since(
+    start_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    path = tmp_path / "corral.sock"
+    first = start_server(options=["-b", f"unix:{path}"])
+    assert _unix_get(path).startswith(b"HTTP/1.1 200 ")
+    # A second server binds the path over the first one's file, then the first stops.
+    second = start_server(options=["-b", f"unix:{path}"])
+    assert wait_until(lambda: "Listening at unix:" in second.log, 15), second.log
+    assert first.stop() == 0, first.log
+    assert _unix_get(path).startswith(b"HTTP/1.1 200 ")
+    assert second.stop() == 0, second.log
+    assert not path.exists()
+
+
 def test_access_log_uses_gunicorn_atoms(start_server: Callable[..., RunningServer]) -> None:
     server = start_server(
         options=[
