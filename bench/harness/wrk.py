@@ -76,7 +76,9 @@ def parse_report(text: str) -> WrkResult:
     total = _TOTAL.search(text)
     if total:
         result.requests = int(total.group(1))
-    for percentile, value, unit in _PERCENTILE.findall(text):
+    # With no request answered wrk still prints percentiles, all 0.00us: no latency at all.
+    percentiles = _PERCENTILE.findall(text) if result.requests else []
+    for percentile, value, unit in percentiles:
         milliseconds = float(value) * _UNIT_SECONDS[unit] * 1000.0
         if percentile == "50":
             result.latency_p50_ms = milliseconds
