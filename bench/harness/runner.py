@@ -19,7 +19,7 @@ from harness.processes import (
     wait_until_answering,
 )
 from harness.scenarios import Scenario, Workload
-from harness.wrk import LoadSpec, WrkResult, run_wrk_together
+from harness.wrk import LoadSpec, WrkResult, run_wrk
 
 SERVER_CPU = 0
 START_DEADLINE_SECONDS = 30.0
@@ -133,11 +133,11 @@ def measure_under_load(
         measurement.rss_idle = measure_tree_rss(server.pid)
         base_url = f"{'https' if scenario.tls else 'http'}://{LOOPBACK}:{port}"
         warmup = loads_for(scenario, workload, settings.bench_dir, WARMUP_SECONDS)
-        run_wrk_together(base_url, warmup, log_path)
+        run_wrk(base_url, warmup, log_path)
         loads = loads_for(scenario, workload, settings.bench_dir, settings.seconds)
         for _ in range(settings.runs):
             time.sleep(PAUSE_BETWEEN_RUNS_SECONDS)
-            results = run_wrk_together(base_url, loads, log_path)
+            results = run_wrk(base_url, loads, log_path)
             measurement.runs.append(_to_run(scenario, workload, results))
             if process.poll() is not None:
                 measurement.failure = f"server exited with code {process.returncode} under load"

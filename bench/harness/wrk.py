@@ -98,13 +98,10 @@ def parse_report(text: str) -> WrkResult:
     return result
 
 
-def run_wrk(base_url: str, load: LoadSpec, log_path: Path) -> WrkResult:
-    """Runs wrk pinned to its own CPU; never raises for a failed run, flags it instead."""
-    return run_wrk_together(base_url, (load,), log_path)[0]
-
-
-def run_wrk_together(base_url: str, loads: tuple[LoadSpec, ...], log_path: Path) -> list[WrkResult]:
+def run_wrk(base_url: str, loads: tuple[LoadSpec, ...], log_path: Path) -> list[WrkResult]:
     """Runs one wrk per load at the same time, all on wrk's CPU; one result per load.
+
+    Never raises for a failed run: the result carries the failure instead.
 
     Each wrk keeps its own latency histogram, so requests of one load are timed
     apart from the others' even though they share the server.
