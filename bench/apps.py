@@ -86,9 +86,6 @@ flask_json = _build_flask_json()
 """A Flask route returning a small JSON object: a typical framework's cost per request."""
 
 
-APP_NAMES = ("hello", "flask_json", "sleep20", "download", "upload")
-
-
 def robustness(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     """bench/robustness.py's app: `/upload` reads its body, `/download` is 1 MiB, the rest
     is `hello`."""
@@ -98,3 +95,32 @@ def robustness(environ: Environ, start_response: StartResponse) -> Iterable[byte
     if path == "/download":
         return download(environ, start_response)
     return hello(environ, start_response)
+
+
+SLOW_PATH = "/slow"
+SLOW_SLEEP_SECONDS = 0.050
+
+
+def _with_slow_path(fast: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """An app whose requests mostly answer at once and now and then wait 50 ms on a
+    database. A fast request pays one more call and one environ lookup than `fast` alone.
+    """
+
+    def mixed(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == SLOW_PATH:
+            time.sleep(SLOW_SLEEP_SECONDS)
+            return hello(environ, start_response)
+        return fast(environ, start_response)
+
+    return mixed
+
+
+mixed_hello = _with_slow_path(hello)
+"""Scenario E: `/slow` sleeps 50 ms, then answers as `hello`; any other path is `hello`."""
+mixed_flask_json = _with_slow_path(flask_json)
+"""Scenario E: `/slow` sleeps 50 ms, then answers as `hello`; any other path is the Flask route."""
+
+
+APP_NAMES = (
+    "hello", "flask_json", "sleep20", "download", "upload", "mixed_hello", "mixed_flask_json",
+)  # fmt: skip

@@ -11,12 +11,14 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import FrameType
 
 from harness.ceilings import measure_in_process, measure_nginx
+from harness.certificates import write_certificate
 from harness.chart import draw_chart
 from harness.environment import (
     PACKAGES,
@@ -62,7 +64,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--scenarios", type=_comma_list,
-        help="any of A,B,C,C2,D and M (memory), e.g. C2,M (default: all)",
+        help="any of A,B,C,C2,D,E,T and M (memory), e.g. C2,M (default: all)",
     )  # fmt: skip
     parser.add_argument("--runs", type=int, help="timed runs per figure (median is reported)")
     parser.add_argument("--duration", type=float, help="seconds per timed run")
@@ -91,7 +93,7 @@ def measure_variant(
         measurement.failure = f"not installed ({variant.import_name} does not import)"
         return measurement
     port = find_free_port()
-    argv = variant.argv(settings.python, LOOPBACK, port, workload.app)
+    argv = variant.argv(settings.python, LOOPBACK, port, workload.app, settings.certificate)
     return measure_under_load(argv, measurement, scenario, workload, settings, port)
 
 
@@ -121,7 +123,7 @@ def run_sections(
                 print(f"   {'nginx (ceiling)':<40}", end=" ", flush=True)
                 rows.append(measure_nginx(scenario, workload, settings))
                 print(_progress(rows[-1], workload), flush=True)
-            if scenario.ideal_requests_per_second is None:
+            if scenario.ideal_requests_per_second is None and scenario.in_process_ceiling:
                 print(f"   {'in-process call loop (ceiling)':<40}", end=" ", flush=True)
                 rows.append(measure_in_process(scenario, workload, settings))
                 print(_progress(rows[-1], workload), flush=True)
@@ -181,7 +183,10 @@ def main(argv: list[str]) -> int:
             flush=True,
         )
 
-    sections = run_sections(scenarios, families, quick, settings)
+    with tempfile.TemporaryDirectory(prefix="corral-bench-") as run_dir:
+        if any(scenario.tls for scenario in scenarios):
+            settings = replace(settings, certificate=write_certificate(Path(run_dir)))
+        sections = run_sections(scenarios, families, quick, settings)
     memory_rows = (
         run_memory_section(families, settings)
         if memory_selected(arguments.scenarios, quick)

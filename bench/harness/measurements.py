@@ -22,6 +22,11 @@ class Run:
     latency_p99_ms: float | None = None
     errors: str | None = None
     """Socket errors, non-2xx answers or a wrk failure; the run is flagged."""
+    side_requests_per_second: float | None = None
+    """With a side load (scenario E): its requests per second, included in the figure;
+    the latencies above are then the main load's alone."""
+    side_latency_p50_ms: float | None = None
+    side_latency_p99_ms: float | None = None
 
 
 @dataclass
@@ -61,6 +66,14 @@ class Measurement:
     @property
     def median_p99_ms(self) -> float | None:
         return _median_of([run.latency_p99_ms for run in self.runs])
+
+    @property
+    def median_side_requests_per_second(self) -> float | None:
+        return _median_of([run.side_requests_per_second for run in self.runs])
+
+    @property
+    def median_side_p99_ms(self) -> float | None:
+        return _median_of([run.side_latency_p99_ms for run in self.runs])
 
     @property
     def flags(self) -> list[str]:

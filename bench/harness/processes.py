@@ -11,6 +11,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    tls: bool = False
+    """Whether it answers HTTPS (with a certificate nobody verifies) instead of HTTP."""
 
     @property
     def pid(self) -> int:
@@ -63,7 +66,7 @@ def wait_until_answering(server: ServerProcess, deadline_seconds: float) -> str 
         exit_code = server.process.poll()
         if exit_code is not None:
             return f"exited with code {exit_code} before answering"
-        connection = http.client.HTTPConnection(LOOPBACK, server.port, timeout=1.0)
+        connection = _probe_connection(server)
         try:
             connection.request("GET", "/")
             connection.getresponse().read()
@@ -73,6 +76,16 @@ def wait_until_answering(server: ServerProcess, deadline_seconds: float) -> str 
         finally:
             connection.close()
     return f"did not answer within {deadline_seconds:.0f} s"
+
+
+def _probe_connection(server: ServerProcess) -> http.client.HTTPConnection:
+    if not server.tls:
+        return http.client.HTTPConnection(LOOPBACK, server.port, timeout=1.0)
+    # The run's certificate comes from a CA made for it: only its liveness matters here.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return http.client.HTTPSConnection(LOOPBACK, server.port, timeout=1.0, context=context)
 
 
 def stop_process_group(process: subprocess.Popen[bytes], grace_seconds: float = 10.0) -> None:

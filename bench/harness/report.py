@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,46 +86,86 @@ def _row_order(row: Measurement) -> tuple[int, float]:
     return (0 if row.kind == SERVER else 1, -row.median)
 
 
-def _table(scenario: Scenario, workload: Workload, rows: list[Measurement]) -> list[str]:
+def _ratio_of(value: float | None, reference: float | None) -> str:
+    return MISSING if value is None else _ratio(value, reference)
+
+
+Column = tuple[str, Callable[[Measurement], str]]
+"""A table column: its header and its cell for a row that has figures."""
+
+
+def _columns(scenario: Scenario, workload: Workload, rows: list[Measurement]) -> list[Column]:
     best = corral_best(rows)
     best_figure = best.median if best else None
-    unit = workload.unit
     ideal = scenario.ideal_requests_per_second
     peer = fastest_peer(rows) if scenario.compare_with_fastest_peer else None
-    header = ["server", f"{unit} (median)", "min \N{EN DASH} max", "vs corral best"]
+    reference = reference_row(rows, scenario.compare_with) if scenario.compare_with else None
+    side = scenario.side_load
+    # With a side load the latencies are the main load's alone: say whose they are.
+    latency = f"{scenario.main_name} " if side and scenario.main_name else ""
+    columns: list[Column] = [
+        (f"{workload.unit} (median)", lambda row: _number(row.median)),
+        (
+            "min \N{EN DASH} max",
+            lambda row: f"{_number(row.minimum)} \N{EN DASH} {_number(row.maximum)}",
+        ),
+        ("vs corral best", lambda row: _ratio(row.median, best_figure)),
+    ]
     if scenario.compare_with_fastest_peer:
-        header.append("vs fastest peer")
+        columns.append(
+            ("vs fastest peer", lambda row: _ratio(row.median, peer.median if peer else None))
+        )
+    if scenario.compare_with:
+        columns.append(
+            (
+                f"vs {scenario.compare_with}",
+                lambda row: _ratio(row.median, reference.median if reference else None),
+            )
+        )
     if ideal:
-        header.append("of ideal")
-    header += ["p50 ms", "p99 ms", "RSS idle", "RSS after", "flags"]
+        columns.append(("of ideal", lambda row: f"{row.median / ideal:.0%}"))
+    columns += [
+        (f"{latency}p50 ms", lambda row: _milliseconds(row.median_p50_ms)),
+        (f"{latency}p99 ms", lambda row: _milliseconds(row.median_p99_ms)),
+    ]
+    if side and scenario.compare_with:
+        reference_p99 = reference.median_p99_ms if reference else None
+        columns.append(
+            (
+                f"{latency}p99 vs {scenario.compare_with}",
+                lambda row: _ratio_of(row.median_p99_ms, reference_p99),
+            )
+        )
+    if side:
+        columns += [
+            (
+                f"{side.name} req/s",
+                lambda row: _number_or_missing(row.median_side_requests_per_second),
+            ),
+            (f"{side.name} p99 ms", lambda row: _milliseconds(row.median_side_p99_ms)),
+        ]
+    return columns
+
+
+def _number_or_missing(value: float | None) -> str:
+    return MISSING if value is None else _number(value)
+
+
+def _table(scenario: Scenario, workload: Workload, rows: list[Measurement]) -> list[str]:
+    best = corral_best(rows)
+    columns = _columns(scenario, workload, rows)
+    header = ["server", *(name for name, _ in columns), "RSS idle", "RSS after", "flags"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in sorted(rows, key=_row_order):
         label = row.label if row.kind == SERVER else f"*{row.label}*"
         if not row.succeeded:
-            cells = [label, MISSING, MISSING, MISSING]
-            cells += [MISSING] * (int(scenario.compare_with_fastest_peer) + int(bool(ideal)))
-            cells += [MISSING, MISSING, _memory(row.rss_idle), MISSING, row.failure or "no runs"]
+            cells = [label, *(MISSING for _ in columns)]
+            cells += [_memory(row.rss_idle), MISSING, row.failure or "no runs"]
         else:
-            cells = [
-                f"**{label}**" if row is best else label,
-                _number(row.median),
-                f"{_number(row.minimum)} \N{EN DASH} {_number(row.maximum)}",
-                _ratio(row.median, best_figure),
-            ]
-            if scenario.compare_with_fastest_peer:
-                cells.append(_ratio(row.median, peer.median if peer else None))
-            if ideal:
-                cells.append(f"{row.median / ideal:.0%}")
-            flags = "; ".join(row.flags)
-            if row.failure:
-                flags = "; ".join(filter(None, [row.failure, flags]))
-            cells += [
-                _milliseconds(row.median_p50_ms),
-                _milliseconds(row.median_p99_ms),
-                _memory(row.rss_idle),
-                _memory(row.rss_after),
-                f"⚠ {flags}" if flags else "",
-            ]
+            flags = "; ".join(filter(None, [row.failure, *row.flags]))
+            cells = [f"**{label}**" if row is best else label]
+            cells += [cell(row) for _, cell in columns]
+            cells += [_memory(row.rss_idle), _memory(row.rss_after), f"⚠ {flags}" if flags else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

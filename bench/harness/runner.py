@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.certificates import CertificateFiles
 from harness.measurements import Measurement, Run
 from harness.processes import (
     LOOPBACK,
@@ -38,6 +39,8 @@ class RunSettings:
     server_env: dict[str, str]
     runs: int
     seconds: float
+    certificate: CertificateFiles | None = None
+    """For scenarios over TLS; written into the run's temporary folder."""
 
 
 def server_environment(bench_dir: Path, repo_dir: Path) -> dict[str, str]:
@@ -51,32 +54,54 @@ def server_environment(bench_dir: Path, repo_dir: Path) -> dict[str, str]:
     return env
 
 
-def load_for(scenario: Scenario, workload: Workload, settings: RunSettings) -> LoadSpec:
-    script = settings.bench_dir / workload.script if workload.script else None
-    return LoadSpec(
-        connections=scenario.connections,
-        seconds=settings.seconds,
-        headers=scenario.headers,
-        script=script,
-    )
+def loads_for(
+    scenario: Scenario, workload: Workload, bench_dir: Path, seconds: float
+) -> tuple[LoadSpec, ...]:
+    """The scenario's own load, then its side load if it has one."""
+    script = bench_dir / workload.script if workload.script else None
+    load = LoadSpec(scenario.connections, seconds, scenario.headers, script)
+    side = scenario.side_load
+    if side is None:
+        return (load,)
+    return (load, LoadSpec(side.connections, seconds, scenario.headers, path=side.path))
 
 
-def _to_run(workload: Workload, result: WrkResult) -> Run:
-    errors = None
-    if result.failure:
-        errors = result.failure
-    elif result.flagged:
-        parts = [f"{name} {count}" for name, count in result.socket_errors.items()]
+def _errors(results: list[WrkResult], names: list[str]) -> str | None:
+    parts: list[str] = []
+    for result, name in zip(results, names, strict=True):
+        prefix = f"{name}: " if name else ""
+        if result.failure:
+            parts.append(prefix + result.failure)
+            continue
+        found = [f"{kind} {count}" for kind, count in result.socket_errors.items()]
         if result.non_2xx:
-            parts.append(f"non-2xx {result.non_2xx}")
-        errors = ", ".join(parts)
-    return Run(
-        figure=workload.figure(result.requests_per_second),
-        requests_per_second=result.requests_per_second,
-        latency_p50_ms=result.latency_p50_ms,
-        latency_p99_ms=result.latency_p99_ms,
-        errors=errors,
+            found.append(f"non-2xx {result.non_2xx}")
+        # wrk counts only answered requests: a load whose connections the server never
+        # serves would otherwise pass unseen.
+        if result.requests == 0:
+            found.append("no answer")
+        parts += [prefix + part for part in found]
+    return ", ".join(parts) or None
+
+
+def _to_run(scenario: Scenario, workload: Workload, results: list[WrkResult]) -> Run:
+    main, *sides = results
+    total = sum(result.requests_per_second for result in results)
+    names = [""]
+    if scenario.side_load is not None:
+        names = [scenario.main_name or "main", scenario.side_load.name]
+    run = Run(
+        figure=workload.figure(total),
+        requests_per_second=total,
+        latency_p50_ms=main.latency_p50_ms,
+        latency_p99_ms=main.latency_p99_ms,
+        errors=_errors(results, names),
     )
+    if sides:
+        run.side_requests_per_second = sides[0].requests_per_second
+        run.side_latency_p50_ms = sides[0].latency_p50_ms
+        run.side_latency_p99_ms = sides[0].latency_p99_ms
+    return run
 
 
 def last_log_line(log_path: Path) -> str:
@@ -99,20 +124,21 @@ def measure_under_load(
 ) -> Measurement:
     """Runs argv on the scenario's server CPUs, then warm-up and timed wrk runs; always stops it."""
     log_path = settings.log_dir / f"{scenario.key}-{workload.app}-{slug(measurement.label)}.log"
-    server = start_server(argv, scenario.server_cpus, settings, port, log_path)
+    server = start_server(argv, scenario.server_cpus, settings, port, log_path, tls=scenario.tls)
     process = server.process
     try:
         measurement.failure = start_failure(server)
         if measurement.failure is not None:
             return measurement
         measurement.rss_idle = measure_tree_rss(server.pid)
-        url = f"http://{LOOPBACK}:{port}/"
-        load = load_for(scenario, workload, settings)
-        warmup = LoadSpec(load.connections, WARMUP_SECONDS, load.headers, load.script)
-        run_wrk(url, warmup, log_path)
+        base_url = f"{'https' if scenario.tls else 'http'}://{LOOPBACK}:{port}"
+        warmup = loads_for(scenario, workload, settings.bench_dir, WARMUP_SECONDS)
+        run_wrk(base_url, warmup, log_path)
+        loads = loads_for(scenario, workload, settings.bench_dir, settings.seconds)
         for _ in range(settings.runs):
             time.sleep(PAUSE_BETWEEN_RUNS_SECONDS)
-            measurement.runs.append(_to_run(workload, run_wrk(url, load, log_path)))
+            results = run_wrk(base_url, loads, log_path)
+            measurement.runs.append(_to_run(scenario, workload, results))
             if process.poll() is not None:
                 measurement.failure = f"server exited with code {process.returncode} under load"
                 break
@@ -124,12 +150,18 @@ def measure_under_load(
 
 
 def start_server(
-    argv: list[str], cpus: str, settings: RunSettings, port: int, log_path: Path
+    argv: list[str],
+    cpus: str,
+    settings: RunSettings,
+    port: int,
+    log_path: Path,
+    *,
+    tls: bool = False,
 ) -> ServerProcess:
     """Starts argv on `cpus`, its output in a fresh `log_path`; the caller stops it."""
     log_path.unlink(missing_ok=True)
     process = start_pinned(argv, cpus, settings.bench_dir, settings.server_env, log_path)
-    return ServerProcess(process=process, port=port, log_path=log_path)
+    return ServerProcess(process=process, port=port, log_path=log_path, tls=tls)
 
 
 def start_failure(server: ServerProcess) -> str | None:

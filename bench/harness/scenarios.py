@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.servers import CPU, IO, IO_WORKERS
+from harness.servers import CPU, IO, IO_WORKERS, MIXED, TLS
 
 MEBIBYTE = 1024 * 1024
 SLEEP_SECONDS = 0.020
@@ -30,6 +30,20 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class SideLoad:
+    """A second wrk started with the scenario's own, on connections and a path of its own.
+
+    Its requests are timed in its own histogram and reported apart; the scenario's
+    figure is both wrks' requests per second added up.
+    """
+
+    connections: int
+    path: str
+    name: str
+    """What its requests are called in the report, e.g. "slow"."""
+
+
+@dataclass(frozen=True)
 class Scenario:
     key: str
     title: str
@@ -45,6 +59,15 @@ class Scenario:
     """taskset CPU list for the server; wrk always runs on CPU 1."""
     compare_with_fastest_peer: bool = False
     """Adds a column dividing each row by the fastest server that is not corral."""
+    compare_with: str | None = None
+    """A reference name (servers.REFERENCE_NAMES): adds a column dividing each row by it."""
+    side_load: SideLoad | None = None
+    main_name: str | None = None
+    """What the main wrk's requests are called when there is a side load, e.g. "fast"."""
+    tls: bool = False
+    """HTTPS: servers get the run's certificate and wrk an https:// URL."""
+    in_process_ceiling: bool = True
+    """Whether the app is also called in a loop with no server (scenarios without an ideal)."""
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -73,6 +96,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         connections=32,
         headers=("Connection: close",),
         nginx_ceiling=True,
+        compare_with="granian",
     ),
     Scenario(
         key="C",
@@ -118,6 +142,44 @@ SCENARIOS: tuple[Scenario, ...] = (
             Workload("upload", script="upload.lua", bytes_per_request=MEBIBYTE),
         ),
         connections=8,
+    ),
+    Scenario(
+        key="E",
+        title="E: mixed load, 64 connections",
+        explanation=(
+            "One server process on CPU 0. Two wrks on CPU 1 at the same time: 58 keep-alive "
+            "connections send fast requests (`/`, the app named) while 6 loop a request to "
+            "`/slow`, which sleeps 50 ms, as an app waiting on a database now and then. The "
+            "figure is both wrks' requests per second; p50 and p99 are the fast requests' "
+            "alone, from their own wrk. Slow requests can be no more than 6 / 0.050 s = "
+            "120 req/s: a server that falls far below its A figure lets the sleeping "
+            "requests hold up the fast ones. Servers run in their concurrent configuration."
+        ),
+        profile=MIXED,
+        workloads=(Workload("mixed_hello"), Workload("mixed_flask_json")),
+        connections=58,
+        side_load=SideLoad(connections=6, path="/slow", name="slow"),
+        main_name="fast",
+        compare_with="granian",
+        in_process_ceiling=False,
+    ),
+    Scenario(
+        key="T",
+        title="T: TLS, keep-alive",
+        explanation=(
+            "As A (one server process on CPU 0, 32 keep-alive connections from wrk on CPU 1) "
+            "over HTTPS, with a P-256 certificate made for the run. Every server negotiates "
+            "TLS 1.3; each connection shakes hands once, so the figure is mostly the cost "
+            "of encrypting and decrypting each request and answer. uWSGI takes no part: "
+            "its pyuwsgi wheel is built "
+            "without TLS (no `--https-socket`); waitress, cheroot's command line and "
+            "bjoern have no TLS either."
+        ),
+        profile=TLS,
+        workloads=(Workload("hello"), Workload("flask_json")),
+        connections=32,
+        compare_with="granian",
+        tls=True,
     ),
 )
 

@@ -4,8 +4,10 @@ A variant belongs to one or more profiles:
 - "cpu": the configuration for fast, CPU-bound apps (scenarios A, B, D);
 - "io": the configuration for apps that wait, sized for 200 connections (scenario C);
 - "io-workers": as "io", split over two worker processes (scenario C2);
-- "memory": one worker serving the Flask app, for the idle memory section (M).
-In A to D each variant runs as one server process (plus its master, where the
+- "memory": one worker serving the Flask app, for the idle memory section (M);
+- "mixed": the concurrent configuration for fast requests among slow ones (scenario E);
+- "tls": as "cpu", over HTTPS with the run's certificate (scenario T).
+In A to E and T each variant runs as one server process (plus its master, where the
 server has one) pinned to CPU 0; in C2 its master and two workers share both CPUs.
 """
 
@@ -15,10 +17,14 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.certificates import CertificateFiles
+
 CPU = "cpu"
 IO = "io"
 IO_WORKERS = "io-workers"
 MEMORY = "memory"
+MIXED = "mixed"
+TLS = "tls"
 
 
 @dataclass(frozen=True)
@@ -28,14 +34,22 @@ class ServerVariant:
     label: str
     profiles: frozenset[str]
     argv_template: tuple[str, ...]
-    """Tokens formatted with python, bin, host, port and app."""
+    """Tokens formatted with python, bin, host, port and app; certfile and keyfile for TLS."""
     import_name: str
     """Module that must import in the bench environment, else the variant is skipped."""
     in_quick: bool = False
     reference: str | None = None
     """Name under which this variant is a ratio reference in the report."""
 
-    def argv(self, python: Path, host: str, port: int, app: str) -> list[str]:
+    def argv(
+        self,
+        python: Path,
+        host: str,
+        port: int,
+        app: str,
+        certificate: CertificateFiles | None = None,
+    ) -> list[str]:
+        """The command line; raises KeyError for a TLS template given no certificate."""
         values = {
             "python": str(python),
             "bin": str(python.parent),
@@ -43,6 +57,9 @@ class ServerVariant:
             "port": str(port),
             "app": app,
         }
+        if certificate is not None:
+            values["certfile"] = str(certificate.certificate)
+            values["keyfile"] = str(certificate.key)
         return [token.format(**values) for token in self.argv_template]
 
     def is_installed(self) -> bool:
@@ -83,6 +100,9 @@ _GRANIAN_2 = _GRANIAN.replace("--workers 1", "--workers 2")
 _UWSGI = "{bin}/uwsgi --processes 1 --disable-logging --die-on-term --listen 1024"
 # With more than one process uWSGI's documentation has a master supervise them.
 _UWSGI_2 = "{bin}/uwsgi --master --processes 2 --disable-logging --die-on-term --listen 1024"
+_CORRAL_TLS = f"{_CORRAL} --certfile {{certfile}} --keyfile {{keyfile}}"
+_GUNICORN_TLS = f"{_GUNICORN} --certfile {{certfile}} --keyfile {{keyfile}}"
+_GRANIAN_TLS = f"{_GRANIAN} --ssl-certificate {{certfile}} --ssl-keyfile {{keyfile}}"
 
 SERVER_VARIANTS: tuple[ServerVariant, ...] = (
     _variant(
@@ -104,7 +124,11 @@ SERVER_VARIANTS: tuple[ServerVariant, ...] = (
         in_quick=True,
     ),
     _variant(
-        "corral", "corral --threads 8", {CPU}, f"{_CORRAL} --threads 8 apps:{{app}}", "corral"
+        "corral",
+        "corral --threads 8",
+        {CPU, MIXED},
+        f"{_CORRAL} --threads 8 apps:{{app}}",
+        "corral",
     ),
     _variant(
         "corral",
@@ -124,7 +148,7 @@ SERVER_VARIANTS: tuple[ServerVariant, ...] = (
     _variant(
         "corral",
         "corral --thread-per-request",
-        {CPU, IO},
+        {CPU, IO, MIXED},
         f"{_CORRAL} --thread-per-request apps:{{app}}",
         "corral",
         in_quick=True,
@@ -183,7 +207,7 @@ SERVER_VARIANTS: tuple[ServerVariant, ...] = (
     _variant(
         "gunicorn",
         "gunicorn gthread --threads 8",
-        {CPU},
+        {CPU, MIXED},
         f"{_GUNICORN} -k gthread --threads 8 apps:{{app}}",
         "gunicorn",
         in_quick=True,
@@ -208,7 +232,7 @@ SERVER_VARIANTS: tuple[ServerVariant, ...] = (
     _variant(
         "gunicorn",
         "gunicorn gevent",
-        {CPU, IO},
+        {CPU, IO, MIXED},
         f"{_GUNICORN} -k gevent --worker-connections 1000 apps:{{app}}",
         "gevent",
     ),
@@ -255,10 +279,13 @@ SERVER_VARIANTS: tuple[ServerVariant, ...] = (
         in_quick=True,
         reference="waitress",
     ),
+    # For WSGI granian's default is a blocking-thread pool that grows on demand up to
+    # backpressure / 2 = 512 threads and shrinks after 30 s idle (granian/server/common.py):
+    # its concurrent configuration for E as well.
     _variant(
         "granian",
         "granian (default)",
-        {CPU},
+        {CPU, MIXED},
         f"{_GRANIAN} apps:{{app}}",
         "granian",
         in_quick=True,
@@ -337,6 +364,81 @@ SERVER_VARIANTS: tuple[ServerVariant, ...] = (
     ),
     _variant(
         "bjoern", "bjoern", {CPU}, "{python} serve_bjoern.py apps:{app} {host} {port}", "bjoern"
+    ),
+    # Scenario E (fast requests among slow ones) also runs corral --thread-per-request
+    # and --threads 8, gunicorn gthread 8 and gevent, and granian's default, above.
+    # The fixed pools have 8 threads, 6 of them held by the slow requests. bjoern, uWSGI
+    # without threads and single-threaded corral serve one request at a time: every
+    # fast request would wait behind 50 ms sleeps, so they take no part.
+    _variant(
+        "corral",
+        "corral --threads auto",
+        {MIXED},
+        f"{_CORRAL} --threads auto apps:{{app}}",
+        "corral",
+    ),
+    _variant("corral", "corral -k gevent", {MIXED}, f"{_CORRAL} -k gevent apps:{{app}}", "corral"),
+    _variant(
+        "waitress",
+        "waitress --threads=8",
+        {MIXED},
+        f"{_WAITRESS} --threads=8 apps:{{app}}",
+        "waitress",
+        reference="waitress",
+    ),
+    _variant(
+        "cheroot",
+        "cheroot --threads 8",
+        {MIXED},
+        "{python} -m cheroot --bind {host}:{port} --threads 8 apps:{app}",
+        "cheroot",
+    ),
+    # On --http11-socket each uWSGI thread holds one keep-alive connection until it
+    # closes: 8 threads served 8 of the 64 connections, and the slow wrk got no answer
+    # at all. Closing each connection, as in A, lets every connection's requests in.
+    ServerVariant(
+        family="uwsgi",
+        label="uwsgi --threads 8 (closes connections)",
+        profiles=frozenset({MIXED}),
+        argv_template=(
+            *f"{_UWSGI} --http-socket {{host}}:{{port}} --threads 8".split(),
+            "--add-header",
+            "Connection: close",
+            "--module",
+            "apps:{app}",
+        ),
+        import_name="pyuwsgi",
+    ),
+    # Scenario T: HTTPS with keep-alive. uWSGI is absent: pyuwsgi has no TLS.
+    _variant(
+        "corral",
+        "corral --threads 1",
+        {TLS},
+        f"{_CORRAL_TLS} --threads 1 apps:{{app}}",
+        "corral",
+    ),
+    _variant(
+        "corral",
+        "corral --threads 8",
+        {TLS},
+        f"{_CORRAL_TLS} --threads 8 apps:{{app}}",
+        "corral",
+    ),
+    _variant(
+        "gunicorn",
+        "gunicorn gthread --threads 8",
+        {TLS},
+        f"{_GUNICORN_TLS} -k gthread --threads 8 apps:{{app}}",
+        "gunicorn",
+        reference="gunicorn gthread",
+    ),
+    _variant(
+        "granian",
+        "granian (default)",
+        {TLS},
+        f"{_GRANIAN_TLS} apps:{{app}}",
+        "granian",
+        reference="granian",
     ),
 )
 

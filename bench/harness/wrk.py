@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,8 @@ class LoadSpec:
     seconds: float
     headers: tuple[str, ...] = ()
     script: Path | None = None
+    path: str = "/"
+    """Request target, joined to the server's base URL."""
 
 
 @dataclass
@@ -47,7 +50,8 @@ class WrkResult:
         return self.failure is not None or self.error_count > 0
 
 
-def build_command(url: str, load: LoadSpec) -> list[str]:
+def build_command(base_url: str, load: LoadSpec) -> list[str]:
+    """wrk's argv for `load` against `base_url` (scheme, host and port, no path)."""
     seconds = max(1, round(load.seconds))
     command = [
         "taskset", "-c", str(WRK_CPU), "wrk", "-t1", f"-c{load.connections}",
@@ -57,7 +61,7 @@ def build_command(url: str, load: LoadSpec) -> list[str]:
         command += ["-H", header]
     if load.script is not None:
         command += ["-s", str(load.script)]
-    command.append(url)
+    command.append(base_url + load.path)
     return command
 
 
@@ -72,7 +76,9 @@ def parse_report(text: str) -> WrkResult:
     total = _TOTAL.search(text)
     if total:
         result.requests = int(total.group(1))
-    for percentile, value, unit in _PERCENTILE.findall(text):
+    # With no request answered wrk still prints percentiles, all 0.00us: no latency at all.
+    percentiles = _PERCENTILE.findall(text) if result.requests else []
+    for percentile, value, unit in percentiles:
         milliseconds = float(value) * _UNIT_SECONDS[unit] * 1000.0
         if percentile == "50":
             result.latency_p50_ms = milliseconds
@@ -92,22 +98,43 @@ def parse_report(text: str) -> WrkResult:
     return result
 
 
-def run_wrk(url: str, load: LoadSpec, log_path: Path) -> WrkResult:
-    """Runs wrk pinned to its own CPU; never raises for a failed run, flags it instead."""
-    command = build_command(url, load)
+def run_wrk(base_url: str, loads: tuple[LoadSpec, ...], log_path: Path) -> list[WrkResult]:
+    """Runs one wrk per load at the same time, all on wrk's CPU; one result per load.
+
+    Never raises for a failed run: the result carries the failure instead.
+
+    Each wrk keeps its own latency histogram, so requests of one load are timed
+    apart from the others' even though they share the server.
+    """
+    commands = [build_command(base_url, load) for load in loads]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    ]
+    deadline = time.monotonic() + max(load.seconds for load in loads) + 30
     try:
-        completed = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=load.seconds + 30,
-            check=False,
-        )
+        return [
+            _finish(command, process, deadline, log_path)
+            for command, process in zip(commands, processes, strict=True)
+        ]
+    finally:
+        # A harness stopped by a signal mid-run leaves no wrk behind.
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _finish(
+    command: list[str], process: subprocess.Popen[str], deadline: float, log_path: Path
+) -> WrkResult:
+    try:
+        stdout, stderr = process.communicate(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         return WrkResult(failure="wrk did not finish in time")
     with log_path.open("a") as log:
-        log.write(f"$ {' '.join(command)}\n{completed.stdout}{completed.stderr}\n")
-    result = parse_report(completed.stdout)
-    if completed.returncode != 0 and result.failure is None:
-        result.failure = f"wrk exited with code {completed.returncode}"
+        log.write(f"$ {' '.join(command)}\n{stdout}{stderr}\n")
+    result = parse_report(stdout)
+    if process.returncode != 0 and result.failure is None:
+        result.failure = f"wrk exited with code {process.returncode}"
     return result
