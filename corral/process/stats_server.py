@@ -55,17 +55,23 @@ class StatsServer:
         self.fd = sock.detach()
 
     def start(self) -> None:
+        """Serve from a daemon thread, from now on. Whatever that thread imports is
+        imported here first, on the caller's thread: a master forks workers while the
+        stats thread runs, and a fork made while another thread imports a module leaves
+        the child that module's import lock held by no thread, so the worker's own import
+        of it waits for ever."""
+        try:
+            import prometheus_client
+            import prometheus_client.core  # noqa: F401
+        except ImportError:
+            error_log.info(
+                "Stats: /metrics needs prometheus_client (pip install 'corral[metrics]')"
+            )
         # A real thread under gevent too, so that a request that never yields does not
         # hold the stats back.
         start_real_thread(self._serve, "corral-stats")
 
     def _serve(self) -> None:
-        try:
-            import prometheus_client  # noqa: F401
-        except ImportError:
-            error_log.info(
-                "Stats: /metrics needs prometheus_client (pip install 'corral[metrics]')"
-            )
         server = _StatsHTTPServer(socket.socket(fileno=self.fd), self.table)
         server.serve_forever()
 
