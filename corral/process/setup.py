@@ -110,6 +110,25 @@ def drop_privileges(config: Config) -> None:
         os.setuid(entry.pw_uid)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signum: int) -> bool:
+    """Have the kernel send `signum` to this process when the process that forked it
+    dies (Linux's PR_SET_PDEATHSIG; 0 clears it): a worker outlives a master killed
+    with SIGKILL otherwise, holding the listening sockets, so that a new server cannot
+    bind them. False where the call does not exist; raises nothing."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def freeze_heap() -> None:
     """Leave what exists now (the app, its framework, corral) out of every cycle
     collection, which otherwise walks all of it again and again under load (measured:

@@ -28,6 +28,7 @@ from corral.process.exit_codes import WORKER_BOOT_ERROR
 from corral.process.master import call_hook, unblock_signals_to_workers
 from corral.process.reloader import report_load_failure, watch_app_sources
 from corral.process.setup import (
+    die_with_parent,
     drop_privileges,
     freeze_heap,
     prepare_process,
@@ -98,6 +99,13 @@ class WorkerRun:
         except Exception as error:
             error_log.error("Worker %d cannot start: %s", os.getpid(), error)
             return WORKER_BOOT_ERROR
+        # Booting, the worker answers no signal: it is killed outright if the master
+        # dies (an app whose import hangs would hold the sockets for ever); serving, it
+        # drains as on TERM. Set as the user it runs as (a change of user clears it);
+        # the master may have died before this very call.
+        die_with_parent(signal.SIGKILL)
+        if os.getppid() != self.worker.ppid:
+            return WORKER_BOOT_ERROR
         try:
             # After the patching (gevent's ssl), as the user the worker runs as; a new
             # worker after HUP reads the files again.
@@ -143,6 +151,7 @@ class WorkerRun:
         self.dispatcher = dispatcher
         dispatcher.on_tick = self._tick
         signal.signal(signal.SIGTERM, self._terminate)
+        die_with_parent(signal.SIGTERM)
         signal.signal(signal.SIGINT, self._quick_stop)
         signal.signal(signal.SIGQUIT, self._quick_stop)
         dispatcher.on_reopen = self._reopen_logs
