@@ -418,8 +418,9 @@ SETTINGS: tuple[Setting, ...] = (
         thread_count,
         1,
         "Threads serving requests: 1 serves one request at a time, N a pool of N threads, "
-        "auto a pool that starts with one thread per core and follows the sizing advice "
-        "(CPU against wall time of the requests), up to --max-threads.",
+        "auto a pool that starts with one thread per core and grows on demand while the "
+        "CPU has room, keeping at least the sizing advice (CPU against wall time of the "
+        "requests), up to --max-threads.",
         "Concurrency",
         "N",
     ),

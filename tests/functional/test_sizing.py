@@ -64,42 +64,83 @@ def test_an_application_that_computes_is_advised_about_one_thread_per_core(
     assert threads <= 3
 
 
-def test_threads_auto_grows_the_pool_for_an_application_that_waits(
-    start_server: Callable[..., RunningServer],
-) -> None:
-    server = start_server(options=["--threads", "auto", "--max-threads", "64"])
-    assert "(thread pool, auto: 1 to 64)" in server.log
-    stop = threading.Event()
-    threads = _keep_asking(server.port, "/slow?ms=50", 16, stop)
-    grown = re.compile(r"Threads: (\d+) -> (\d+) \(--threads auto\)")
-    try:
-        assert wait_until(lambda: grown.search(server.log) is not None, 30), server.log
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(10)
-    match = grown.search(server.log)
-    assert match is not None
-    before, after = int(match.group(1)), int(match.group(2))
-    assert after >= 16 > before
-    # The pool serves that many at once now: 16 requests of 300 ms take one round.
-    started = threading.Barrier(17)
+SIZE = re.compile(r"Threads: (\d+) -> (\d+) \(--threads auto\)")
+
+
+def _largest_size(log: str) -> int:
+    return max((int(match.group(2)) for match in SIZE.finditer(log)), default=0)
+
+
+def _one_round(port: int, path: str, clients: int) -> float:
+    """Seconds for `clients` requests of `path` sent at once, all answered 200."""
+    started = threading.Barrier(clients + 1)
     results: list[int] = []
 
     def ask() -> None:
         started.wait()
-        results.append(fetch(server.port, "/slow?ms=300")[0])
+        results.append(fetch(port, path)[0])
 
-    askers = [threading.Thread(target=ask) for _ in range(16)]
+    askers = [threading.Thread(target=ask) for _ in range(clients)]
     for asker in askers:
         asker.start()
-    began = time.monotonic()
     started.wait()
+    began = time.monotonic()
     for asker in askers:
         asker.join(10)
-    assert results == [200] * 16
-    # One round of 300 ms; the two threads it started with would take eight.
-    assert time.monotonic() - began < 1.2
+    assert results == [200] * clients
+    return time.monotonic() - began
+
+
+def test_threads_auto_grows_the_pool_for_an_application_that_waits(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    server = start_server(options=["--threads", "auto", "--max-threads", "64"])
+    assert "(thread pool, auto: grows to 64 on demand)" in server.log
+    stop = threading.Event()
+    threads = _keep_asking(server.port, "/slow?ms=50", 16, stop)
+    try:
+        assert wait_until(lambda: _largest_size(server.log) >= 16, 30), server.log
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    # The pool serves that many at once now: 16 requests of 300 ms take one round; the
+    # two threads it started with would take eight.
+    assert _one_round(server.port, "/slow?ms=300", 16) < 1.2
+
+
+def test_threads_auto_serves_fast_requests_beside_slow_ones_at_once(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    """The mixed load a fixed pool starves: requests sleeping a second hold more threads
+    than it starts with (one per core), and the fast requests sent meanwhile are answered
+    at once, on threads started for them, then those threads end when idle."""
+    cores = len(os.sched_getaffinity(0))
+    sleeping = cores + 4
+    server = start_server(options=["--threads", "auto", "--max-threads", "64"])
+    stop = threading.Event()
+    slow: list[int] = []
+
+    def sleep_once() -> None:
+        slow.append(fetch(server.port, "/slow?ms=1000&announce=slow")[0])
+
+    sleepers = [threading.Thread(target=sleep_once) for _ in range(sleeping)]
+    for sleeper in sleepers:
+        sleeper.start()
+    try:
+        assert wait_until(lambda: server.log.count("app: started slow") == sleeping, 10), server.log
+        # All still sleep: each fast request is answered well before any ends.
+        assert _one_round(server.port, "/", 8) < 0.5, server.log
+    finally:
+        stop.set()
+        for sleeper in sleepers:
+            sleeper.join(10)
+    assert slow == [200] * sleeping
+    assert _largest_size(server.log) > cores, server.log
+    # Idle, the threads started on demand end: back to one per core.
+    assert wait_until(
+        lambda: bool(re.search(rf"Threads: \d+ -> {cores} \(--threads auto\)", server.log)), 10
+    ), server.log
 
 
 def test_workers_auto_is_one_per_core(start_server: Callable[..., RunningServer]) -> None:
