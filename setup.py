@@ -44,8 +44,15 @@ def _warn(message: str) -> None:
     print(f"corral: {message}; installing pure Python", file=sys.stderr)
 
 
+# The commands that build extensions. pip also runs this file for the metadata alone
+# (egg_info, dist_info), where compiling would only cost time (mypyc type-checks first).
+_BUILDING = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install"}
+
+
 def _extensions() -> list[Any]:
     if os.environ.get(PURE_PYTHON_VARIABLE, "") not in ("", "0"):
+        return []
+    if _BUILDING.isdisjoint(sys.argv[1:]):
         return []
     try:
         from mypyc.build import mypycify
@@ -54,7 +61,13 @@ def _extensions() -> list[Any]:
         return []
     try:
         paths = [str(_source(module).relative_to(ROOT)) for module in COMPILED_MODULES]
-        extensions: list[Any] = mypycify(paths, group_name=LIBRARY.removesuffix("__mypyc"))
+        # mypy reads the modules they import too; where those import packages missing
+        # here (optional extras), their types differ from `mypy corral`'s, and an error
+        # there must not keep the modules above from compiling.
+        options = ["--follow-imports=silent"]
+        extensions: list[Any] = mypycify(
+            [*options, *paths], group_name=LIBRARY.removesuffix("__mypyc")
+        )
     except (Exception, SystemExit) as error:
         _warn(f"mypyc could not compile the per-request modules ({error})")
         return []
