@@ -11,7 +11,9 @@ the client writes a request, `Connection.collect()` gathers it, `Connection.serv
 parses it, calls the app and sends the response, the client reads it. No event loop or
 thread hand-off is involved, so the figures are the per-request cost of corral's own
 code, the app and the two system calls that move the bytes. A cProfile run then splits
-that time by function.
+that time by function. Functions compiled by mypyc (`corral.compiled`) are invisible to
+cProfile, their time counted in their callers': run with CORRAL_PURE_PYTHON=1 for the
+split of the pure-Python sources.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+from corral import compiled  # noqa: E402
 from corral.http.parser import HeadLimits  # noqa: E402
 from corral.serving.connection import Connection, ServingState  # noqa: E402
 from corral.serving.listeners import ListenerInfo  # noqa: E402
@@ -227,7 +230,8 @@ def main() -> None:
         "1.5 µs) is counted in the app's figure.",
         "",
         f"- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"Python {platform.python_version()}, {platform.machine()}",
+        f"Python {platform.python_version()}, {platform.machine()}, corral "
+        f"{compiled.DESCRIPTION}",
         "",
     ]
     (HERE / "profile.md").write_text("\n".join(header + sections))

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from corral import compiled
 from corral.version import __version__
+
+# Before any module of the per-request path is imported: compiled or pure Python.
+compiled.choose()
 
 __all__ = ["__version__", "run_simple"]
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from corral import compiled
 from corral.app_loading import load_app
 from corral.config import Config, ConfigError
 from corral.process.sd_notify import ServiceNotifier
@@ -133,7 +134,7 @@ def serve(app: Any, config: Config, self_call_advice: str | None = None) -> None
 
             reload_tls = make_reload_trigger(tls, dispatcher.watch, notifier.ready_again)
         install_single_process_handlers(dispatcher, reload_tls, notifier)
-    error_log.info("corral %s (pid %d)", __version__, os.getpid())
+    error_log.info("corral %s (pid %d), %s", __version__, os.getpid(), compiled.DESCRIPTION)
     error_log.info("Concurrency: %s", model.describe())
     warn_worker_process_settings(config)
     warn_queue_timeout_without_queue(config)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from enum import Enum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _STATUS = re.compile(r"([1-9][0-9][0-9]) [\t\x20-\x7e\x80-\xff]*")
@@ -23,14 +24,20 @@ class InvalidResponse(Exception):
     """The application asked for a response that cannot be sent safely."""
 
 
-def status_code(status: str) -> int:
-    """The numeric code of a WSGI status string such as "200 OK"."""
+# The checks below take what the application gave as `object`: compiled by mypyc, a
+# parameter typed `str` would refuse anything else with a TypeError before the check
+# could say what is wrong.
+
+
+def status_code(status: object) -> int:
+    """The numeric code of a WSGI status string such as "200 OK"; `InvalidResponse`
+    for anything else."""
     if not isinstance(status, str) or _STATUS.fullmatch(status) is None:
         raise InvalidResponse(f"invalid status line {status!r}")
     return int(status[:3])
 
 
-def check_header(name: str, value: str) -> None:
+def check_header(name: object, value: object) -> None:
     """Raise `InvalidResponse` unless `name: value` can be sent verbatim."""
     if not isinstance(name, str) or _TOKEN.fullmatch(name) is None:
         raise InvalidResponse(f"invalid header name {name!r}")
@@ -38,12 +45,14 @@ def check_header(name: str, value: str) -> None:
         raise InvalidResponse(f"invalid value for header {name!r}")
 
 
-def check_response_headers(headers: list[tuple[str, str]]) -> None:
-    """Raise `InvalidResponse` unless `headers`, as an application gave them, can be framed.
+def check_response_headers(headers: Iterable[Any]) -> list[tuple[str, str]]:
+    """`headers`, as an application gave them, copied as (name, value) tuples; raises
+    `InvalidResponse` unless they can be framed.
 
     The server frames the body itself, so an application may not set Transfer-Encoding;
     a Content-Length must be a plain decimal number (RFC 9110 section 8.6).
     """
+    checked = []
     for name, value in headers:
         check_header(name, value)
         lowered = name.lower()
@@ -52,6 +61,8 @@ def check_response_headers(headers: list[tuple[str, str]]) -> None:
                 raise InvalidResponse(f"invalid Content-Length {value!r}")
         elif lowered == "transfer-encoding":
             raise InvalidResponse("the application may not set Transfer-Encoding")
+        checked.append((name, value))
+    return checked
 
 
 class BodyFraming(Enum):

@@ -450,7 +450,11 @@ class ChunkedBody(BodyDecoder):
     read after that raises it again.
     """
 
-    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+    # What the next bytes are: a size line, chunk data, the CRLF after it, trailers.
+    _SIZE = 0
+    _DATA = 1
+    _DATA_END = 2
+    _TRAILER = 3
 
     def __init__(self, limits: HeadLimits) -> None:
         self.limits = limits

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from corral import compiled
 from corral.config import Config
 from corral.process.exit_codes import APP_LOAD_ERROR, RUNTIME_ERROR, WORKER_BOOT_ERROR
 from corral.process.sd_notify import ServiceNotifier
@@ -180,7 +181,7 @@ class Master:
                 self.pidfile = None
                 self.exit_code = RUNTIME_ERROR
                 self.stopping = True
-        error_log.info("corral master (pid %d)", self.pid)
+        error_log.info("corral master (pid %d), %s", self.pid, compiled.DESCRIPTION)
         self._describe_to_table(started=time.time())
         error_log.info("Concurrency: %s", self.describe(self.cfg))
         if self.stats is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import logging
-import math
 import select
 import tempfile
 import threading
@@ -40,7 +39,7 @@ from corral.http.parser import (
 )
 from corral.serving.access_log import AccessLog
 from corral.serving.listeners import ListenerInfo
-from corral.serving.refusals import RefusalLog
+from corral.serving.refusals import RefusalLog, WaitedTooLong
 from corral.serving.request_counts import (
     BYTES_IN,
     BYTES_OUT,
@@ -54,7 +53,7 @@ from corral.serving.transport import ClientSocketError, Transport
 from corral.wsgi.environ import build_environ
 from corral.wsgi.forwarded import ForwardedHeaders
 from corral.wsgi.input import RequestBody
-from corral.wsgi.response import Response, WSGIApp, current_date, run_application
+from corral.wsgi.response import BodyBytes, Response, WSGIApp, current_date, run_application
 
 error_log = logging.getLogger("corral.error")
 _bucket = bisect.bisect_left
@@ -81,20 +80,6 @@ BODY_RATE_GRACE = 5.0
 _TIMEOUT_ANSWER_VERSION = "HTTP/1.1"
 # Seconds a connection ended after an answer reads what its client still sends (`linger`).
 LINGER_SECONDS = 2.0
-
-
-class WaitedTooLong(RequestError):
-    """A request waited longer than --queue-timeout for a thread, coroutine or process to
-    serve it. Not the client's fault: the server is overloaded, and a balancer in front
-    can send the request elsewhere sooner than it would be served here."""
-
-    status = 503
-    reason = "Service Unavailable"
-
-    def __init__(self, limit: float) -> None:
-        super().__init__(f"waited more than --queue-timeout {limit:g} s to be served")
-        # RFC 9110 section 10.2.3: when to ask again. The queue was at least this long.
-        self.headers = (("Retry-After", str(max(1, math.ceil(limit)))),)
 
 
 @dataclass(eq=False)
@@ -386,8 +371,9 @@ class Connection:
                 if not self.head_started:
                     self.head_started = time.monotonic()
                 return False
-            self._head_arrived(*parsed)
-            if self.refused is not None:
+            # Told by the call, not read again here: mypy would take `self.refused` as
+            # still None from the check above, and the compiled code would check it so.
+            if self._head_arrived(*parsed):
                 return True
         if self.wire_body < 0:
             if self.spool is None and len(self.buffer) - self.head_size > _BODY_IN_MEMORY:
@@ -399,14 +385,15 @@ class Connection:
             self._start_spool()
         return False
 
-    def _head_arrived(self, head: RequestHead, size: int) -> None:
+    def _head_arrived(self, head: RequestHead, size: int) -> bool:
+        """Take the head just parsed; True when the request is refused before its body."""
         self.head = head
         self.head_size = size
         body_limit = self.state.limits.body_size
         if head.content_length is not None and head.content_length > body_limit > 0:
             # Refused before the body is gathered, or asked for with 100 Continue.
             self.refused = BodyTooLarge(f"Content-Length larger than {body_limit} bytes")
-            return
+            return True
         if head.chunked:
             self.wire_body = -1
             self.probe = _ChunkedEnd(self.state.limits)
@@ -420,6 +407,8 @@ class Connection:
                 # Ask for it now (RFC 9110 section 10.1.1), as gunicorn, waitress and
                 # Werkzeug do: it is read before the application runs.
                 self.send(CONTINUE_RESPONSE)
+        # A chunked body already in hand may have shown itself over the limit.
+        return self.refused is not None
 
     def _probe(self, data: bytes) -> None:
         probe = self.probe
@@ -503,7 +492,7 @@ class Connection:
             raise IncompleteBody("peer closed the connection inside a request body")
         return data
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: BodyBytes) -> None:
         """Send `data` after anything still in the outbox. What the client does not take
         at once waits in the outbox; the calling thread waits only while more wait than
         the connection may hold (ClientSocketError after --client-timeout)."""
@@ -582,7 +571,7 @@ class Connection:
             return False
         return True
 
-    def send_last(self, data: bytes) -> None:
+    def send_last(self, data: BodyBytes) -> None:
         """Send the bytes that complete a response, or hold them while the client's next
         request has already arrived on this connection.
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
 from collections.abc import Callable
+
+from corral.http.errors import RequestError
 
 error_log = logging.getLogger("corral.error")
 
@@ -26,6 +29,23 @@ SUMMARY_SECONDS = 10.0
 
 # (status, reason, cause): "400", "Bad Request", "malformed header field".
 Kind = tuple[int, str, str]
+
+
+# Here rather than beside the loop that raises it (`connection.py`): that module is
+# compiled by mypyc, which loses the class attributes of an exception class deriving from
+# an uncompiled one (`status` and `reason` then read as RequestError's).
+class WaitedTooLong(RequestError):
+    """A request waited longer than --queue-timeout for a thread, coroutine or process to
+    serve it. Not the client's fault: the server is overloaded, and a balancer in front
+    can send the request elsewhere sooner than it would be served here."""
+
+    status = 503
+    reason = "Service Unavailable"
+
+    def __init__(self, limit: float) -> None:
+        super().__init__(f"waited more than --queue-timeout {limit:g} s to be served")
+        # RFC 9110 section 10.2.3: when to ask again. The queue was at least this long.
+        self.headers = (("Retry-After", str(max(1, math.ceil(limit)))),)
 
 
 class RefusalLog:

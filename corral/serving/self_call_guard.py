@@ -8,8 +8,9 @@ every thread can be waiting so. Nothing then moves until the client gives up, or
 master kills the worker after --timeout.
 
 It is told from what corral knows, never from headers. When every thread the model has
-serves a request (`Connection._serve_request` is on its stack) and none has moved (same
-innermost frame, same instruction) for `_STUCK_SECONDS`, each one's innermost frame is
+serves a request (the dispatcher's connections say so: a connection handed to the model,
+with its request set and the thread serving it named) and none has moved (same innermost
+frame, same instruction) for `_STUCK_SECONDS`, each one's innermost frame is
 asked what it waits on: a thread *waits on this server* when that frame holds a
 connected socket whose remote end is one of this server's listening addresses (as a
 local, or as the `_sock` or `sock` of its `self`: `socket.SocketIO` under urllib,
@@ -72,9 +73,6 @@ _STUCK_SECONDS = 0.3
 _GATHER_SECONDS = 0.5
 # Connections accepted from one listener in one look, at most, to reach the calls.
 _ACCEPTED_AT_MOST = 64
-# Frames walked up a thread's stack looking for the request it serves.
-_STACK_DEPTH = 1000
-_REQUEST_CODE = Connection._serve_request.__code__
 _INET = (socket.AF_INET, socket.AF_INET6)
 # The advice of a process started by `corral.run_simple` (see `Dispatcher.self_call_advice`).
 RUN_SIMPLE_ADVICE = "Call run_simple with threaded=True."
@@ -104,6 +102,8 @@ class GuardedServer(Protocol):
     accept_only_when_free: bool
 
     def adopt(self, sock: socket.socket, peer: Any, listener_fd: int) -> None: ...
+
+    def connections_now(self) -> list[Connection]: ...
 
     def release(self, connection: Any) -> None: ...
 
@@ -145,7 +145,6 @@ class SelfCallGuard:
         self.server = server
         self.advice = advice or advice_for(server.model, server.accept_only_when_free)
         self.stopped = threading.Event()
-        self.loop_thread = 0
         self.thread: threading.Thread | None = None
         # Each listening address, for telling whether a socket is connected to this server.
         self.addresses: list[Address] = []
@@ -164,7 +163,6 @@ class SelfCallGuard:
         return guard
 
     def start(self) -> None:
-        self.loop_thread = threading.get_ident()
         for sock, _ in self.server.listeners.values():
             if sock.family in _INET:
                 self.addresses.append(_address(sock.getsockname()))
@@ -218,32 +216,36 @@ class SelfCallGuard:
             if any(now - since < _STUCK_SECONDS for since, _ in places.values()):
                 return places
             waits = []
-            for ident, (innermost, request_frame) in serving.items():
+            for ident, (innermost, request_line) in serving.items():
                 call = self._call_waited_on(innermost)
                 if call is None:
                     # Asleep, computing in C, or waiting on a database or another server:
                     # its thread comes free by itself.
                     return places
-                waits.append(_Wait(ident, call[0], call[1], _request_line(request_frame)))
+                waits.append(_Wait(ident, call[0], call[1], request_line))
             answered = self._answer_calls(waits)
             return {ident: place for ident, place in places.items() if ident not in answered}
         finally:
             # This thread's own frame is among them and holds `frames`: a cycle.
             del frames
 
-    def _serving(self, frames: dict[int, FrameType]) -> dict[int, tuple[FrameType, FrameType]]:
-        """(innermost frame, request frame) of each thread serving a request."""
-        if self.server.model.serves_inline:
-            threads = [self.loop_thread]
-        else:
-            threads = [ident for ident in frames if ident != threading.get_ident()]
+    def _serving(self, frames: dict[int, FrameType]) -> dict[int, tuple[FrameType, str]]:
+        """(innermost frame, request line quoted) of each thread serving a request.
+
+        Read from the connections, not from the threads' stacks: the request loop may be
+        compiled (`corral.compiled`), and compiled code has no frames to find."""
+        guard = threading.get_ident()
         serving = {}
-        for ident in threads:
-            innermost = frames.get(ident)
+        for connection in self.server.connections_now():
+            # Read while the serving thread changes them: a request that has just ended
+            # may still count, and is told apart by its thread moving on.
+            head = connection.request
+            thread = connection.request_thread
+            if head is None or not connection.busy or thread == guard:
+                continue
+            innermost = frames.get(thread)
             if innermost is not None:
-                request_frame = _request_frame(innermost)
-                if request_frame is not None:
-                    serving[ident] = (innermost, request_frame)
+                serving[thread] = (innermost, f'"{head.method} {head.target}"')
         return serving
 
     def _call_waited_on(self, frame: FrameType) -> tuple[Address, Address] | None:
@@ -391,23 +393,6 @@ class SelfCallGuard:
             done,
             self.advice,
         )
-
-
-def _request_frame(innermost: FrameType) -> FrameType | None:
-    """The frame of `Connection._serve_request` on a thread's stack, if it serves one."""
-    frame: FrameType | None = innermost
-    for _ in range(_STACK_DEPTH):
-        if frame is None:
-            return None
-        if frame.f_code is _REQUEST_CODE:
-            return frame
-        frame = frame.f_back
-    return None
-
-
-def _request_line(request_frame: FrameType) -> str:
-    head = request_frame.f_locals.get("head")
-    return f'"{getattr(head, "method", "?")} {getattr(head, "target", "?")}"'
 
 
 def _sockets_held(frame: FrameType) -> Iterator[socket.socket]:

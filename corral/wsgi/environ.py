@@ -95,7 +95,9 @@ def build_environ(
     head: RequestHead,
     body: RequestBody,
     base: dict[str, Any],
-    peer: tuple[str, int] | str,
+    # As accept() gives it: (host, port) for IPv4, with flow and scope for IPv6; a path
+    # (often "") for a Unix socket.
+    peer: tuple[Any, ...] | str,
     forwarded: ForwardedHeaders | None = None,
 ) -> dict[str, Any]:
     """The environ of one request from `peer`; with `forwarded`, what a trusted proxy's

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from corral.http.framing import (
     CHUNKED,
@@ -27,6 +27,9 @@ from corral.wsgi.environ import FileWrapper
 from corral.wsgi.input import RequestBody
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+# What a body piece may be (PEP 3333 says bytes; corral takes any bytes-like it can send).
+# Compiled by mypyc, a parameter typed `bytes` would refuse the other two.
+BodyBytes = bytes | bytearray | memoryview
 
 _date_cache: tuple[int, str] = (0, "")
 # Joining a small body to the head saves a system call; past this size the copy costs more.
@@ -45,9 +48,9 @@ def current_date() -> str:
 class Output(Protocol):
     """Where the response goes: the connection's socket."""
 
-    def send(self, data: bytes) -> None: ...
+    def send(self, data: BodyBytes) -> None: ...
 
-    def send_last(self, data: bytes) -> None:
+    def send_last(self, data: BodyBytes) -> None:
         """Send the bytes that complete a response; they may go out a little later,
         together with other connections' responses."""
 
@@ -119,8 +122,10 @@ class Response:
         return list(self._headers)
 
     def start_response(
-        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
-    ) -> Callable[[bytes], None]:
+        self, status: object, headers: Iterable[Any], exc_info: Any = None
+    ) -> Callable[[object], None]:
+        # `status` and `headers` are typed as what an application may pass: the checks
+        # below, not a compiled signature, refuse what cannot be sent.
         if exc_info is not None:
             try:
                 if self.head_sent:
@@ -136,9 +141,9 @@ class Response:
             raise InvalidResponse(f"a 1xx status ({status!r}) cannot be the final response")
         # Checked now, so that the error reaches the application while it runs (PEP 3333);
         # copied, so that what is sent is what was checked.
-        check_response_headers(headers)
-        self._status = status
-        self._headers = list(headers)
+        self._headers = check_response_headers(headers)
+        # A str: `status_code` refused anything else.
+        self._status = cast(str, status)
         self.code = code
         return self.write
 
@@ -175,19 +180,19 @@ class Response:
         self.head_length = len(head)
         return head
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: object) -> None:
         """Send one piece of body, sending the head first if it has not gone yet."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidResponse(f"response body must be bytes, not {type(data).__name__}")
         self._send_body(b"" if self.head_sent else self._head(None), data)
 
-    def send_whole(self, data: bytes) -> None:
+    def send_whole(self, data: object) -> None:
         """Send a body given as one piece, framed with its length when none was declared."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidResponse(f"response body must be bytes, not {type(data).__name__}")
         self._send_body(b"" if self.head_sent else self._head(len(data)), data)
 
-    def _send_body(self, head: bytes, data: bytes) -> None:
+    def _send_body(self, head: bytes, data: BodyBytes) -> None:
         framing = self.framing
         if framing is NO_BODY or not data:
             if not head:
@@ -212,7 +217,9 @@ class Response:
             self._send(head, data)
         self.bytes_sent += len(data)
 
-    def _send(self, prefix: bytes, data: bytes, suffix: bytes = b"", last: bool = False) -> None:
+    def _send(
+        self, prefix: bytes, data: BodyBytes, suffix: bytes = b"", last: bool = False
+    ) -> None:
         if len(data) <= _JOIN_LIMIT:
             if last:
                 self.output.send_last(prefix + data + suffix)
@@ -256,7 +263,8 @@ class Response:
 
 def run_application(app: WSGIApp, environ: dict[str, Any], response: Response) -> None:
     """Call the app and send what it returns; the iterable's close() is always called."""
-    result = app(environ, response.start_response)
+    # Its items typed as what an application may give: `write` and `send_whole` check.
+    result: Iterable[object] = app(environ, response.start_response)
     try:
         if isinstance(result, FileWrapper):
             span = result.file_span()

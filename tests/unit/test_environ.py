@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from corral.http.parser import HeadLimits, RequestHead, parse_head
+from corral.http.parser import HeadLimits, RequestHead, body_decoder, parse_head
 from corral.wsgi.environ import base_environ, build_environ
 from corral.wsgi.input import RequestBody
 
@@ -16,9 +16,26 @@ def head_of(*field_lines: str, line: str = "POST /a%20b?x=1 HTTP/1.1") -> Reques
     return parsed[0]
 
 
+class _Unread:
+    """A body source build_environ never reads from."""
+
+    buffer = bytearray()
+
+    def receive(self) -> None:
+        raise AssertionError("build_environ read the body")
+
+    def receive_unframed(self, size: int) -> bytes:
+        raise AssertionError("build_environ read the body")
+
+
+def unread_body(head: RequestHead) -> RequestBody:
+    """A real `wsgi.input` for `head` that build_environ stores but must not read: the
+    compiled build_environ checks the type of what it is given."""
+    return RequestBody(_Unread(), body_decoder(head, HeadLimits()), None)
+
+
 def environ_of(head: RequestHead) -> dict[str, object]:
-    body: RequestBody = None  # type: ignore[assignment]  # not read by build_environ
-    return build_environ(head, body, BASE, ("10.0.0.1", 5000))
+    return build_environ(head, unread_body(head), BASE, ("10.0.0.1", 5000))
 
 
 def test_fields_become_cgi_names() -> None:

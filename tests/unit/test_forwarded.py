@@ -14,7 +14,7 @@ from corral.config import SETTINGS_BY_NAME
 from corral.http.parser import HeadLimits, RequestHead, parse_head
 from corral.wsgi.environ import base_environ, build_environ
 from corral.wsgi.forwarded import ForwardedHeaders, apply_forwarded
-from corral.wsgi.input import RequestBody
+from tests.unit.test_environ import unread_body
 
 BASE = base_environ("127.0.0.1", "8000", "http", "", False, False)
 GUNICORN_SCHEME_HEADERS = SETTINGS_BY_NAME["secure_scheme_headers"].default
@@ -45,8 +45,11 @@ def environ_of(
     parsed = parse_head("".join(f"{line}\r\n" for line in lines).encode() + b"\r\n", HeadLimits())
     assert parsed is not None
     head: RequestHead = parsed[0]
-    body: RequestBody = None  # type: ignore[assignment]  # not read by build_environ
-    return build_environ(head, body, BASE, peer, policy)
+    body = unread_body(head)
+    environ = build_environ(head, body, BASE, peer, policy)
+    # The one key that differs between two environs of the same request.
+    assert environ.pop("wsgi.input") is body
+    return environ
 
 
 def changed(*field_lines: str, peer: tuple[str, int] | str = PROXY) -> dict[str, Any]:
