@@ -199,6 +199,39 @@ def _summary(
     return lines
 
 
+STATS_SUFFIX = " --stats"
+
+
+def _stats_cost(sections: list[tuple[Scenario, Workload, list[Measurement]]]) -> list[str]:
+    """One row per corral configuration measured both with and without --stats (the
+    slot table written, its listener open, not scraped): the change of the median
+    figure, with the extremes (each run with --stats against each without)."""
+    header = ["scenario", "app", "configuration", "without", "with --stats", "cost", "range"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    found = False
+    for scenario, workload, rows in sections:
+        by_label = {row.label: row for row in rows if row.succeeded}
+        for label, with_stats in by_label.items():
+            without = by_label.get(label.removesuffix(STATS_SUFFIX))
+            if not label.endswith(STATS_SUFFIX) or without is None:
+                continue
+            found = True
+            cost = 1 - with_stats.median / without.median
+            worst = 1 - with_stats.minimum / without.maximum
+            best = 1 - with_stats.maximum / without.minimum
+            cells = [
+                scenario.key,
+                workload.app,
+                f"`{without.label}`",
+                f"{_number(without.median)} {workload.unit}",
+                f"{_number(with_stats.median)} {workload.unit}",
+                f"{cost:+.1%}",
+                f"{best:+.1%} to {worst:+.1%}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines if found else []
+
+
 def _mebibytes(kib: int | None) -> str:
     return MISSING if not kib else f"{kib / 1024:.1f}"
 
@@ -274,6 +307,19 @@ def render(
         "",
         *_summary(sections),
     ]
+    stats_cost = _stats_cost(sections)
+    if stats_cost:
+        lines += [
+            "",
+            "## The cost of --stats",
+            "",
+            "What seeing the concurrency costs: each configuration with the slot table "
+            "written and the --stats listener open (not scraped) against the same without. "
+            "Cost is the drop of the median figure (negative: faster with it); the range "
+            "pairs the extremes of the runs.",
+            "",
+            *stats_cost,
+        ]
     if chart_name:
         lines += ["", f"![figures]({chart_name})"]
     current_scenario = None
