@@ -126,20 +126,6 @@ def test_binds_ipv6_loopback_and_several_addresses(
     assert fetch(server.port)[0] == 200
 
 
-def test_unix_socket(start_server: Callable[..., RunningServer], tmp_path: Path) -> None:
-    path = tmp_path / "corral.sock"
-    server = start_server(options=["-b", f"unix:{path}"])
-    with socket.socket(socket.AF_UNIX) as client:
-        client.settimeout(10)
-        client.connect(str(path))
-        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := client.recv(4096):
-            data += chunk
-    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"hello\n")
-    assert server.port
-
-
 def _unix_get(path: Path) -> bytes:
     with socket.socket(socket.AF_UNIX) as client:
         client.settimeout(10)
@@ -149,6 +135,14 @@ def _unix_get(path: Path) -> bytes:
         while chunk := client.recv(4096):
             data += chunk
     return data
+
+
+def test_unix_socket(start_server: Callable[..., RunningServer], tmp_path: Path) -> None:
+    path = tmp_path / "corral.sock"
+    server = start_server(options=["-b", f"unix:{path}"])
+    data = _unix_get(path)
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"hello\n")
+    assert server.port
 
 
 @pytest.mark.parametrize(
