@@ -97,6 +97,36 @@ def measure_variant(
     return measure_under_load(argv, measurement, scenario, workload, settings, port)
 
 
+STATS_SUFFIX = " --stats"
+
+
+def measure_interleaved(
+    pair: tuple[ServerVariant, ServerVariant],
+    scenario: Scenario,
+    workload: Workload,
+    settings: RunSettings,
+) -> tuple[Measurement, Measurement]:
+    """A configuration and its --stats twin, alternating, a fresh instance of each for
+    every timed run: the difference between them is then --stats, not which instance
+    (its memory layout, its hash seed) or which minute of the machine each ran in. The
+    figures of one instance differ by a few percent from another's, more than what
+    --stats costs."""
+    one_run = replace(settings, runs=1)
+    totals: list[Measurement] = []
+    for _ in range(settings.runs):
+        for index, variant in enumerate(pair):
+            single = measure_variant(variant, scenario, workload, one_run)
+            if len(totals) <= index:
+                totals.append(single)
+                continue
+            total = totals[index]
+            if total.failure is None:
+                total.failure = single.failure
+            total.runs += single.runs
+            total.rss_after = single.rss_after
+    return totals[0], totals[1]
+
+
 def _progress(measurement: Measurement, workload: Workload) -> str:
     if not measurement.succeeded:
         return f"{measurement.failure}"
@@ -115,7 +145,20 @@ def run_sections(
         for workload in select_workloads(scenario, quick):
             print(f"\n== {scenario.title}: {workload.app}", flush=True)
             rows: list[Measurement] = []
+            labels = {variant.label: variant for variant in variants}
             for variant in variants:
+                twin = labels.get(variant.label + STATS_SUFFIX)
+                if twin is not None:
+                    print(f"   {variant.label:<40} and its --stats twin, alternating", flush=True)
+                    pair = (variant, twin)
+                    for measured in measure_interleaved(pair, scenario, workload, settings):
+                        rows.append(measured)
+                        print(f"   {measured.label:<40}", _progress(measured, workload), flush=True)
+                    continue
+                if variant.label.endswith(STATS_SUFFIX) and (
+                    variant.label.removesuffix(STATS_SUFFIX) in labels
+                ):
+                    continue
                 print(f"   {variant.label:<40}", end=" ", flush=True)
                 rows.append(measure_variant(variant, scenario, workload, settings))
                 print(_progress(rows[-1], workload), flush=True)

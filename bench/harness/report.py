@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,9 +217,18 @@ def _stats_cost(sections: list[tuple[Scenario, Workload, list[Measurement]]]) ->
             if not label.endswith(STATS_SUFFIX) or without is None:
                 continue
             found = True
-            cost = 1 - with_stats.median / without.median
-            worst = 1 - with_stats.minimum / without.maximum
-            best = 1 - with_stats.maximum / without.minimum
+            if len(with_stats.runs) == len(without.runs):
+                # Measured in alternation (`measure_interleaved`): each run beside its pair.
+                costs = sorted(
+                    1 - stats_run.figure / plain_run.figure
+                    for plain_run, stats_run in zip(without.runs, with_stats.runs, strict=True)
+                )
+                cost = statistics.median(costs)
+                best, worst = costs[0], costs[-1]
+            else:
+                cost = 1 - with_stats.median / without.median
+                worst = 1 - with_stats.minimum / without.maximum
+                best = 1 - with_stats.maximum / without.minimum
             cells = [
                 scenario.key,
                 workload.app,
@@ -314,9 +324,10 @@ def render(
             "## The cost of --stats",
             "",
             "What seeing the concurrency costs: each configuration with the slot table "
-            "written and the --stats listener open (not scraped) against the same without. "
-            "Cost is the drop of the median figure (negative: faster with it); the range "
-            "pairs the extremes of the runs.",
+            "written and the --stats listener open (not scraped) against the same without, "
+            "measured in alternation, a fresh instance of each per run. Cost is the median "
+            "over the runs of each run's drop against the run beside it (negative: faster "
+            "with it); the range is the least and the most of those drops.",
             "",
             *stats_cost,
         ]
