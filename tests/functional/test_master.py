@@ -196,7 +196,9 @@ def test_ttin_and_ttou_add_and_remove_one_worker() -> None:
         master = server.process.pid
         os.kill(master, signal.SIGTTIN)
         assert wait_until(lambda: len(workers_of(master)) == 3, 5), server.log
-        assert "Concurrency: 3 worker processes × 1 thread = 3 requests at a time" in server.log
+        # Logged once the worker is forked: the line may come a moment after it.
+        line = "Concurrency: 3 worker processes × 1 thread = 3 requests at a time"
+        assert wait_until(lambda: line in server.log, 5), server.log
         os.kill(master, signal.SIGTTOU)
         assert wait_until(lambda: len(workers_of(master)) == 2, 5), server.log
         time.sleep(0.5)
