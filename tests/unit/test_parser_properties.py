@@ -9,10 +9,13 @@ mean what they were generated to mean, and a valid stream cut short is never ref
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral.http.parser import HeadLimits
+from corral.http.errors import RequestError
+from corral.http.parser import HeadLimits, _split_fields
 from tests.generated_requests import (
     Intended,
     cuts_for,
@@ -29,6 +32,21 @@ PROPERTY = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+
+# The field-line grammar of RFC 9112 section 5 and RFC 9110 section 5.5 as regular
+# expressions, the form the parser once used: the reference `_split_fields` must agree with.
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_VALUE = rb"(?:[^\x00-\x20\x7f]+(?:[ \t]+[^\x00-\x20\x7f]+)*)?"
+_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _VALUE + rb")[ \t]*\r\n")
+_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[ \t]*" + _VALUE + rb"[ \t]*\r\n)*")
+# Pieces of field lines, good and bad; CR and LF only as the line ends, as the parser
+# refuses them anywhere else before it splits the fields.
+_PIECES = st.sampled_from(
+    [b"Host", b"x-Forwarded-For", b"a_b", b"!#$%&'*+.^`|~", b"", b" ", b"\t", b":", b"::",
+     b"a b", b"v", b"1", b"@", b"(", b'"', b"/", b"\x00", b"\x0b", b"\x1f", b"\x7f",
+     b"\x80", b"\xff"]
+)  # fmt: skip
 
 
 def as_intended(parsed: Parsed) -> list[Intended]:
@@ -94,3 +112,19 @@ def test_the_driver_sees_a_refusal_a_wait_and_a_pipeline() -> None:
     assert parse_stream([bad], LIMITS, 1, unframed=True).ending == ("refused", 400, "head")
     bad_chunk = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
     assert parse_stream([bad_chunk], LIMITS, 1, unframed=True).ending == ("refused", 400, "body")
+
+
+@settings(PROPERTY, max_examples=3000)
+@given(st.lists(st.lists(_PIECES, max_size=8).map(b"".join), max_size=5))
+def test_field_lines_are_split_as_the_grammar_reads_them(lines: list[bytes]) -> None:
+    """Names and values, or a refusal, exactly where the grammar's regular expressions
+    give them."""
+    block = b"".join(line + b"\r\n" for line in lines)
+    expected = _LINE.findall(block) if _BLOCK.fullmatch(block) else None
+    try:
+        split: list[tuple[bytes, bytes]] | None = _split_fields(
+            b"GET / HTTP/1.1\r\n" + block, list(lines)
+        )
+    except RequestError:
+        split = None
+    assert split == expected
