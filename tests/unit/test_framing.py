@@ -21,6 +21,7 @@ from corral.http.framing import (
     encode_chunk,
     encode_head,
     frame_response,
+    status_code,
 )
 
 DATE = "Mon, 30 Nov 2026 16:50:11 GMT"
@@ -226,6 +227,8 @@ def test_last_chunk() -> None:
 
 def test_checked_headers_pass() -> None:
     check_response_headers([TYPE, ("Content-Length", "0"), ("X-Empty", "")])
+    # HTAB, obs-text and latin-1 letters are sendable as they are.
+    check_response_headers([("X-Tab", "a\tb"), ("X-Latin", "caf\u00e9 \u00ff")])
 
 
 @pytest.mark.parametrize(
@@ -239,8 +242,23 @@ def test_checked_headers_pass() -> None:
         [("Content-Length", "")],
         [("Bad Name", "x")],
         [("X-Split", "a\r\nSet-Cookie: b")],
+        # A name or a status found valid before does not let a bad one through after it.
+        [("X-Good", "1"), ("X-Good ", "1")],
+        [("X-Good", "1"), ("X-Good", "\x7f")],
+        [("X-Good", "1"), ("X-Good", "nul\x00")],
+        [("X-Good", "1"), ("X-Good", "euro \u20ac")],
+        [("X-Good", "1"), ("X-Good", 1)],
+        [("X-Good", "1"), (b"X-Good", "1")],
     ],
 )
 def test_headers_that_cannot_be_framed_are_refused(headers: Headers) -> None:
     with pytest.raises(InvalidResponse):
         check_response_headers(headers)
+
+
+@pytest.mark.parametrize("status", ["200", "200OK", "2000 OK", "099 Low", "200 A\r\nB", 200])
+def test_a_status_found_valid_before_lets_no_bad_one_through(status: object) -> None:
+    assert status_code("200 OK") == 200
+    assert status_code("200 OK") == 200
+    with pytest.raises(InvalidResponse):
+        status_code(status)
