@@ -51,8 +51,8 @@ class Output(Protocol):
     def send(self, data: BodyBytes) -> None: ...
 
     def send_last(self, data: BodyBytes) -> None:
-        """Send the bytes that complete a response; they may go out a little later,
-        together with other connections' responses."""
+        """Send the bytes that complete a response; they may wait only for the
+        responses to requests already received on the same connection."""
 
     def sendfile(self, fd: int, offset: int, count: int) -> None: ...
 
@@ -280,6 +280,9 @@ def run_application(app: WSGIApp, environ: dict[str, Any], response: Response) -
                 write(data)
         response.finish()
     finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
+        # A plain list or tuple has no close(), and asking it costs an AttributeError
+        # raised and caught (PEP 3333's own examples return lists); a subclass may have one.
+        if type(result) is not list and type(result) is not tuple:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()

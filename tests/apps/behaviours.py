@@ -186,9 +186,25 @@ class _ClosingBody:
             log.write(f"{os.getpid()} closed {self.query}\n")
 
 
-def close_called(environ: dict[str, Any], start_response: StartResponse) -> _ClosingBody:
+class _ClosingList(list[bytes]):
+    """A list with a close(), which a server must call too (PEP 3333)."""
+
+    def __init__(self, query: str) -> None:
+        super().__init__([b"body"])
+        self.query = query
+
+    def close(self) -> None:
+        with open(_ClosingBody.closed_log, "a") as log:
+            log.write(f"{os.getpid()} closed {self.query}\n")
+
+
+def close_called(
+    environ: dict[str, Any], start_response: StartResponse
+) -> _ClosingBody | _ClosingList:
     start_response("200 OK", [("Content-Type", "text/plain")])
     query = environ["QUERY_STRING"]
+    if "list" in query:
+        return _ClosingList(query)
     return _ClosingBody(fail="fail" in query, query=query)
 
 

@@ -50,6 +50,13 @@ def test_close_is_called_after_the_body(server: RunningServer) -> None:
     assert close_logged(query)
 
 
+def test_close_is_called_on_a_list_that_has_one(server: RunningServer) -> None:
+    query = f"list-{uuid.uuid4().hex}"
+    response = requests.get(f"{server.url}/close-called?{query}", timeout=TIMEOUT)
+    assert response.content == b"body"
+    assert close_logged(query)
+
+
 def test_close_is_called_when_the_iterable_fails(server: RunningServer) -> None:
     query = f"fail-{uuid.uuid4().hex}"
     request = f"GET /close-called?{query} HTTP/1.1\r\nHost: test\r\n\r\n"
