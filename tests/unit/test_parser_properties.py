@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from corral.http.errors import RequestError
-from corral.http.parser import HeadLimits, _split_fields
+from corral.http.parser import _REQUEST_LINE, HeadLimits, _parse_request_line, _split_fields
 from tests.generated_requests import (
     Intended,
     cuts_for,
@@ -128,3 +128,40 @@ def test_field_lines_are_split_as_the_grammar_reads_them(lines: list[bytes]) -> 
     except RequestError:
         split = None
     assert split == expected
+
+
+_LINE_PIECES = st.sampled_from(
+    [b"GET", b"get", b"M-SEARCH", b"PATCH", b"G\x00T", b"G(T", b" ", b"  ", b"\t", b"/",
+     b"/a?b=c", b"*", b"http://x/", b"example.com:443", b"\x7f", b"\x80", b"\xff", b"\x00",
+     b"\x1f", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/1.2", b"HTTP/2.0", b"HTTP/0.9", b"HTTP/1.",
+     b"HTTP/11", b"http/1.1", b"1.1"]
+)  # fmt: skip
+
+
+_SOUP = st.lists(_LINE_PIECES, max_size=7).map(b"".join)
+# Shaped as "method SP target SP version", each part a little soup of its own.
+_SHAPED_LINE = st.tuples(
+    st.lists(_LINE_PIECES, min_size=1, max_size=2).map(b"".join),
+    st.sampled_from([b" ", b"  ", b"\t", b""]),
+    st.lists(_LINE_PIECES, min_size=1, max_size=3).map(b"".join),
+    st.sampled_from([b" ", b"  ", b"\t", b""]),
+    st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/1.2", b"HTTP/2.0", b"HTTP/1.1 "]),
+).map(b"".join)
+
+
+@settings(PROPERTY, max_examples=3000)
+@given(_SHAPED_LINE | _SOUP)
+def test_a_request_line_is_taken_as_its_regular_expression_reads_it(line: bytes) -> None:
+    """Method, target and version, or a refusal, exactly where the request line's
+    regular expression gives them (RFC 9112 section 3)."""
+    match = _REQUEST_LINE.fullmatch(line)
+    expected = None
+    if match is not None and match.group(3) == b"1":
+        method, target, _, minor = match.groups()
+        version = "HTTP/1.0" if minor == b"0" else "HTTP/1.1"
+        expected = (method.decode("ascii"), target.decode("latin-1"), version)
+    try:
+        parsed: tuple[str, str, str] | None = _parse_request_line(line, LIMITS)
+    except RequestError:
+        parsed = None
+    assert parsed == expected
