@@ -114,8 +114,18 @@ def test_the_driver_sees_a_refusal_a_wait_and_a_pipeline() -> None:
     assert parse_stream([bad_chunk], LIMITS, 1, unframed=True).ending == ("refused", 400, "body")
 
 
+# Shaped as "name: value", each part a little soup of its own.
+_SHAPED_FIELD = st.tuples(
+    st.lists(_PIECES, min_size=1, max_size=2).map(b"".join),
+    st.sampled_from([b":", b" :", b""]),
+    st.sampled_from([b"", b" ", b"\t"]),
+    st.lists(_PIECES, max_size=3).map(b"".join),
+    st.sampled_from([b"", b" ", b"\t "]),
+).map(b"".join)
+
+
 @settings(PROPERTY, max_examples=3000)
-@given(st.lists(st.lists(_PIECES, max_size=8).map(b"".join), max_size=5))
+@given(st.lists(_SHAPED_FIELD | st.lists(_PIECES, max_size=8).map(b"".join), max_size=5))
 def test_field_lines_are_split_as_the_grammar_reads_them(lines: list[bytes]) -> None:
     """Names and values, or a refusal, exactly where the grammar's regular expressions
     give them."""
