@@ -4,7 +4,11 @@
 
 First, each app is served by a real `corral --threads 1` on CPU 0 under `wrk -t1 -c32`
 on CPU 1, as in scenario A, with probes around the app and around every send
-(`server_split.py`): what the app, the sends and the rest of the server cost there.
+(`server_split.py`; the sends only in pure Python, as compiled ones cannot be probed):
+what the app, the sends and the rest of the server cost there. Then corral and granian
+are served in turn under the same load, and CPU 0's user and system time and CPU 1's
+wake-ups (`/proc/stat`, `/proc/interrupts`) are divided by the requests served: where
+granian's lead lies.
 
 Then each app is served by one corral `Connection` over a socket pair in this process:
 the client writes a request, `Connection.collect()` gathers it, `Connection.serve()`
@@ -18,11 +22,15 @@ split of the pure-Python sources.
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import io
 import json
+import os
 import platform
 import pstats
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,12 +38,15 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+
+import per_request_cost  # noqa: E402
 
 from corral import compiled  # noqa: E402
 from corral.http.parser import HeadLimits  # noqa: E402
@@ -124,38 +135,134 @@ def app_alone(app: Any) -> float:
     return (time.perf_counter() - started) / TIMED_REQUESTS * 1e6
 
 
-def in_server(name: str, seconds: int = 5) -> dict[str, float]:
-    """Serve `name` with a real corral under wrk, as in scenario A; the probes' report."""
+@contextlib.contextmanager
+def serving(argv: list[str]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """Start a server on CPU 0 with `{port}` in `argv` replaced by a free port; yield it
+    and its URL once it answers; stop it (killed if still running) on leaving."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with tempfile.TemporaryDirectory() as scratch:
-        report = Path(scratch) / "report.json"
-        server = subprocess.Popen(
-            ["taskset", "-c", "0", sys.executable, str(HERE / "server_split.py"), name,
-             str(port), str(report)]
-        )  # fmt: skip
-        try:
-            url = f"http://127.0.0.1:{port}/"
-            for _ in range(100):
-                try:
-                    urllib.request.urlopen(url, timeout=1).read()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            wrk = ["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{seconds}s", url]
-            output = subprocess.run(wrk, capture_output=True, text=True, check=True).stdout
-            server.send_signal(signal.SIGUSR2)
-            server.wait(10)
-        finally:
-            if server.poll() is None:
+        port = str(probe.getsockname()[1])
+    server = subprocess.Popen(
+        ["taskset", "-c", "0", *(part.replace("{port}", port) for part in argv)],
+        cwd=HERE,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url, timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield server, url
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
-        result: dict[str, float] = json.loads(report.read_text())
+
+
+def run_wrk(url: str, seconds: float) -> float:
+    """Requests per second of `wrk -t1 -c32` on CPU 1, as in scenario A."""
+    wrk = ["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{seconds}s", url]
+    output = subprocess.run(wrk, capture_output=True, text=True, check=True).stdout
     for line in output.splitlines():
         if line.startswith("Requests/sec:"):
-            result["requests_per_second"] = float(line.split()[1])
+            return float(line.split()[1])
+    raise RuntimeError(f"wrk printed no rate: {output!r}")
+
+
+def in_server(name: str, seconds: int = 5) -> dict[str, float]:
+    """Serve `name` with a real corral under wrk, as in scenario A; the probes' report."""
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "report.json"
+        argv = [sys.executable, str(HERE / "server_split.py"), name, "{port}", str(report)]
+        with serving(argv) as (server, url):
+            rate = run_wrk(url, seconds)
+            server.send_signal(signal.SIGRTMIN + 1)
+            server.wait(10)
+        result: dict[str, float] = json.loads(report.read_text())
+    result["requests_per_second"] = rate
     return result
+
+
+def cpu_times(cpu: int) -> tuple[int, int]:
+    """(user, system) clock ticks CPU `cpu` has spent since boot, from /proc/stat; system
+    counts interrupt and softirq time, where loopback TCP delivers what is sent."""
+    with open("/proc/stat") as stat:
+        for line in stat:
+            if line.startswith(f"cpu{cpu} "):
+                user, nice, system, _idle, _iowait, irq, softirq = map(int, line.split()[1:8])
+                return user + nice, system + irq + softirq
+    raise RuntimeError(f"/proc/stat has no cpu{cpu}")
+
+
+def wake_ups(cpu: int) -> int:
+    """Interrupts CPU `cpu` has taken to be woken by another CPU: function-call and
+    rescheduling interrupts (CAL, RES) from /proc/interrupts. A send to a client asleep
+    in epoll_wait on CPU 1 wakes it with one."""
+    count = 0
+    with open("/proc/interrupts") as interrupts:
+        header = interrupts.readline().split()
+        column = header.index(f"CPU{cpu}") + 1
+        for line in interrupts:
+            fields = line.split()
+            if fields and fields[0] in ("CAL:", "RES:"):
+                count += int(fields[column])
+    return count
+
+
+def cpu_split(argv: list[str], seconds: float) -> dict[str, float]:
+    """Serve under wrk, as in scenario A; per request: the server's CPU's user and system
+    microseconds, and the times the client's CPU was woken."""
+    with serving(argv) as (_server, url):
+        run_wrk(url, 1)
+        user_before, system_before = cpu_times(0)
+        woken_before = wake_ups(1)
+        rate = run_wrk(url, seconds)
+        user_after, system_after = cpu_times(0)
+        woken_after = wake_ups(1)
+    requests = rate * seconds
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    return {
+        "requests_per_second": rate,
+        "user_us": (user_after - user_before) * tick_us / requests,
+        "system_us": (system_after - system_before) * tick_us / requests,
+        "wake_ups": (woken_after - woken_before) / requests,
+    }
+
+
+def beside_granian(name: str, seconds: int = 5) -> list[str]:
+    """corral `--threads 1` and granian, one worker, under the same load: where the time
+    on the server's CPU goes, and how often each wakes the client."""
+    granian = Path(sys.executable).parent / "granian"
+    servers = {
+        "corral --threads 1": [sys.executable, "-m", "corral", "-b", "127.0.0.1:{port}",
+                               "--threads", "1", f"apps:{name}"],
+        "granian, 1 worker": [str(granian), "--interface", "wsgi", "--host", "127.0.0.1",
+                              "--port", "{port}", "--workers", "1", "--log-level", "warning",
+                              f"apps:{name}"],
+    }  # fmt: skip
+    if not granian.exists():
+        return [f"granian is not installed beside {sys.executable}: no comparison.", ""]
+    lines = [
+        "Beside granian, under the same wrk, from CPU 0's user and system time "
+        "(`/proc/stat`) and CPU 1's wake-ups (`/proc/interrupts`), per request:",
+        "",
+        "| server | requests/s | user µs | system µs | client wake-ups |",
+        "|---|---|---|---|---|",
+    ]
+    for label, argv in servers.items():
+        split = cpu_split(argv, seconds)
+        lines.append(
+            f"| {label} | {split['requests_per_second']:,.0f} | {split['user_us']:.1f} | "
+            f"{split['system_us']:.1f} | {split['wake_ups']:.2f} |"
+        )
+    return [*lines, ""]
 
 
 def profile(name: str, app: Any) -> list[str]:
@@ -181,11 +288,21 @@ def profile(name: str, app: Any) -> list[str]:
         f"{served['wall_us']:.1f} µs per request on the server's core:",
         "",
         f"- the app: {served['app_us']:.1f} µs (called alone, below: {alone:.1f} µs)",
-        f"- sending responses: {served['send_us']:.1f} µs "
-        f"({served['sends_per_request']:.2f} sends per request)",
-        f"- the rest of the server (event loop, receive, parsing, environ, head): "
-        f"{served['rest_us']:.1f} µs",
+        *(
+            [
+                f"- sending responses: {served['send_us']:.1f} µs "
+                f"({served['sends_per_request']:.2f} sends per request)",
+                f"- the rest of the server (event loop, receive, parsing, environ, head): "
+                f"{served['rest_us']:.1f} µs",
+            ]
+            if served["send_us"] is not None
+            else [
+                f"- the rest of the server (event loop, receive, parsing, environ, head, "
+                f"sends): {served['rest_us']:.1f} µs",
+            ]
+        ),
         "",
+        *beside_granian(name),
         "Over a socket pair, one connection, no event loop:",
         "",
         f"- served through corral: **{per_request:.1f} µs** per request "
@@ -193,6 +310,10 @@ def profile(name: str, app: Any) -> list[str]:
         f"- the app called alone: {alone:.1f} µs; the same bytes moved with no HTTP work: "
         f"{sockets:.1f} µs; so corral's own code: **{per_request - alone - sockets:.1f} µs**",
         "",
+    ]
+    if compiled.COMPILED:
+        return [*lines, *instructions_by_step(name), ""]
+    lines += [
         "Own time by function under cProfile (which inflates small functions):",
         "",
         "| share | calls per request | function |",
@@ -204,6 +325,63 @@ def profile(name: str, app: Any) -> list[str]:
         label = f"{where}:{line} {function}" if where else function
         lines.append(f"| {own_time / total:5.1%} | {calls / PROFILED_REQUESTS:.1f} | `{label}` |")
     return [*lines, ""]
+
+
+# The steps of one request through the compiled code, as (depth, label, the function
+# mypyc compiled it to): each step's instructions include those of the steps below it.
+STEPS = [
+    (0, "gathering the request: receive, parse (`Connection.collect`)",
+     "CPyDef_connection___Connection___collect"),
+    (1, "the head (`HeadScanner.parse`)", "CPyDef_parser___HeadScanner___parse"),
+    (2, "the request line", "CPyDef_parser____parse_request_line"),
+    (2, "no bare CR or LF", "CPyDef_parser____count_line_ends"),
+    (2, "the field lines checked and split", "CPyDef_parser____split_fields"),
+    (2, "the fields read (Host, framing)", "CPyDef_parser____parse_fields"),
+    (0, "serving it (`Connection.serve`)", "CPyDef_connection___Connection___serve"),
+    (1, "the environ", "CPyDef_environ___build_environ"),
+    (1, "the app and its response, the app's own instructions included (`run_application`)",
+     "CPyDef_response___run_application"),
+    (2, "start_response", "CPyDef_response___Response___start_response"),
+    (2, "the head framed and encoded", "CPyDef_response___Response____head"),
+    (2, "the response sent (`Connection.send_last`)",
+     "CPyDef_connection___Connection___send_last"),
+]  # fmt: skip
+CALLGRIND_REQUESTS = 5000
+
+
+def instructions_by_step(name: str) -> list[str]:
+    """The compiled steps' instructions per request under callgrind, for the socket-pair
+    loop of bench/per_request_cost.py (cProfile does not see into compiled code)."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_annotate") is None:
+        return ["valgrind is not installed: no split of the compiled code.", ""]
+    with tempfile.TemporaryDirectory() as scratch:
+        output = Path(scratch) / "callgrind.out"
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={output}",
+             sys.executable, str(HERE / "per_request_cost.py"), "run", name, "served",
+             str(CALLGRIND_REQUESTS)],
+            check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"},
+        )  # fmt: skip
+        annotated = subprocess.run(
+            ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(output)],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+    found: dict[str, int] = {}
+    for match in re.finditer(r"^\s*([\d,]+) .*:(CPyDef_\w+) ", annotated, re.MULTILINE):
+        function, count = match.group(2), int(match.group(1).replace(",", ""))
+        found[function] = max(found.get(function, 0), count)
+    # per_request_cost.py serves WARM_UP requests before the counted ones.
+    requests = CALLGRIND_REQUESTS + per_request_cost.WARM_UP
+    lines = [
+        "Instructions per request in the compiled code by step, under callgrind "
+        "(the same socket-pair loop; start-up is not in these functions):",
+        "",
+    ]
+    for depth, label, function in STEPS:
+        count = found.get(function)
+        shown = f"{count / requests:,.0f}" if count is not None else "not found"
+        lines.append(f"{'  ' * depth}- {label}: {shown}")
+    return lines
 
 
 def main() -> None:
@@ -221,13 +399,18 @@ def main() -> None:
         "over a socket pair in one process: parsing, the environ, the app, the response and",
         "the two system calls, without the event loop, split by function under cProfile.",
         "",
-        "A send to a client waiting in wrk wakes it; one at a time sends the responses of",
-        "the connections ready together in one go after serving them (`Connection.send_last`),",
-        "so the wake-ups overlap. The app runs slower inside the server than alone; the",
-        "likely cause, not measurable on this virtual machine (no hardware counters), is",
-        "the CPU's caches: the server's work between two calls evicts the app's, and the",
-        "app's evicts the server's. The probe's own cost (two clock reads and a join, about",
-        "1.5 µs) is counted in the app's figure.",
+        "A send to a client asleep in wrk wakes it: on loopback the sender's CPU runs the",
+        "receiving side of TCP and the wake-up, an interrupt to the client's CPU, inside the",
+        "send. A response leaves as soon as its app call ends (it is never held across",
+        "another connection's request), so when the app is slower than wrk, each response",
+        "wakes wrk once; granian hands the responses to its I/O thread, which sends those",
+        "finished meanwhile together, and wakes wrk far less often. The table beside",
+        "granian counts those wake-ups. The app runs slower inside the server than alone;",
+        "the likely cause, not measurable on this virtual machine (no hardware counters),",
+        "is the CPU's caches: the network stack's and the server's work between two calls",
+        "evicts the app's. The probe's own cost (two clock reads and a join, about 1.5 µs)",
+        "is counted in the app's figure. Functions compiled by mypyc are invisible to",
+        "cProfile; their time is counted in their callers'.",
         "",
         f"- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"Python {platform.python_version()}, {platform.machine()}, corral "
