@@ -473,6 +473,9 @@ def test_repeated_host_is_refused(fields: list[str]) -> None:
 @pytest.mark.parametrize("value", ["a b", "a/b", "a@b", "[::1", "a:b:c"])
 def test_malformed_host_is_refused(value: str) -> None:
     assert refused_status(request(f"Host: {value}", host=False)) == 400
+    # Also after a valid Host has been seen, and remembered as valid.
+    assert head_of(request("Host: a", host=False)).fields["host"] == "a"
+    assert refused_status(request(f"Host: {value}", host=False)) == 400
 
 
 @pytest.mark.parametrize(
