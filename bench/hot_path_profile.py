@@ -37,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,16 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import per_request_cost  # noqa: E402
+from harness import wrk  # noqa: E402
+from harness.processes import (  # noqa: E402
+    LOOPBACK,
+    ServerProcess,
+    find_free_port,
+    start_pinned,
+    stop_process_group,
+    wait_until_answering,
+)
+from harness.wrk import LoadSpec  # noqa: E402
 
 from corral import compiled  # noqa: E402
 from corral.http.parser import HeadLimits  # noqa: E402
@@ -137,43 +146,29 @@ def app_alone(app: Any) -> float:
 
 @contextlib.contextmanager
 def serving(argv: list[str]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """Start a server on CPU 0 with `{port}` in `argv` replaced by a free port; yield it
-    and its URL once it answers; stop it (killed if still running) on leaving."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    server = subprocess.Popen(
-        ["taskset", "-c", "0", *(part.replace("{port}", port) for part in argv)],
-        cwd=HERE,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url, timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield server, url
-    finally:
-        if server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    """Start a server on CPU 0 with `{port}` in `argv` replaced by a free port, as the
+    harness starts the bench's servers; yield it and its URL once it answers; stop its
+    whole process group on leaving."""
+    port = find_free_port()
+    with tempfile.TemporaryDirectory() as scratch:
+        argv = [part.replace("{port}", str(port)) for part in argv]
+        process = start_pinned(argv, "0", HERE, dict(os.environ), Path(scratch) / "server.log")
+        try:
+            failure = wait_until_answering(ServerProcess(process, port, Path(scratch)), 10)
+            if failure is not None:
+                raise RuntimeError(f"{argv[0]} {failure}")
+            yield process, f"http://{LOOPBACK}:{port}"
+        finally:
+            stop_process_group(process)
 
 
 def run_wrk(url: str, seconds: float) -> float:
-    """Requests per second of `wrk -t1 -c32` on CPU 1, as in scenario A."""
-    wrk = ["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{seconds}s", url]
-    output = subprocess.run(wrk, capture_output=True, text=True, check=True).stdout
-    for line in output.splitlines():
-        if line.startswith("Requests/sec:"):
-            return float(line.split()[1])
-    raise RuntimeError(f"wrk printed no rate: {output!r}")
+    """Requests per second of wrk with 32 connections on CPU 1, as in scenario A."""
+    with tempfile.TemporaryDirectory() as scratch:
+        (result,) = wrk.run_wrk(url, (LoadSpec(32, seconds),), Path(scratch) / "wrk.log")
+    if result.failure is not None:
+        raise RuntimeError(f"wrk against {url}: {result.failure}")
+    return result.requests_per_second
 
 
 def in_server(name: str, seconds: int = 5) -> dict[str, float]:
