@@ -88,6 +88,25 @@ def _variant(
     )
 
 
+def _uwsgi_closing(label: str, profile: str, options: str) -> ServerVariant:
+    """uWSGI on --http-socket, adding `Connection: close` to every answer: on
+    --http11-socket each process or thread holds one keep-alive connection until it
+    closes, and wrk's other connections wait unseen."""
+    return ServerVariant(
+        family="uwsgi",
+        label=label,
+        profiles=frozenset({profile}),
+        argv_template=(
+            *f"{_UWSGI} --http-socket {{host}}:{{port}} {options}".split(),
+            "--add-header",
+            "Connection: close",
+            "--module",
+            "apps:{app}",
+        ),
+        import_name="pyuwsgi",
+    )
+
+
 _CORRAL = "{python} -m corral -b {host}:{port}"
 _GUNICORN = "{bin}/gunicorn -w 1 -b {host}:{port} --log-level warning"
 _WAITRESS = "{bin}/waitress-serve --listen={host}:{port}"
@@ -335,19 +354,7 @@ SERVER_VARIANTS: tuple[ServerVariant, ...] = (
     # One synchronous uWSGI process on --http11-socket serves one keep-alive
     # connection until it closes and starves the other 31 unseen (wrk times only
     # answered requests), so this variant closes each connection, as gunicorn sync does.
-    ServerVariant(
-        family="uwsgi",
-        label="uwsgi (1 process, closes connections)",
-        profiles=frozenset({CPU}),
-        argv_template=(
-            *f"{_UWSGI} --http-socket {{host}}:{{port}}".split(),
-            "--add-header",
-            "Connection: close",
-            "--module",
-            "apps:{app}",
-        ),
-        import_name="pyuwsgi",
-    ),
+    _uwsgi_closing("uwsgi (1 process, closes connections)", CPU, ""),
     _variant(
         "uwsgi",
         "uwsgi --threads 200",
@@ -396,19 +403,7 @@ SERVER_VARIANTS: tuple[ServerVariant, ...] = (
     # On --http11-socket each uWSGI thread holds one keep-alive connection until it
     # closes: 8 threads served 8 of the 64 connections, and the slow wrk got no answer
     # at all. Closing each connection, as in A, lets every connection's requests in.
-    ServerVariant(
-        family="uwsgi",
-        label="uwsgi --threads 8 (closes connections)",
-        profiles=frozenset({MIXED}),
-        argv_template=(
-            *f"{_UWSGI} --http-socket {{host}}:{{port}} --threads 8".split(),
-            "--add-header",
-            "Connection: close",
-            "--module",
-            "apps:{app}",
-        ),
-        import_name="pyuwsgi",
-    ),
+    _uwsgi_closing("uwsgi --threads 8 (closes connections)", MIXED, "--threads 8"),
     # Scenario T: HTTPS with keep-alive. uWSGI is absent: pyuwsgi has no TLS.
     _variant(
         "corral",
