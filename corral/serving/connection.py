@@ -43,7 +43,7 @@ from corral.serving.listeners import ListenerInfo
 from corral.serving.refusals import RefusalLog, WaitedTooLong
 from corral.serving.request_counts import DURATION_BOUNDS
 from corral.serving.request_observer import RequestObserver, RequestRecord
-from corral.serving.sizing import SAMPLE_EVERY, SizingObserver
+from corral.serving.sizing import SAMPLE_INTERVAL, SizingObserver
 from corral.serving.transport import ClientSocketError, Transport
 from corral.wsgi.environ import build_environ
 from corral.wsgi.forwarded import ForwardedHeaders
@@ -731,11 +731,10 @@ class Connection:
         counts = state.counts
         sizing = state.sizing
         cpu_began = -1.0
-        if sizing is not None:
-            # Inline and sampled: the thread's CPU clock costs a system call.
-            sizing.count += 1
-            if not sizing.count % SAMPLE_EVERY:
-                cpu_began = time.thread_time()
+        if sizing is not None and started >= sizing.next_sample:
+            # Inline and sampled in time: the thread's CPU clock costs a system call.
+            sizing.next_sample = started + SAMPLE_INTERVAL
+            cpu_began = time.thread_time()
         decoder = body_decoder(head, state.limits)
         body = RequestBody(self, decoder, None)
         environ = build_environ(head, body, state.base_environ, self.peer, state.forwarded)

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from corral.serving.sizing import MAX_THREADS, advise
+import contextlib
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from corral.http.parser import HeadLimits
+from corral.serving.connection import Connection, ServingState
+from corral.serving.listeners import ListenerInfo
+from corral.serving.sizing import MAX_THREADS, SAMPLE_INTERVAL, SizingObserver, advise
+from corral.serving.transport import PlainTransport
+from corral.wsgi.environ import base_environ
 
 
 def test_an_application_waiting_on_io_is_advised_many_threads() -> None:
@@ -37,3 +48,56 @@ def test_a_setting_within_twice_the_advice_is_left_alone() -> None:
 def test_the_advice_has_bounds() -> None:
     assert advise([1e9], 1, 0, 1).threads == MAX_THREADS
     assert advise([], 1, 0, 1).threads == 1
+
+
+@contextlib.contextmanager
+def _served_over_a_socket_pair(sizing: SizingObserver) -> Iterator[Callable[[int], None]]:
+    """A `Connection` serving hello-world over a socket pair, `sizing` sampling it."""
+
+    def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello"]
+
+    state = ServingState(
+        hello,
+        HeadLimits(),
+        ListenerInfo("127.0.0.1", "8000"),
+        base_environ("127.0.0.1", "8000", "http", "", False, False),
+        30.0,
+        None,
+    )
+    state.sizing = sizing
+    server_side, client_side = socket.socketpair()
+    connection = Connection(PlainTransport(server_side, ("127.0.0.1", 50000), 30.0), state)
+
+    def serve(count: int) -> None:
+        for _ in range(count):
+            client_side.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert connection.collect()
+            assert connection.serve()
+            assert client_side.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+
+    try:
+        yield serve
+    finally:
+        connection.close()
+        client_side.close()
+
+
+def test_requests_are_sampled_by_time_not_by_count() -> None:
+    """A sample costs two system calls: however many requests are served, the first one
+    begun after each `SAMPLE_INTERVAL` is measured, and no other."""
+    sizing = SizingObserver(current_workers=0, current_threads=1, cores=2)
+    with _served_over_a_socket_pair(sizing) as serve:
+        sizing.next_sample = time.monotonic() + 3600
+        serve(50)
+        assert sizing.samples == 0
+        sizing.next_sample = 0.0
+        before = time.monotonic()
+        serve(1)
+        assert sizing.samples == 1
+        after = time.monotonic()
+        assert before + SAMPLE_INTERVAL <= sizing.next_sample <= after + SAMPLE_INTERVAL
+        sizing.next_sample = time.monotonic() + 3600
+        serve(20)
+        assert sizing.samples == 1
