@@ -47,6 +47,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import per_request_cost  # noqa: E402
 from harness import wrk  # noqa: E402
+from harness.cpu import cpu_times, tick_microseconds  # noqa: E402
 from harness.processes import (  # noqa: E402
     LOOPBACK,
     ServerProcess,
@@ -185,17 +186,6 @@ def in_server(name: str, seconds: int = 5) -> dict[str, float]:
     return result
 
 
-def cpu_times(cpu: int) -> tuple[int, int]:
-    """(user, system) clock ticks CPU `cpu` has spent since boot, from /proc/stat; system
-    counts interrupt and softirq time, where loopback TCP delivers what is sent."""
-    with open("/proc/stat") as stat:
-        for line in stat:
-            if line.startswith(f"cpu{cpu} "):
-                user, nice, system, _idle, _iowait, irq, softirq = map(int, line.split()[1:8])
-                return user + nice, system + irq + softirq
-    raise RuntimeError(f"/proc/stat has no cpu{cpu}")
-
-
 def wake_ups(cpu: int) -> int:
     """Interrupts CPU `cpu` has taken to be woken by another CPU: function-call and
     rescheduling interrupts (CAL, RES) from /proc/interrupts. A send to a client asleep
@@ -216,17 +206,17 @@ def cpu_split(argv: list[str], seconds: float) -> dict[str, float]:
     microseconds, and the times the client's CPU was woken."""
     with serving(argv) as (_server, url):
         run_wrk(url, 1)
-        user_before, system_before = cpu_times(0)
+        before = cpu_times(0)
         woken_before = wake_ups(1)
         rate = run_wrk(url, seconds)
-        user_after, system_after = cpu_times(0)
+        after = cpu_times(0)
         woken_after = wake_ups(1)
     requests = rate * seconds
-    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    tick_us = tick_microseconds()
     return {
         "requests_per_second": rate,
-        "user_us": (user_after - user_before) * tick_us / requests,
-        "system_us": (system_after - system_before) * tick_us / requests,
+        "user_us": (after.user - before.user) * tick_us / requests,
+        "system_us": (after.system - before.system) * tick_us / requests,
         "wake_ups": (woken_after - woken_before) / requests,
     }
 

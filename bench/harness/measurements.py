@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from harness.cpu import CLIENT_BOUND_SHARE
 from harness.processes import MemorySample
 
 SERVER = "server"
@@ -27,6 +28,9 @@ class Run:
     the latencies above are then the main load's alone."""
     side_latency_p50_ms: float | None = None
     side_latency_p99_ms: float | None = None
+    client_busy: float | None = None
+    """The share of the run wrk's CPU was busy (`harness.cpu`); None where the server
+    shares that CPU."""
 
 
 @dataclass
@@ -74,6 +78,16 @@ class Measurement:
     @property
     def median_side_p99_ms(self) -> float | None:
         return _median_of([run.side_latency_p99_ms for run in self.runs])
+
+    @property
+    def median_client_busy(self) -> float | None:
+        return _median_of([run.client_busy for run in self.runs])
+
+    @property
+    def client_bound(self) -> bool:
+        """wrk's CPU was busy all along in most runs: wrk set the pace, not the server."""
+        busy = self.median_client_busy
+        return busy is not None and busy >= CLIENT_BOUND_SHARE
 
     @property
     def flags(self) -> list[str]:

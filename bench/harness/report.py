@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import memory
+from harness.cpu import CLIENT_BOUND_SHARE
 from harness.measurements import IN_PROCESS_CEILING, NGINX_CEILING, SERVER, Measurement
 from harness.memory import MemoryMeasurement
 from harness.processes import MemorySample, ProcessMemory
@@ -31,6 +32,8 @@ class RunContext:
 
 # Shown where a figure does not exist; the escape keeps the source ASCII.
 MISSING = "\N{EN DASH}"
+# Beside a figure measured while wrk's CPU was busy all along (`Measurement.client_bound`).
+CLIENT_BOUND_MARK = "\N{DOUBLE DAGGER}"
 
 
 def _number(value: float) -> str:
@@ -145,7 +148,16 @@ def _columns(scenario: Scenario, workload: Workload, rows: list[Measurement]) ->
             ),
             (f"{side.name} p99 ms", lambda row: _milliseconds(row.median_side_p99_ms)),
         ]
+    if any(row.median_client_busy is not None for row in rows):
+        columns.append(("wrk CPU busy", _client_busy))
     return columns
+
+
+def _client_busy(row: Measurement) -> str:
+    busy = row.median_client_busy
+    if busy is None:
+        return MISSING
+    return f"{busy:.0%}" + (f" {CLIENT_BOUND_MARK}" if row.client_bound else "")
 
 
 def _number_or_missing(value: float | None) -> str:
@@ -192,7 +204,11 @@ def _summary(
             ]
             for name in REFERENCE_NAMES:
                 reference = reference_row(rows, name)
-                cells.append(_ratio(best.median, reference.median if reference else None))
+                ratio = _ratio(best.median, reference.median if reference else None)
+                if reference is not None and best.client_bound and reference.client_bound:
+                    # Both at wrk's pace: the ratio says nothing about either server.
+                    ratio += f" {CLIENT_BOUND_MARK}"
+                cells.append(ratio)
             for kind in (NGINX_CEILING, IN_PROCESS_CEILING):
                 ceiling = ceiling_row(rows, kind)
                 cells.append(f"{best.median / ceiling.median:.0%}" if ceiling else MISSING)
@@ -306,6 +322,10 @@ def render(
         "largest single process, the worker, is given beside the sum). "
         "Idle: after start, before load. After: after the last run.",
         "- ⚠ marks runs with socket errors or non-2xx answers; their figures are suspect.",
+        f"- wrk CPU busy: the share of each run CPU 1 was busy (`/proc/stat`). "
+        f"{CLIENT_BOUND_MARK} marks {CLIENT_BOUND_SHARE:.0%} or more: wrk, not the server, "
+        "set the pace, and in the summary a ratio between two servers both so marked "
+        "measures the client alone.",
     ]
     lines += [f"- {note}" for note in context.notes]
     lines += [

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.certificates import CertificateFiles
+from harness.cpu import busy_share, cpu_times
 from harness.measurements import Measurement, Run
 from harness.processes import (
     LOOPBACK,
@@ -19,7 +20,7 @@ from harness.processes import (
     wait_until_answering,
 )
 from harness.scenarios import Scenario, Workload
-from harness.wrk import LoadSpec, WrkResult, run_wrk
+from harness.wrk import WRK_CPU, LoadSpec, WrkResult, run_wrk
 
 SERVER_CPU = 0
 START_DEADLINE_SECONDS = 30.0
@@ -135,10 +136,16 @@ def measure_under_load(
         warmup = loads_for(scenario, workload, settings.bench_dir, WARMUP_SECONDS)
         run_wrk(base_url, warmup, log_path)
         loads = loads_for(scenario, workload, settings.bench_dir, settings.seconds)
+        # wrk's CPU is its own unless the scenario gives the server that CPU too (C2).
+        client_alone = str(WRK_CPU) not in scenario.server_cpus.split(",")
         for _ in range(settings.runs):
             time.sleep(PAUSE_BETWEEN_RUNS_SECONDS)
+            before = cpu_times(WRK_CPU)
             results = run_wrk(base_url, loads, log_path)
-            measurement.runs.append(_to_run(scenario, workload, results))
+            run = _to_run(scenario, workload, results)
+            if client_alone:
+                run.client_busy = busy_share(before, cpu_times(WRK_CPU))
+            measurement.runs.append(run)
             if process.poll() is not None:
                 measurement.failure = f"server exited with code {process.returncode} under load"
                 break
