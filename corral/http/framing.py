@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any, TypeAlias
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _STATUS = re.compile(r"([1-9][0-9][0-9]) [\t\x20-\x7e\x80-\xff]*")
@@ -106,18 +106,14 @@ UNTIL_CLOSE = BodyFraming.UNTIL_CLOSE
 NO_BODY = BodyFraming.NO_BODY
 
 
-class ResponseFraming(NamedTuple):
-    """What `frame_response` decided: the fields to send and how the body ends.
+ResponseFraming: TypeAlias = tuple[list[tuple[str, str]], BodyFraming, int | None, bool]
+"""What `frame_response` decided: (headers, framing, length, keep_alive), the fields to
+send and how the body ends.
 
-    `length` is the number of body bytes to send for `LENGTH` (0 for `NO_BODY`, None for
-    `CHUNKED` and `UNTIL_CLOSE`); `keep_alive` says whether the connection may serve
-    another request once the body has been sent as framed.
-    """
-
-    headers: list[tuple[str, str]]
-    framing: BodyFraming
-    length: int | None
-    keep_alive: bool
+`length` is the number of body bytes to send for `LENGTH` (0 for `NO_BODY`, None for
+`CHUNKED` and `UNTIL_CLOSE`); `keep_alive` says whether the connection may serve another
+request once the body has been sent as framed. A plain tuple: compiled, it is returned
+in registers, where a named tuple is a class called through the interpreter."""
 
 
 def frame_response(
@@ -201,13 +197,15 @@ def frame_response(
             sent.append(("Connection", "close"))
         elif version == "HTTP/1.0":
             sent.append(("Connection", "keep-alive"))
-    return ResponseFraming(sent, framing, length, keep_alive)
+    return sent, framing, length, keep_alive
 
 
 def encode_head(version: str, status: str, headers: list[tuple[str, str]]) -> bytes:
     """The status line and fields, already checked, ending with the empty line."""
+    # A loop, not a generator: compiled, a generator is an object of its own per call.
     lines = [f"{version} {status}\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    for name, value in headers:
+        lines.append(f"{name}: {value}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("latin-1")
 

@@ -66,7 +66,7 @@ def health_response(head: RequestHead, ready: bool, keep_alive: bool) -> tuple[b
     """The whole response to the health request `head`, and whether the connection may
     carry another request after it (never once not `ready`)."""
     code, status, body = _READY if ready else _STOPPING
-    framing = frame_response(
+    headers, _, _, keep_alive = frame_response(
         head.version,
         head.method,
         code,
@@ -75,7 +75,7 @@ def health_response(head: RequestHead, ready: bool, keep_alive: bool) -> tuple[b
         keep_alive and ready,
         current_date(),
     )
-    data = encode_head(head.version, status, framing.headers)
+    data = encode_head(head.version, status, headers)
     if head.method != "HEAD":
         data += body
-    return data, framing.keep_alive
+    return data, keep_alive

@@ -36,145 +36,139 @@ Headers = list[tuple[str, str]]
 CASES: dict[str, tuple[tuple[str, str, int, Headers, int | None, bool], ResponseFraming]] = {
     "1.1 one piece gets its length": (
         ("HTTP/1.1", "GET", 200, [TYPE], 5, True),
-        ResponseFraming([TYPE, ("Content-Length", "5"), *ADDED], LENGTH, 5, True),
+        ([TYPE, ("Content-Length", "5"), *ADDED], LENGTH, 5, True),
     ),
     "1.1 pieces are chunked": (
         ("HTTP/1.1", "GET", 200, [TYPE], None, True),
-        ResponseFraming([TYPE, ("Transfer-Encoding", "chunked"), *ADDED], CHUNKED, None, True),
+        ([TYPE, ("Transfer-Encoding", "chunked"), *ADDED], CHUNKED, None, True),
     ),
     "1.1 an error in pieces is chunked too": (
         ("HTTP/1.1", "POST", 500, [TYPE], None, True),
-        ResponseFraming([TYPE, ("Transfer-Encoding", "chunked"), *ADDED], CHUNKED, None, True),
+        ([TYPE, ("Transfer-Encoding", "chunked"), *ADDED], CHUNKED, None, True),
     ),
     "1.0 one piece gets its length and keep-alive": (
         ("HTTP/1.0", "GET", 200, [TYPE], 5, True),
-        ResponseFraming([TYPE, ("Content-Length", "5"), *ADDED, KEEP], LENGTH, 5, True),
+        ([TYPE, ("Content-Length", "5"), *ADDED, KEEP], LENGTH, 5, True),
     ),
     "1.0 pieces run until close": (
         ("HTTP/1.0", "GET", 200, [TYPE], None, True),
-        ResponseFraming([TYPE, *ADDED, CLOSE], UNTIL_CLOSE, None, False),
+        ([TYPE, *ADDED, CLOSE], UNTIL_CLOSE, None, False),
     ),
     "1.0 app length kept": (
         ("HTTP/1.0", "GET", 200, [("Content-Length", "10")], None, True),
-        ResponseFraming([("Content-Length", "10"), *ADDED, KEEP], LENGTH, 10, True),
+        ([("Content-Length", "10"), *ADDED, KEEP], LENGTH, 10, True),
     ),
     "app length kept for pieces": (
         ("HTTP/1.1", "GET", 200, [("content-length", "10"), TYPE], None, True),
-        ResponseFraming([("content-length", "10"), TYPE, *ADDED], LENGTH, 10, True),
+        ([("content-length", "10"), TYPE, *ADDED], LENGTH, 10, True),
     ),
     "app length equal to the one piece": (
         ("HTTP/1.1", "GET", 200, [("Content-Length", "5")], 5, True),
-        ResponseFraming([("Content-Length", "5"), *ADDED], LENGTH, 5, True),
+        ([("Content-Length", "5"), *ADDED], LENGTH, 5, True),
     ),
     "app length longer than the one piece closes": (
         ("HTTP/1.1", "GET", 200, [("Content-Length", "10")], 4, True),
-        ResponseFraming([("Content-Length", "10"), *ADDED, CLOSE], LENGTH, 10, False),
+        ([("Content-Length", "10"), *ADDED, CLOSE], LENGTH, 10, False),
     ),
     "app length and no body at all closes": (
         ("HTTP/1.1", "GET", 200, [("Content-Length", "10")], 0, True),
-        ResponseFraming([("Content-Length", "10"), *ADDED, CLOSE], LENGTH, 10, False),
+        ([("Content-Length", "10"), *ADDED, CLOSE], LENGTH, 10, False),
     ),
     "app length shorter than the one piece: the body is cut": (
         ("HTTP/1.1", "GET", 200, [("Content-Length", "3")], 5, True),
-        ResponseFraming([("Content-Length", "3"), *ADDED], LENGTH, 3, True),
+        ([("Content-Length", "3"), *ADDED], LENGTH, 3, True),
     ),
     "HEAD in pieces: no length": (
         ("HTTP/1.1", "HEAD", 200, [TYPE], None, True),
-        ResponseFraming([TYPE, *ADDED], NO_BODY, 0, True),
+        ([TYPE, *ADDED], NO_BODY, 0, True),
     ),
     "HEAD counts a one-piece body": (
         ("HTTP/1.1", "HEAD", 200, [TYPE], 4, True),
-        ResponseFraming([TYPE, ("Content-Length", "4"), *ADDED], NO_BODY, 0, True),
+        ([TYPE, ("Content-Length", "4"), *ADDED], NO_BODY, 0, True),
     ),
     "HEAD keeps the app length": (
         ("HTTP/1.1", "HEAD", 200, [("Content-Length", "4")], 0, True),
-        ResponseFraming([("Content-Length", "4"), *ADDED], NO_BODY, 0, True),
+        ([("Content-Length", "4"), *ADDED], NO_BODY, 0, True),
     ),
     "HEAD 1.0 in pieces keeps alive": (
         ("HTTP/1.0", "HEAD", 200, [TYPE], None, True),
-        ResponseFraming([TYPE, *ADDED, KEEP], NO_BODY, 0, True),
+        ([TYPE, *ADDED, KEEP], NO_BODY, 0, True),
     ),
     "HEAD of a 204 drops the app length": (
         ("HTTP/1.1", "HEAD", 204, [("Content-Length", "4")], 4, True),
-        ResponseFraming([*ADDED], NO_BODY, 0, True),
+        ([*ADDED], NO_BODY, 0, True),
     ),
     "204 drops the app length": (
         ("HTTP/1.1", "GET", 204, [("Content-Length", "4"), TYPE], 4, True),
-        ResponseFraming([TYPE, *ADDED], NO_BODY, 0, True),
+        ([TYPE, *ADDED], NO_BODY, 0, True),
     ),
     "204 in pieces": (
         ("HTTP/1.1", "GET", 204, [], None, True),
-        ResponseFraming([*ADDED], NO_BODY, 0, True),
+        ([*ADDED], NO_BODY, 0, True),
     ),
     "204 on 1.0 keeps alive": (
         ("HTTP/1.0", "GET", 204, [], None, True),
-        ResponseFraming([*ADDED, KEEP], NO_BODY, 0, True),
+        ([*ADDED, KEEP], NO_BODY, 0, True),
     ),
     "304 keeps the app length": (
         ("HTTP/1.1", "GET", 304, [("ETag", '"a"'), ("Content-Length", "4")], 4, True),
-        ResponseFraming([("ETag", '"a"'), ("Content-Length", "4"), *ADDED], NO_BODY, 0, True),
+        ([("ETag", '"a"'), ("Content-Length", "4"), *ADDED], NO_BODY, 0, True),
     ),
     "304 adds no length of its own": (
         ("HTTP/1.1", "GET", 304, [("ETag", '"a"')], 4, True),
-        ResponseFraming([("ETag", '"a"'), *ADDED], NO_BODY, 0, True),
+        ([("ETag", '"a"'), *ADDED], NO_BODY, 0, True),
     ),
     "304 on 1.0 in pieces keeps alive": (
         ("HTTP/1.0", "GET", 304, [], None, True),
-        ResponseFraming([*ADDED, KEEP], NO_BODY, 0, True),
+        ([*ADDED, KEEP], NO_BODY, 0, True),
     ),
     "2xx to CONNECT: no length, no body, closed": (
         ("HTTP/1.1", "CONNECT", 200, [("Content-Length", "4")], 4, True),
-        ResponseFraming([*ADDED, CLOSE], NO_BODY, 0, False),
+        ([*ADDED, CLOSE], NO_BODY, 0, False),
     ),
     "4xx to CONNECT is framed as usual": (
         ("HTTP/1.1", "CONNECT", 405, [TYPE], 9, True),
-        ResponseFraming([TYPE, ("Content-Length", "9"), *ADDED], LENGTH, 9, True),
+        ([TYPE, ("Content-Length", "9"), *ADDED], LENGTH, 9, True),
     ),
     "may not keep alive: 1.1": (
         ("HTTP/1.1", "GET", 200, [TYPE], 5, False),
-        ResponseFraming([TYPE, ("Content-Length", "5"), *ADDED, CLOSE], LENGTH, 5, False),
+        ([TYPE, ("Content-Length", "5"), *ADDED, CLOSE], LENGTH, 5, False),
     ),
     "may not keep alive: 1.1 chunked": (
         ("HTTP/1.1", "GET", 200, [], None, False),
-        ResponseFraming([("Transfer-Encoding", "chunked"), *ADDED, CLOSE], CHUNKED, None, False),
+        ([("Transfer-Encoding", "chunked"), *ADDED, CLOSE], CHUNKED, None, False),
     ),
     "may not keep alive: 1.0": (
         ("HTTP/1.0", "GET", 200, [], 5, False),
-        ResponseFraming([("Content-Length", "5"), *ADDED, CLOSE], LENGTH, 5, False),
+        ([("Content-Length", "5"), *ADDED, CLOSE], LENGTH, 5, False),
     ),
     "may not keep alive: HEAD": (
         ("HTTP/1.1", "HEAD", 200, [], None, False),
-        ResponseFraming([*ADDED, CLOSE], NO_BODY, 0, False),
+        ([*ADDED, CLOSE], NO_BODY, 0, False),
     ),
     "app Connection: close is kept, not repeated": (
         ("HTTP/1.1", "GET", 200, [("Connection", "close")], 5, True),
-        ResponseFraming([CLOSE, ("Content-Length", "5"), *ADDED], LENGTH, 5, False),
+        ([CLOSE, ("Content-Length", "5"), *ADDED], LENGTH, 5, False),
     ),
     "app Connection: close in any case, among other tokens": (
         ("HTTP/1.0", "GET", 200, [("connection", "Upgrade, Close")], 5, True),
-        ResponseFraming(
-            [("connection", "Upgrade, Close"), ("Content-Length", "5"), *ADDED], LENGTH, 5, False
-        ),
+        ([("connection", "Upgrade, Close"), ("Content-Length", "5"), *ADDED], LENGTH, 5, False),
     ),
     "app Connection: keep-alive on 1.0 is not repeated": (
         ("HTTP/1.0", "GET", 200, [KEEP], 5, True),
-        ResponseFraming([KEEP, ("Content-Length", "5"), *ADDED], LENGTH, 5, True),
+        ([KEEP, ("Content-Length", "5"), *ADDED], LENGTH, 5, True),
     ),
     "app Connection: keep-alive when closing adds nothing": (
         ("HTTP/1.1", "GET", 200, [KEEP], 5, False),
-        ResponseFraming([KEEP, ("Content-Length", "5"), *ADDED], LENGTH, 5, False),
+        ([KEEP, ("Content-Length", "5"), *ADDED], LENGTH, 5, False),
     ),
     "app Date and Server are kept, not repeated": (
         ("HTTP/1.1", "GET", 200, [("date", "yesterday"), ("SERVER", "mine")], 0, True),
-        ResponseFraming(
-            [("date", "yesterday"), ("SERVER", "mine"), ("Content-Length", "0")], LENGTH, 0, True
-        ),
+        ([("date", "yesterday"), ("SERVER", "mine"), ("Content-Length", "0")], LENGTH, 0, True),
     ),
     "app Date only: Server still added": (
         ("HTTP/1.1", "GET", 200, [("Date", "yesterday")], 0, True),
-        ResponseFraming(
-            [("Date", "yesterday"), ("Content-Length", "0"), ("Server", "corral")], LENGTH, 0, True
-        ),
+        ([("Date", "yesterday"), ("Content-Length", "0"), ("Server", "corral")], LENGTH, 0, True),
     ),
 }
 
@@ -185,13 +179,13 @@ def test_frame_response(case: str) -> None:
     given = list(headers)
     framing = frame_response(version, method, code, headers, body_length, may_keep_alive, DATE)
     assert framing == expected
-    assert isinstance(framing.framing, BodyFraming)
+    assert isinstance(framing[1], BodyFraming)
     assert headers == given, "the application's list was changed"
 
 
 def test_head_bytes_from_a_framing() -> None:
-    framing = frame_response("HTTP/1.0", "GET", 200, [TYPE], 5, True, DATE)
-    assert encode_head("HTTP/1.0", "200 OK", framing.headers) == (
+    headers, _, _, _ = frame_response("HTTP/1.0", "GET", 200, [TYPE], 5, True, DATE)
+    assert encode_head("HTTP/1.0", "200 OK", headers) == (
         b"HTTP/1.0 200 OK\r\n"
         b"Content-Type: text/plain\r\n"
         b"Content-Length: 5\r\n"
@@ -204,8 +198,8 @@ def test_head_bytes_from_a_framing() -> None:
 
 def test_framing_is_immutable() -> None:
     framing = frame_response("HTTP/1.1", "GET", 200, [], None, True, DATE)
-    with pytest.raises(AttributeError):
-        framing.keep_alive = False  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        framing[3] = False  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
