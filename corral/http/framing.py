@@ -31,6 +31,10 @@ class InvalidResponse(Exception):
 _VALID_STATUSES: dict[str, int] = {}
 _VALID_NAMES: set[str] = set()
 _MAX_REMEMBERED = 1024
+# Whole header lines found valid before, as the (name, value) tuples the application
+# gave: most responses of an application repeat most of its lines. Values vary more
+# than names (a request ID, a cookie), so once full the set starts again.
+_VALID_HEADERS: set[tuple[str, str]] = set()
 
 # The checks below take what the application gave as `object`: compiled by mypyc, a
 # parameter typed `str` would refuse anything else with a TypeError before the check
@@ -78,8 +82,24 @@ def check_response_headers(headers: Iterable[Any]) -> list[tuple[str, str]]:
     The server frames the body itself, so an application may not set Transfer-Encoding;
     a Content-Length must be a plain decimal number (RFC 9110 section 8.6).
     """
-    checked = []
-    for name, value in headers:
+    checked: list[tuple[str, str]] = []
+    valid = _VALID_HEADERS
+    for header in headers:
+        # Only a tuple of two exact strings can be looked up: anything else might not
+        # hash, or might compare equal to a valid line yet send differently.
+        if (
+            type(header) is tuple
+            and len(header) == 2
+            and type(header[0]) is str
+            and type(header[1]) is str
+            and header in valid
+        ):
+            checked.append(header)
+            continue
+        try:
+            name, value = header
+        except (TypeError, ValueError):
+            raise InvalidResponse(f"invalid header {header!r}: not a (name, value) pair") from None
         check_header(name, value)
         lowered = name.lower()
         if lowered == "content-length":
@@ -87,7 +107,12 @@ def check_response_headers(headers: Iterable[Any]) -> list[tuple[str, str]]:
                 raise InvalidResponse(f"invalid Content-Length {value!r}")
         elif lowered == "transfer-encoding":
             raise InvalidResponse("the application may not set Transfer-Encoding")
-        checked.append((name, value))
+        line = (name, value)
+        checked.append(line)
+        if type(name) is str and type(value) is str:
+            if len(valid) >= _MAX_REMEMBERED:
+                valid.clear()
+            valid.add(line)
     return checked
 
 

@@ -243,11 +243,29 @@ def test_checked_headers_pass() -> None:
         [("X-Good", "1"), ("X-Good", "euro \u20ac")],
         [("X-Good", "1"), ("X-Good", 1)],
         [("X-Good", "1"), (b"X-Good", "1")],
+        # Nor does a whole line found valid before, given as a list or in other pieces.
+        [("X-Good", "1"), ["X-Good", "1\r\nSet-Cookie: b"]],
+        [("X-Good", "1"), ("X-Good", "1", "2")],
+        [("X-Good", "1"), ("X-Good", ["1"])],
+        [("X-Good",)],
+        ["X-Good: 1"],
+        [None],
     ],
 )
 def test_headers_that_cannot_be_framed_are_refused(headers: Headers) -> None:
     with pytest.raises(InvalidResponse):
         check_response_headers(headers)
+
+
+def test_headers_are_copied_as_tuples_and_checked_again_once_many_were_seen() -> None:
+    given = [TYPE, ["X-List", "1"]]
+    assert check_response_headers(given) == [TYPE, ("X-List", "1")]
+    assert check_response_headers(given) == [TYPE, ("X-List", "1")]
+    # More distinct lines than are remembered: the set starts again, and still refuses.
+    many = [(f"X-Request-{number}", str(number)) for number in range(3000)]
+    assert check_response_headers(many) == many
+    with pytest.raises(InvalidResponse):
+        check_response_headers([*many[:5], ("X-Request-1", "1\r\n")])
 
 
 @pytest.mark.parametrize("status", ["200", "200OK", "2000 OK", "099 Low", "200 A\r\nB", 200])
