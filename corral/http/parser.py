@@ -332,10 +332,13 @@ def _count_line_ends(data: bytes | bytearray, pending_cr: bool, start: int = 0) 
     A bare CR or LF means the peer frames lines differently than we do, which is how a
     second request hides inside the first (RFC 9112 section 2.2).
     """
-    line_ends = data.count(b"\r\n", start)
-    if data.count(b"\n", start) != line_ends:
+    # Counted in the text: compiled, `str.count` is called directly, where each
+    # `bytes.count` is a method looked up and its arguments parsed.
+    text = bytes(data[start:] if start else data).decode("latin-1")
+    line_ends = text.count("\r\n")
+    if text.count("\n") != line_ends:
         raise RequestError("bare LF in request head")
-    if data.count(b"\r", start) - line_ends > pending_cr:
+    if text.count("\r") - line_ends > pending_cr:
         raise RequestError("bare CR in request head")
     return line_ends
 
