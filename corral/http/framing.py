@@ -5,19 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from enum import Enum
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_STATUS = re.compile(r"([1-9][0-9][0-9]) [\t\x20-\x7e\x80-\xff]*")
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_STATUS: Final = re.compile(r"([1-9][0-9][0-9]) [\t\x20-\x7e\x80-\xff]*")
 # Any control other than HTAB in a value would let an application split the response
 # (CR, LF) or confuse a downstream parser (NUL and friends).
-_FORBIDDEN_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
+_FORBIDDEN_IN_VALUE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
 
-LAST_CHUNK = b"0\r\n\r\n"
-CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
-SERVER = "corral"
+LAST_CHUNK: Final = b"0\r\n\r\n"
+CONTINUE_RESPONSE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+SERVER: Final = "corral"
 # The fields corral adds unless the application gave them itself.
-_ADDED_BY_SERVER = frozenset({"date", "server", "connection"})
+_ADDED_BY_SERVER: Final = frozenset({"date", "server", "connection"})
 
 
 class InvalidResponse(Exception):
@@ -28,13 +28,13 @@ class InvalidResponse(Exception):
 # application sends the same few in every response, and a dictionary lookup costs a
 # tenth of a regular expression's match. Bounded, so an application inventing them
 # cannot grow them without end.
-_VALID_STATUSES: dict[str, int] = {}
-_VALID_NAMES: set[str] = set()
-_MAX_REMEMBERED = 1024
+_VALID_STATUSES: Final[dict[str, int]] = {}
+_VALID_NAMES: Final[set[str]] = set()
+_MAX_REMEMBERED: Final = 1024
 # Whole header lines found valid before, as the (name, value) tuples the application
 # gave: most responses of an application repeat most of its lines. Values vary more
 # than names (a request ID, a cookie), so once full the set starts again.
-_VALID_HEADERS: set[tuple[str, str]] = set()
+_VALID_HEADERS: Final[set[tuple[str, str]]] = set()
 
 # The checks below take what the application gave as `object`: compiled by mypyc, a
 # parameter typed `str` would refuse anything else with a TypeError before the check
@@ -125,10 +125,10 @@ class BodyFraming(Enum):
     NO_BODY = "no-body"
 
 
-LENGTH = BodyFraming.LENGTH
-CHUNKED = BodyFraming.CHUNKED
-UNTIL_CLOSE = BodyFraming.UNTIL_CLOSE
-NO_BODY = BodyFraming.NO_BODY
+LENGTH: Final = BodyFraming.LENGTH
+CHUNKED: Final = BodyFraming.CHUNKED
+UNTIL_CLOSE: Final = BodyFraming.UNTIL_CLOSE
+NO_BODY: Final = BodyFraming.NO_BODY
 
 
 ResponseFraming: TypeAlias = tuple[list[tuple[str, str]], BodyFraming, int | None, bool]

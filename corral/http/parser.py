@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from corral.http.errors import (
     BodyTooLarge,
@@ -18,12 +19,12 @@ from corral.http.errors import (
     UnsupportedVersion,
 )
 
-_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/([0-9])\.([0-9])")
+_TOKEN: Final = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_REQUEST_LINE: Final = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/([0-9])\.([0-9])")
 # A field value may hold HTAB, visible ASCII, SP and obs-text, never other controls
 # (RFC 9110 section 5.5); bare CR and LF fall under "other controls".
-_FIELD_VALUE = rb"(?:[^\x00-\x20\x7f]+(?:[ \t]+[^\x00-\x20\x7f]+)*)?"
-_FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*\r\n")
+_FIELD_VALUE: Final = rb"(?:[^\x00-\x20\x7f]+(?:[ \t]+[^\x00-\x20\x7f]+)*)?"
+_FIELD_LINE: Final = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*\r\n")
 # The same grammar as byte sets (`_split_fields`, `_parse_request_line`): a regular
 # expression spends about ten times as many instructions on them, a quarter of corral's
 # own per request on wrk's four fields (callgrind). Each set is a translate() table that
@@ -37,40 +38,44 @@ def _keeping(allowed: bytes) -> bytes:
     return bytes(byte if byte in allowed else (byte + 1) % 256 for byte in range(256))
 
 
-_TOKEN_KEPT = _keeping(
+_TOKEN_KEPT: Final = _keeping(
     b"!#$%&'*+.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-"
 )
 # HTAB, SP, visible ASCII and obs-text; CR and LF, whose every use outside a CRLF is
 # refused before (`_count_line_ends`).
-_HEAD_KEPT = _keeping(bytes([0x09, 0x0A, 0x0D, *range(0x20, 0x7F), *range(0x80, 0x100)]))
+_HEAD_KEPT: Final = _keeping(bytes([0x09, 0x0A, 0x0D, *range(0x20, 0x7F), *range(0x80, 0x100)]))
 # What a request line's target may hold (`_REQUEST_LINE`): no controls, SP or DEL.
-_TARGET_KEPT = _keeping(bytes([*range(0x21, 0x7F), *range(0x80, 0x100)]))
+_TARGET_KEPT: Final = _keeping(bytes([*range(0x21, 0x7F), *range(0x80, 0x100)]))
 # The methods of RFC 9110 section 9 and PATCH (RFC 5789), as their names: any other
 # token is a method too, decoded when it comes.
-_METHODS = {
+_METHODS: Final = {
     method.encode("ascii"): method
     for method in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 }
 # A request line's end, with the space before it, and the version it names.
-_VERSIONS = {b" HTTP/1.1": "HTTP/1.1", b" HTTP/1.0": "HTTP/1.0"}
-_DIGITS = re.compile(rb"[0-9]{1,18}")
-_ABSOLUTE_TARGET = re.compile(
+_VERSIONS: Final = {b" HTTP/1.1": "HTTP/1.1", b" HTTP/1.0": "HTTP/1.0"}
+_DIGITS: Final = re.compile(rb"[0-9]{1,18}")
+_ABSOLUTE_TARGET: Final = re.compile(
     rb"([A-Za-z][A-Za-z0-9+.-]*)://"
     rb"((?:[A-Za-z0-9._~!$&'()*+,;=%:-]*@)?"  # userinfo
     rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)"  # host
     rb"(?::[0-9]*)?)"  # port
     rb"([/?][^#]*)?(?:#.*)?"
 )
-_AUTHORITY_TARGET = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+):[0-9]+")
-_HOST_VALUE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
-_CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?)")
+_AUTHORITY_TARGET: Final = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+):[0-9]+"
+)
+_HOST_VALUE: Final = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+_CHUNK_SIZE_LINE: Final = re.compile(
+    rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?)"
+)
 
 # Fields that may appear once only: a second copy means two parties could read the
 # request differently (RFC 9110 section 5.3; request smuggling).
-_SINGLETON_FIELDS = frozenset({"host", "content-length", "content-type"})
+_SINGLETON_FIELDS: Final = frozenset({"host", "content-length", "content-type"})
 # Fields a trailer must never carry: each changes framing, routing or authority, and an
 # application reading trailers as headers would be fooled (RFC 9110 section 6.5.1).
-_FORBIDDEN_TRAILERS = frozenset(
+_FORBIDDEN_TRAILERS: Final = frozenset(
     {
         b"content-length",
         b"transfer-encoding",
@@ -87,16 +92,16 @@ _FORBIDDEN_TRAILERS = frozenset(
         b"te",
     }
 )
-_MAX_LEADING_EMPTY_LINES = 4
-_FRAMING_FIELDS = frozenset({"host", "content-length", "transfer-encoding"})
+_MAX_LEADING_EMPTY_LINES: Final = 4
+_FRAMING_FIELDS: Final = frozenset({"host", "content-length", "transfer-encoding"})
 # Field names seen on the wire and their lower-case form: the common ones recur in every
 # request. Tokens only, as `_split_fields` takes a name found here for one. Bounded, so a
 # client inventing names cannot grow it without end.
-_NORMALISED_NAMES: dict[bytes, str] = {}
-_MAX_REMEMBERED_NAMES = 1024
+_NORMALISED_NAMES: Final[dict[bytes, str]] = {}
+_MAX_REMEMBERED_NAMES: Final = 1024
 # Host values found valid: a server is asked for the same few names, and a set lookup
 # costs a tenth of `_HOST_VALUE`'s match. Bounded in the same way.
-_VALID_HOSTS: set[str] = set()
+_VALID_HOSTS: Final[set[str]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -644,7 +649,7 @@ class ChunkedBody(BodyDecoder):
             raise RequestError("forbidden field in trailer section")
 
 
-_NO_BODY = NoBody()
+_NO_BODY: Final = NoBody()
 
 
 def body_decoder(head: RequestHead, limits: HeadLimits) -> BodyDecoder:

@@ -50,8 +50,8 @@ from corral.wsgi.forwarded import ForwardedHeaders
 from corral.wsgi.input import RequestBody
 from corral.wsgi.response import BodyBytes, Response, WSGIApp, current_date, run_application
 
-error_log = logging.getLogger("corral.error")
-_bucket = bisect.bisect_left
+error_log: Final = logging.getLogger("corral.error")
+_bucket: Final = bisect.bisect_left
 # The counts' layout (`corral.serving.request_counts`) as literals: compiled, a Final
 # literal is a constant where an imported name is a dictionary lookup on every request.
 # Checked against the layout at import, so that a layout changed since cannot pass.
@@ -72,24 +72,24 @@ if (
 # Measured: a 256 KiB receive buffer, allocated afresh on every recv, cost 15 µs per
 # request (a fresh mapping each time); 64 KiB costs nothing extra. Large bodies bypass
 # this buffer (`receive_unframed`).
-_RECEIVE_SIZE = 65536
+_RECEIVE_SIZE: Final = 65536
 # Responses ending in more than this are sent at once: holding them saves nothing.
-_HOLD_LIMIT = 16384
+_HOLD_LIMIT: Final = 16384
 # A request body is gathered in memory up to this size, in a temporary file beyond it.
-_BODY_IN_MEMORY = 1 << 20
+_BODY_IN_MEMORY: Final = 1 << 20
 # Response bytes kept for a client that is slow to read them. Past `_OUTBOX_LIMIT` a
 # connection borrows from the process's `_OUTBOX_BUDGET`, up to `_OUTBOX_MOST` in all;
 # beyond what it may hold, the thread writing the response waits for the client (up to
 # --client-timeout). Eight slow readers of 1 MiB responses thus hold no thread, and a
 # thousand of them hold no more than the budget in memory.
-_OUTBOX_LIMIT = 1 << 18
-_OUTBOX_MOST = 8 << 20
+_OUTBOX_LIMIT: Final = 1 << 18
+_OUTBOX_MOST: Final = 8 << 20
 # A request body arrives at --min-request-body-rate on average once this much has
 # passed since its head (Kestrel's MinRequestBodyDataRate has the same grace).
-BODY_RATE_GRACE = 5.0
-_TIMEOUT_ANSWER_VERSION = "HTTP/1.1"
+BODY_RATE_GRACE: Final = 5.0
+_TIMEOUT_ANSWER_VERSION: Final = "HTTP/1.1"
 # Seconds a connection ended after an answer reads what its client still sends (`linger`).
-LINGER_SECONDS = 2.0
+LINGER_SECONDS: Final = 2.0
 
 
 @dataclass(eq=False)
@@ -159,7 +159,7 @@ class _Budget:
             self.free += count
 
 
-_OUTBOX_BUDGET = _Budget(64 << 20)
+_OUTBOX_BUDGET: Final = _Budget(64 << 20)
 
 
 class Connection:

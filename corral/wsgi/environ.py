@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote_to_bytes
 
 from corral.http.parser import RequestHead
@@ -17,11 +17,11 @@ from corral.wsgi.input import RequestBody
 
 # Wire names (lower case) and their CGI form, "" for a name dropped: the common ones recur
 # in every request. Bounded, so a client inventing names cannot grow it without end.
-_CGI_NAMES: dict[str, str] = {
+_CGI_NAMES: Final[dict[str, str]] = {
     "content-type": "CONTENT_TYPE",
     "content-length": "CONTENT_LENGTH",
 }
-_MAX_REMEMBERED_NAMES = 1024
+_MAX_REMEMBERED_NAMES: Final = 1024
 
 
 class FileWrapper:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Final, Protocol
 
 from corral.http.parser import BodyDecoder
 
-_READ_SIZE = 65536
+_READ_SIZE: Final = 65536
 # An unread request body up to this size is read and dropped to keep the connection;
 # a larger one is cheaper to end by closing.
-DISCARD_LIMIT = 1 << 20
+DISCARD_LIMIT: Final = 1 << 20
 
 
 class BodySource(Protocol):

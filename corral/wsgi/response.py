@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 from corral.http.framing import (
     CHUNKED,
@@ -31,18 +31,34 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # Compiled by mypyc, a parameter typed `bytes` would refuse the other two.
 BodyBytes = bytes | bytearray | memoryview
 
-_date_cache: tuple[int, str] = (0, "")
 # Joining a small body to the head saves a system call; past this size the copy costs more.
-_JOIN_LIMIT = 65536
+_JOIN_LIMIT: Final = 65536
+
+
+class _FormattedDate:
+    """The HTTP Date value last formatted, and the second (Unix time) it is for."""
+
+    __slots__ = ("second", "text")
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.text = ""
+
+
+# One object changed in place, not a global rebound: compiled, a Final name is read
+# directly, where any other module global is looked up in the module's dictionary.
+_DATE: Final = _FormattedDate()
 
 
 def current_date() -> str:
     """The HTTP Date value, formatted at most once a second."""
-    global _date_cache
+    date = _DATE
     now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True))
-    return _date_cache[1]
+    if date.second != now:
+        # The text first: a thread that sees the new second sees its text.
+        date.text = formatdate(now, usegmt=True)
+        date.second = now
+    return date.text
 
 
 class Output(Protocol):
