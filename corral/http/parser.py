@@ -508,6 +508,19 @@ class BodyDecoder:
         raise NotImplementedError
 
 
+def take_front(buffer: bytearray, count: int) -> bytes:
+    """The first `count` bytes of `buffer`, removed from it. Copied once: a slice of a
+    bytearray is a copy of its own, which `bytes()` would copy again."""
+    if count >= len(buffer):
+        data = bytes(buffer)
+        buffer.clear()
+        return data
+    with memoryview(buffer) as view:
+        data = bytes(view[:count])
+    del buffer[:count]
+    return data
+
+
 class NoBody(BodyDecoder):
     done = True
 
@@ -526,12 +539,7 @@ class LengthBody(BodyDecoder):
         take = min(size, self.remaining, len(buffer))
         if take <= 0:
             return b""
-        if take == len(buffer):
-            data = bytes(buffer)
-            buffer.clear()
-        else:
-            data = bytes(buffer[:take])
-            del buffer[:take]
+        data = take_front(buffer, take)
         self.take_unframed(take)
         return data
 
@@ -576,8 +584,7 @@ class ChunkedBody(BodyDecoder):
                 take = min(size, self.chunk_remaining, len(buffer))
                 if take == 0:
                     return b""
-                data = bytes(buffer[:take])
-                del buffer[:take]
+                data = take_front(buffer, take)
                 self.take_unframed(take)
                 return data
             line = self._take_line(buffer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Final, Protocol
 
-from corral.http.parser import BodyDecoder
+from corral.http.parser import BodyDecoder, take_front
 
 _READ_SIZE: Final = 65536
 # An unread request body up to this size is read and dropped to keep the connection;
@@ -89,9 +89,7 @@ class RequestBody:
             decoded += data
         while len(decoded) < size and not self.decoder.done:
             decoded += self._pull(size - len(decoded))
-        data = bytes(decoded[:size])
-        del decoded[:size]
-        return data
+        return take_front(decoded, size)
 
     def readline(self, size: int | None = -1) -> bytes:
         limit = -1 if size is None else size
@@ -113,9 +111,7 @@ class RequestBody:
             decoded += data
         if 0 <= limit < end:
             end = limit
-        line = bytes(decoded[:end])
-        del decoded[:end]
-        return line
+        return take_front(decoded, end)
 
     def readlines(self, hint: int = -1) -> list[bytes]:
         lines: list[bytes] = []
