@@ -4,19 +4,14 @@ served next."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from corral.http.parser import HeadLimits
-from corral.serving.connection import Connection, ServingState
-from corral.serving.listeners import ListenerInfo
-from corral.serving.transport import PlainTransport
-from corral.wsgi.environ import base_environ
+from tests.socket_pair import connection_pair, serving_state
 
 BODY = bytes(range(256)) * 1024  # 256 KiB, every byte value
 NEXT = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -26,25 +21,6 @@ def _echo(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[b
     body = environ["wsgi.input"].read()
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"{environ['PATH_INFO']} {len(body)} {hashlib.sha256(body).hexdigest()}".encode()]
-
-
-@contextlib.contextmanager
-def _connection() -> Iterator[tuple[Connection, socket.socket]]:
-    state = ServingState(
-        _echo,
-        HeadLimits(),
-        ListenerInfo("127.0.0.1", "8000"),
-        base_environ("127.0.0.1", "8000", "http", "", False, False),
-        30.0,
-        None,
-    )
-    server_side, client_side = socket.socketpair()
-    connection = Connection(PlainTransport(server_side, ("127.0.0.1", 50000), 30.0), state)
-    try:
-        yield connection, client_side
-    finally:
-        connection.close()
-        client_side.close()
 
 
 def _responses(client: socket.socket, count: int) -> list[bytes]:
@@ -86,7 +62,7 @@ def test_a_body_in_pieces_is_read_whole_and_the_next_request_follows(
     # request, as a client that pipelines sends it.
     sent = [head] + [wire[start : start + piece_size] for start in range(0, len(wire), piece_size)]
     sent[-1] += NEXT
-    with _connection() as (connection, client):
+    with connection_pair(serving_state(_echo)) as (connection, client):
         for number, piece in enumerate(sent):
             client.sendall(piece)
             # Gathered without the application, a receive at a time: whole only once

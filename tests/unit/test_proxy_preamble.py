@@ -11,14 +11,12 @@ from typing import Any
 
 import pytest
 
-from corral.http.parser import HeadLimits
 from corral.http.proxy_protocol import ProxyHeaderError
 from corral.http.trusted_addresses import TrustedAddresses
-from corral.serving.connection import Connection, ServingState
-from corral.serving.listeners import ListenerInfo
+from corral.serving.connection import Connection
 from corral.serving.proxy_preamble import ProxyPreamble
 from corral.serving.transport import PlainTransport
-from corral.wsgi.environ import base_environ
+from tests.socket_pair import connection_pair, serving_state
 
 PROXY_PEER = ("127.0.0.1", 40000)
 STEP = ProxyPreamble(TrustedAddresses(["127.0.0.1"]))
@@ -39,27 +37,14 @@ def _app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     raise AssertionError("not called")
 
 
-STATE = ServingState(
-    _app,
-    HeadLimits(),
-    ListenerInfo("127.0.0.1", "8000"),
-    base_environ("127.0.0.1", "8000", "http", "", False, False),
-    5.0,
-    None,
-)
+STATE = serving_state(_app)
 
 
 @pytest.fixture
 def opened() -> Iterator[tuple[Connection, socket.socket]]:
     """A connection from `PROXY_PEER` as the dispatcher accepts it, and its client end."""
-    server_side, client_side = socket.socketpair()
-    client_side.settimeout(5)
-    connection = Connection(PlainTransport(server_side, PROXY_PEER, timeout=5.0), STATE)
-    try:
-        yield connection, client_side
-    finally:
-        connection.transport.close()
-        client_side.close()
+    with connection_pair(STATE, PROXY_PEER) as pair:
+        yield pair
 
 
 def readable(connection: Connection) -> bool:

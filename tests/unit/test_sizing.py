@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from corral.http.parser import HeadLimits
-from corral.serving.connection import Connection, ServingState
-from corral.serving.listeners import ListenerInfo
 from corral.serving.sizing import MAX_THREADS, SAMPLE_INTERVAL, SizingObserver, advise
-from corral.serving.transport import PlainTransport
-from corral.wsgi.environ import base_environ
+from tests.socket_pair import connection_pair, serving_state
 
 
 def test_an_application_waiting_on_io_is_advised_many_threads() -> None:
@@ -58,30 +53,18 @@ def _served_over_a_socket_pair(sizing: SizingObserver) -> Iterator[Callable[[int
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"hello"]
 
-    state = ServingState(
-        hello,
-        HeadLimits(),
-        ListenerInfo("127.0.0.1", "8000"),
-        base_environ("127.0.0.1", "8000", "http", "", False, False),
-        30.0,
-        None,
-    )
+    state = serving_state(hello)
     state.sizing = sizing
-    server_side, client_side = socket.socketpair()
-    connection = Connection(PlainTransport(server_side, ("127.0.0.1", 50000), 30.0), state)
+    with connection_pair(state) as (connection, client):
 
-    def serve(count: int) -> None:
-        for _ in range(count):
-            client_side.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert connection.collect()
-            assert connection.serve()
-            assert client_side.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+        def serve(count: int) -> None:
+            for _ in range(count):
+                client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert connection.collect()
+                assert connection.serve()
+                assert client.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
 
-    try:
         yield serve
-    finally:
-        connection.close()
-        client_side.close()
 
 
 def test_requests_are_sampled_by_time_not_by_count() -> None:

@@ -14,13 +14,11 @@ from typing import Any
 import pytest
 
 from corral.config import Timeouts
-from corral.http.parser import HeadLimits
-from corral.serving.connection import Connection, ServingState
+from corral.serving.connection import Connection
 from corral.serving.dispatcher import Dispatcher
-from corral.serving.listeners import ListenerInfo
 from corral.serving.transport import ClientSocketError, PlainTransport
 from corral.workers.one_at_a_time import OneAtATime
-from corral.wsgi.environ import base_environ
+from tests.socket_pair import serving_state
 
 PEER = ("192.0.2.7", 50123)
 
@@ -278,14 +276,7 @@ def _hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 def test_a_connection_with_bytes_pending_in_its_transport_is_served_again() -> None:
-    state = ServingState(
-        _hello,
-        HeadLimits(),
-        ListenerInfo("127.0.0.1", "8000"),
-        base_environ("127.0.0.1", "8000", "http", "", False, False),
-        5.0,
-        None,
-    )
+    state = serving_state(_hello)
     model = OneAtATime()
     dispatcher = Dispatcher([], model, Timeouts(keep_alive=5, client=5, graceful=1))
     model.start(dispatcher)
