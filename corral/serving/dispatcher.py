@@ -94,6 +94,12 @@ class Dispatcher:
         # thread or child serves it; served inline, it cannot be, and staying armed saves
         # a system call per request.
         self.rearm = not model.serves_inline
+        # Served inline, a plain connection is watched edge-triggered, so that ready
+        # connections come in the order their requests arrived (`EpollReadiness`); one
+        # whose last read filled all it asked for is looked at again next turn
+        # (`unread`), as the kernel will not report what it already holds.
+        self.edge = model.serves_inline
+        self.unread: list[Connection] = []
         self.keep_alive = timeouts.keep_alive
         self.client_timeout = timeouts.client
         self.header_timeout = timeouts.header
@@ -302,6 +308,9 @@ class Dispatcher:
             self.served_again.append(connection)
             self._wake()
             return
+        if self.edge and not connection.transport.drained:
+            # Served inline: this is the loop's own thread.
+            self.unread.append(connection)
         connection.busy = False
         if self.rearm:
             try:
@@ -318,6 +327,9 @@ class Dispatcher:
                 self.readiness.resume(connection.fd)
         except OSError:
             connection.close()
+            return
+        if self.edge and not connection.transport.drained:
+            self.unread.append(connection)
 
     def watch(self, fd: int, callback: Callable[[], None]) -> None:
         """Call `callback` on the loop thread when `fd` becomes readable."""
@@ -375,7 +387,7 @@ class Dispatcher:
         next_sweep = time.monotonic() + _SWEEP_INTERVAL
         while not self.stop_requested:
             timeout = _SWEEP_INTERVAL
-            if self.opening_due:
+            if self.opening_due or self.unread:
                 timeout = 0.0
             elif self.fresh_deadlines:
                 timeout = max(0.0, min(timeout, self.fresh_deadlines[0][0] - time.monotonic()))
@@ -440,6 +452,12 @@ class Dispatcher:
                     callback()
         if self.opening_due:
             self._open_due()
+        if self.unread:
+            unread = self.unread
+            self.unread = []
+            for connection in unread:
+                if not connection.closed:
+                    self.submit(connection)
 
     def _open_due(self) -> None:
         """Run due opening steps for at most `_OPENING_BUDGET` seconds; the rest wait for
@@ -488,11 +506,15 @@ class Dispatcher:
             return
         if not connection.collect():
             # No whole request yet: gathered here as it arrives, holding no thread.
-            if self.rearm and not connection.closed:
+            if connection.closed:
+                return
+            if self.rearm:
                 try:
                     self.readiness.rearm(connection.fd)
                 except OSError:
                     connection.close()
+            elif self.edge and not connection.transport.drained:
+                self.unread.append(connection)
             return
         head = connection.head
         # The one cost of the health path to every other request: this comparison.
@@ -649,7 +671,7 @@ class Dispatcher:
             self.fresh += 1
             self.fresh_deadlines.append((time.monotonic() + _FRESH_SECONDS, connection))
         self.connections[connection.fd] = connection
-        self.readiness.watch(connection.fd, once=self.rearm)
+        self.readiness.watch(connection.fd, once=self.rearm, edge=self.edge and not state.opening)
         return not (len(self.connections) > self.connection_limit > 0) or (
             self._close_longest_idle()
         )
@@ -840,7 +862,7 @@ class Dispatcher:
             self._close_idle(now)
             if not self.connections and self.model.idle():
                 break
-            self._poll_once(0.05)
+            self._poll_once(0.0 if self.unread else 0.05)
         self._log_cut()
         self.model.stop()
 

@@ -4,6 +4,11 @@ A descriptor watched `once` is disarmed when it is reported, so that it is hande
 thread only, and armed again with `rearm` once served; `rearm` may be called from any
 thread. `arm_writable` watches a descriptor once for room to send instead (a response
 the client is slow to take), after which `rearm` or `resume` watch it for reading again.
+
+A descriptor watched `edge` (epoll only; poll(2) ignores it) is reported when bytes
+arrive, not while unread bytes remain: its reader must read until a read comes back
+short, or look again itself. In exchange, connections come back in the order their bytes
+arrived (see `EpollReadiness`).
 """
 
 from __future__ import annotations
@@ -15,13 +20,27 @@ import threading
 
 
 class EpollReadiness:
-    """One-shot registration in the kernel: `rearm` is a single thread-safe system call."""
+    """One-shot registration in the kernel: `rearm` is a single thread-safe system call.
+
+    Level-triggered, epoll puts every descriptor it reported back at the head of its
+    ready list, to be checked on the next wait; a request that arrives later on a
+    connection it dropped meanwhile (served last in the turn, its client not yet
+    answered) joins the tail, behind all of them. Served in that order, such a request
+    waits a whole turn, then for every other request of the next: under `wrk -c58`,
+    1.5% of requests took twice the median. Edge-triggered (`edge`), the ready list is
+    in order of arrival.
+    """
 
     def __init__(self) -> None:
         self.epoll = select.epoll()
+        self.edge: set[int] = set()
 
-    def watch(self, fd: int, once: bool = False) -> None:
-        self.epoll.register(fd, select.EPOLLIN | (select.EPOLLONESHOT if once else 0))
+    def watch(self, fd: int, once: bool = False, edge: bool = False) -> None:
+        flags = select.EPOLLIN | (select.EPOLLONESHOT if once else 0)
+        if edge:
+            self.edge.add(fd)
+            flags |= select.EPOLLET
+        self.epoll.register(fd, flags)
 
     def rearm(self, fd: int) -> None:
         self.epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
@@ -33,9 +52,10 @@ class EpollReadiness:
         self.epoll.modify(fd, 0)
 
     def resume(self, fd: int) -> None:
-        self.epoll.modify(fd, select.EPOLLIN)
+        self.epoll.modify(fd, select.EPOLLIN | (select.EPOLLET if fd in self.edge else 0))
 
     def forget(self, fd: int) -> None:
+        self.edge.discard(fd)
         with contextlib.suppress(OSError, ValueError):
             self.epoll.unregister(fd)
 
@@ -61,7 +81,8 @@ class PollReadiness:
         self.writing: set[int] = set()
         self.lock = threading.Lock()
 
-    def watch(self, fd: int, once: bool = False) -> None:
+    def watch(self, fd: int, once: bool = False, edge: bool = False) -> None:
+        # poll(2) has no edge-triggered mode: `edge` readers look again anyway.
         with self.lock:
             self.poller.register(fd, select.POLLIN)
             if once:

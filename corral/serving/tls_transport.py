@@ -50,6 +50,9 @@ class TLSTransport(PlainTransport):
         self.sock = self.raw = sock
         self.peer = peer
         self.timeout = timeout
+        # What the session has decrypted ahead is `pending`; a TLS connection is watched
+        # level-triggered, so the kernel's unread bytes are reported again.
+        self.drained = True
         # True once the handshake is done: only then is there a session to end.
         self.established = False
         self.user = os.getpid()

@@ -43,6 +43,9 @@ class Transport(Protocol):
     # True when the transport's state lives in the memory of the process using it (a TLS
     # session): a forked process serving the connection must keep it to its end.
     stays_in_process: bool
+    # False when the last read filled all it asked for: the kernel may hold more, which
+    # an edge-triggered readiness set will not report again (`corral.serving.readiness`).
+    drained: bool
 
     def fileno(self) -> int: ...
 
@@ -86,7 +89,7 @@ class PlainTransport:
     two: everything but the socket's mode would be the same code twice.
     """
 
-    __slots__ = ("peer", "raw", "sock", "timeout")
+    __slots__ = ("drained", "peer", "raw", "sock", "timeout")
 
     # Whether `sendfile` may hand the file to the kernel; a TLS transport must copy.
     uses_os_sendfile = True
@@ -99,6 +102,7 @@ class PlainTransport:
         self.sock = sock
         self.peer = peer
         self.timeout = timeout
+        self.drained = True
         # The socket that never waits: gevent's socket waits (yields) inside recv and
         # send, but wraps a non-blocking one that `receive_ready` and `send_some` use, as
         # they may run in gevent's loop itself, where nothing may wait.
@@ -141,9 +145,12 @@ class PlainTransport:
         """Up to `size` bytes already arrived, b"" when the peer has closed, or None when
         nothing has arrived yet. Never waits; OSError as is."""
         try:
-            return self.raw.recv(size)
+            data = self.raw.recv(size)
         except (BlockingIOError, InterruptedError):
+            self.drained = True
             return None
+        self.drained = len(data) < size
+        return data
 
     def receive(self, size: int) -> bytes:
         """Up to `size` bytes, waiting up to the client timeout for the first; b"" when the
@@ -152,9 +159,12 @@ class PlainTransport:
         try:
             while True:
                 try:
-                    return sock.recv(size)
+                    data = sock.recv(size)
                 except BlockingIOError:
                     self.wait_readable()
+                else:
+                    self.drained = len(data) < size
+                    return data
         except OSError as error:
             raise ClientSocketError(f"receiving the request body: {error}") from error
 
@@ -263,9 +273,11 @@ class PlainTransport:
                 if not sock.recv(_DRAIN_SIZE):
                     return True
         except BlockingIOError:
+            self.drained = True
             return False
         except OSError:
             return True
+        self.drained = False
         return False
 
     def close(self) -> None:

@@ -233,3 +233,74 @@ def test_clients_that_do_not_read_hold_no_slot(
     finally:
         for sock in readers:
             sock.close()
+
+
+class _Client:
+    """A raw keep-alive connection that reads back the order numbers of
+    `tests.apps.arrival_order`, pipelined responses included."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.received = b""
+
+    def send(self, target: str) -> None:
+        self.sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+
+    def place(self) -> int:
+        """The order number in the next response."""
+        while True:
+            head_end = self.received.find(b"\r\n\r\n")
+            if head_end >= 0:
+                head = self.received[:head_end].decode("latin-1").lower()
+                length = int(head.split("content-length:")[1].split("\r\n")[0])
+                end = head_end + 4 + length
+                if len(self.received) >= end:
+                    body = self.received[head_end + 4 : end]
+                    self.received = self.received[end:]
+                    assert head.startswith("http/1.1 200 "), head
+                    return int(body)
+            data = self.sock.recv(4096)
+            assert data, "closed before its response"
+            self.received += data
+
+
+@pytest.mark.parametrize("model", ["one-at-a-time", "gevent"])
+def test_requests_are_served_in_the_order_they_arrived(
+    start_server: Callable[..., RunningServer], model: str
+) -> None:
+    """While the server cannot look (a request holds the process), C sends, then A sends
+    its next request; C's is served first. A was last reported together with B: epoll,
+    level-triggered, checks A again ahead of every later arrival, which once served A's
+    request first and left C's to wait through another whole turn (1.5% of requests took
+    twice the median under load)."""
+    server = start_server(app="tests.apps.arrival_order:app", options=ALL_MODELS[model])
+    with contextlib.closing(socket.create_server(("127.0.0.1", 0))) as gates:
+        gate = f"/gate?port={gates.getsockname()[1]}"
+        holder, a, b, c = (_Client(server.port) for _ in range(4))
+        try:
+            holder.send(gate)
+            held, _ = gates.accept()
+            assert held.recv(2) == b"in"
+            # Both arrive while the process is held, so one turn reports them together.
+            a.send(gate)
+            b.send("/b")
+            held.sendall(b"x")
+            held.close()
+            held, _ = gates.accept()
+            assert held.recv(2) == b"in"
+            # A's first request holds the process now: C's arrives, then A's next.
+            c.send("/c")
+            a.send("/a-again")
+            held.sendall(b"x")
+            held.close()
+            places = {
+                "holder": holder.place(),
+                "a": a.place(),
+                "b": b.place(),
+                "c": c.place(),
+                "a-again": a.place(),
+            }
+        finally:
+            for client in (holder, a, b, c):
+                client.sock.close()
+    assert places["holder"] < places["a"] < places["b"] < places["c"] < places["a-again"], places

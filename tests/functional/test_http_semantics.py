@@ -190,6 +190,30 @@ def test_pipelined_requests_are_answered_in_order(server: RunningServer) -> None
         assert bodies == [b"first", b"second", b"third"]
 
 
+# More than one read (64 KiB) of bytes, all arrived before the server reads any.
+AT_ONCE = {
+    "a body": (post("/echo", bytes(range(256)) * 400) + get("/"), 2),
+    "pipelined requests": (get("/") * 2600, 2600),
+}
+
+
+@pytest.mark.parametrize("sent", list(AT_ONCE))
+def test_more_than_one_read_sent_at_once_is_all_served(server: RunningServer, sent: str) -> None:
+    """Served one at a time, a connection is watched edge-triggered: what the kernel
+    already holds is not reported again, so the server reads on itself while a read
+    fills all it asked for. Otherwise the rest waited for the client to send more."""
+    data, count = AT_ONCE[sent]
+    assert len(data) > 65536
+    sock, stream = connect(server)
+    with sock, stream:
+        sock.sendall(data)
+        responses = [read_response(stream) for _ in range(count)]
+        assert [response.status for response in responses] == [200] * count
+        assert responses[-1].body == b"hello\n"
+        if sent == "a body":
+            assert responses[0].body == bytes(range(256)) * 400
+
+
 def test_a_client_that_waits_for_a_response_before_sending_the_next_body_gets_it(
     server: RunningServer,
 ) -> None:

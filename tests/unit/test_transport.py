@@ -221,6 +221,8 @@ class BufferingTransport:
         self.fd = fd
         self.sent = bytearray()
         self.closed = False
+        # Its own buffer is `pending`: the socket never holds more than was reported.
+        self.drained = True
 
     def fileno(self) -> int:
         return self.fd
